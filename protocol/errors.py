@@ -33,11 +33,28 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent bytes that break the protocol (garbage, oversized frame, bad prefix)."""
 
 
+class OversizedFrameError(RemoteProtocolError):
+    """The peer announced a frame larger than this side's ``max_frame_bytes``.
+
+    Raised as soon as the length prefix arrives, before any of the frame is buffered; ``size``
+    is the announced ``frame_length`` so the broker can answer with ``FrameTooLargeError``.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds max_frame_bytes={limit}")
+        self.size = size
+        self.limit = limit
+
+
 class ApiError(SluiceError):
     """A request could not be served; carries a stable wire ``code``."""
 
     code: int = -1
     retriable: bool = False
+    # Set by protocol.messages.decode_request on an error about a request whose header it could
+    # partly read, so the error response echoes them; -1 means unreadable.
+    correlation_id: int = -1
+    api: int = -1
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message or self.default_message())

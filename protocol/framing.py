@@ -1,0 +1,192 @@
+"""Length-prefixed frames, sans-IO: bytes in, ``Frame``s out (docs/PROTOCOL.md, "Frames").
+
+A frame is ``frame_length u32 | header_length u32 | header | body``. The decoder checks
+``frame_length`` as soon as its 4 bytes arrive, so an oversized frame is refused before any of
+it is buffered; it then fills one ``bytearray`` preallocated to exactly the frame's size. So
+each received byte is copied once into place (twice if the caller hands in a mutable buffer),
+a 64 MiB frame costs linear time however it is chunked, and the body is a writable view the
+broker stamps offsets into in place. The header stays packed here: a header that is not valid
+msgpack leaves the framing intact, so it is ``protocol.messages``' business, not a
+``RemoteProtocolError``.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+import msgpack
+
+from protocol.errors import LocalProtocolError, OversizedFrameError, RemoteProtocolError
+
+PREFIX = struct.Struct(">II")  # frame_length, header_length
+FRAME_LENGTH = struct.Struct(">I")
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+MAX_HEADER_BYTES = 1024 * 1024
+_U32_MAX = 2**32 - 1
+
+
+class Signal(enum.Enum):
+    """What ``next_frame`` / ``next_event`` return when they have nothing else to give."""
+
+    NEED_DATA = "NEED_DATA"  # call receive_data with more bytes, then ask again
+    CLOSED = "CLOSED"  # the peer closed cleanly between frames; nothing more will come
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+NEED_DATA = Signal.NEED_DATA
+CLOSED = Signal.CLOSED
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One received frame: the packed msgpack ``header`` and the raw ``body``.
+
+    Both are views of the same private bytearray; ``body`` is writable.
+    """
+
+    header: memoryview
+    body: memoryview
+
+
+class FrameDecoder:
+    """Turns received bytes into ``Frame``s. ``receive_data`` only buffers; ``b""`` is EOF.
+
+    After it raises ``RemoteProtocolError`` once, ``next_frame`` raises the same error forever.
+    """
+
+    def __init__(
+        self, max_frame_bytes: int = MAX_FRAME_BYTES, max_header_bytes: int = MAX_HEADER_BYTES
+    ) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self.max_header_bytes = max_header_bytes
+        self._chunks: deque[memoryview] = deque()  # received, not yet consumed
+        self._buffered = 0  # bytes in _chunks
+        self._eof = False
+        self._error: RemoteProtocolError | None = None
+        self._frame: bytearray | None = None  # header + body of the frame being filled
+        self._filled = 0
+        self._header_length = 0
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        if self._eof:
+            raise LocalProtocolError("receive_data called after EOF")
+        if type(data) is not bytes:
+            data = bytes(data)  # the caller may reuse a mutable buffer; keep our own
+        if not data:
+            self._eof = True
+            return
+        self._chunks.append(memoryview(data))
+        self._buffered += len(data)
+
+    def next_frame(self) -> Frame | Signal:
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_frame()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._chunks.clear()
+            self._frame = None
+            raise
+
+    def _next_frame(self) -> Frame | Signal:
+        if self._frame is None and not self._start_frame():
+            return self._starved()
+        frame = self._fill()
+        if self._filled < len(frame):
+            return self._starved()
+        self._frame = None
+        view = memoryview(frame)
+        return Frame(header=view[: self._header_length], body=view[self._header_length :])
+
+    def _starved(self) -> Signal:
+        if not self._eof:
+            return NEED_DATA
+        if self._frame is None and not self._buffered:
+            return CLOSED
+        raise RemoteProtocolError("peer closed the connection in the middle of a frame")
+
+    def _start_frame(self) -> bool:
+        """Read and check the prefix; allocate the frame. False if the prefix is incomplete."""
+        if self._buffered < FRAME_LENGTH.size:
+            return False
+        (frame_length,) = FRAME_LENGTH.unpack(self._peek(FRAME_LENGTH.size))
+        if frame_length > self.max_frame_bytes:
+            raise OversizedFrameError(frame_length, self.max_frame_bytes)
+        if self._buffered < PREFIX.size:
+            return False
+        frame_length, header_length = PREFIX.unpack(self._take(PREFIX.size))
+        if header_length > frame_length - 4:
+            raise RemoteProtocolError(
+                f"header_length {header_length} does not fit in frame_length {frame_length}"
+            )
+        if header_length > self.max_header_bytes:
+            raise RemoteProtocolError(
+                f"header of {header_length} bytes exceeds max_header_bytes={self.max_header_bytes}"
+            )
+        self._frame = bytearray(frame_length - 4)
+        self._filled = 0
+        self._header_length = header_length
+        return True
+
+    def _fill(self) -> bytearray:
+        """Move buffered bytes into the current frame, consuming whole or partial chunks."""
+        frame = self._frame
+        assert frame is not None
+        filled, size, chunks = self._filled, len(frame), self._chunks
+        while filled < size and chunks:
+            chunk = chunks[0]
+            n = min(size - filled, len(chunk))
+            frame[filled : filled + n] = chunk[:n]
+            filled += n
+            if n < len(chunk):
+                chunks[0] = chunk[n:]
+            else:
+                chunks.popleft()
+        self._buffered -= filled - self._filled
+        self._filled = filled
+        return frame
+
+    def _peek(self, n: int) -> bytes:
+        out = b""
+        for chunk in self._chunks:
+            out += chunk[: n - len(out)]
+            if len(out) == n:
+                break
+        return out
+
+    def _take(self, n: int) -> bytes:
+        out = self._peek(n)
+        left = n
+        while left:
+            chunk = self._chunks[0]
+            if len(chunk) > left:
+                self._chunks[0] = chunk[left:]
+                break
+            self._chunks.popleft()
+            left -= len(chunk)
+        self._buffered -= n
+        return out
+
+
+def encode_frame(header: dict, body_length: int, max_header_bytes: int = MAX_HEADER_BYTES) -> bytes:
+    """The prefix and packed ``header`` of a frame whose body (sent after) is ``body_length``.
+
+    Raises ``LocalProtocolError`` if the header cannot be packed or the frame would be one the
+    peer must refuse.
+    """
+    try:
+        packed = msgpack.packb(header, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot pack frame header: {exc}") from exc
+    if len(packed) > max_header_bytes:
+        raise LocalProtocolError(f"header of {len(packed)} bytes exceeds {max_header_bytes}")
+    frame_length = 4 + len(packed) + body_length
+    if body_length < 0 or frame_length > _U32_MAX:
+        raise LocalProtocolError(f"impossible frame: body_length {body_length}")
+    return PREFIX.pack(frame_length, len(packed)) + packed

@@ -1,0 +1,956 @@
+"""Requests and responses of every API, and the one table-driven codec for all of them.
+
+Each message is a frozen, slotted, keyword-only dataclass whose field names are exactly the
+msgpack keys of docs/PROTOCOL.md, and whose annotations are its schema: ``__post_init__``
+checks every field against it (``InvalidRequestError`` naming the field), and the codec walks
+it to build or read a header, so no API has hand-written encode or decode code. A field with
+a default may be absent on the wire; one without is required.
+
+Record bytes never enter msgpack: a ``records`` field travels as ``length`` in the header and
+as raw bytes in the body, so encoding a produce request or fetch response costs one msgpack
+call plus a list of body pieces, and decoding hands out memoryview slices of the frame's body.
+"""
+
+import types
+from collections.abc import Iterable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Annotated, Any, ClassVar, TypeAlias, Union, get_args, get_origin
+
+import msgpack
+
+from protocol.errors import (
+    ApiError,
+    InvalidRequestError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    UnknownApiError,
+    UnsupportedVersionError,
+    code_for_error,
+)
+from protocol.framing import MAX_HEADER_BYTES, Frame, encode_frame
+from protocol.slices import FileSlice
+
+Piece: TypeAlias = bytes | bytearray | memoryview | FileSlice
+Records: TypeAlias = bytes | bytearray | memoryview | list[Piece]
+CID_MAX = 2**31 - 1
+_I32 = (-(2**31), 2**31 - 1)
+_I64 = (-(2**63), 2**63 - 1)
+
+
+class InvalidFieldError(InvalidRequestError):
+    """A message field is missing, or has the wrong type or value. ``path`` locates it."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path} {problem}" if path else problem)
+        self.path = path
+        self.problem = problem
+
+    def within(self, prefix: str) -> "InvalidFieldError":
+        """The same error seen from the enclosing field or list item ``prefix``."""
+        sep = "" if not self.path or self.path.startswith("[") else "."
+        return InvalidFieldError(f"{prefix}{sep}{self.path}", self.problem)
+
+
+def _show(value: object) -> str:
+    """A short description of a wrong value, cheap even for a huge one."""
+    if value is None or isinstance(value, bool | int | float | str):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return type(value).__name__
+
+
+# -- kinds: the schema of one field, compiled from its annotation ----------------------------
+
+
+class _Kind:
+    """How to check a field's value, and to turn it to and from its wire form."""
+
+    expected = ""
+    plain = True  # the wire form is the value itself (no nested messages, no body)
+
+    def ok(self, value: object) -> bool:
+        raise NotImplementedError
+
+    def encode(self, value: Any, body: "_BodyWriter") -> Any:
+        return value
+
+    def decode(self, wire: Any, body: "_BodyReader") -> Any:
+        return wire
+
+
+class _Int(_Kind):
+    def __init__(self, lo: int, hi: int, expected: str = "") -> None:
+        self.lo, self.hi = lo, hi
+        self.expected = expected or ("an int64" if (lo, hi) == _I64 else f"an int in [{lo}, {hi}]")
+
+    def ok(self, value: object) -> bool:
+        return (
+            isinstance(value, int) and not isinstance(value, bool) and self.lo <= value <= self.hi
+        )
+
+
+class _OneOf(_Kind):
+    def __init__(self, *values: int) -> None:
+        self.values = frozenset(values)
+        self.expected = "one of " + ", ".join(map(str, values))
+
+    def ok(self, value: object) -> bool:
+        return type(value) is int and value in self.values
+
+
+class _Str(_Kind):
+    expected = "a str"
+
+    def ok(self, value: object) -> bool:
+        return isinstance(value, str)
+
+
+class _Optional(_Kind):
+    def __init__(self, inner: _Kind) -> None:
+        self.inner = inner
+        self.expected = f"{inner.expected} or None"
+        self.plain = inner.plain
+
+    def ok(self, value: object) -> bool:
+        return value is None or self.inner.ok(value)
+
+    def encode(self, value: Any, body: "_BodyWriter") -> Any:
+        return None if value is None else self.inner.encode(value, body)
+
+    def decode(self, wire: Any, body: "_BodyReader") -> Any:
+        return None if wire is None else self.inner.decode(wire, body)
+
+
+class _List(_Kind):
+    def __init__(self, item: _Kind) -> None:
+        self.item = item
+        self.expected = f"a list of {item.expected}"
+        self.plain = item.plain
+
+    def ok(self, value: object) -> bool:
+        ok = self.item.ok
+        return isinstance(value, list) and all(ok(x) for x in value)
+
+    def encode(self, value: Any, body: "_BodyWriter") -> Any:
+        encode = self.item.encode
+        return [encode(x, body) for x in value]
+
+    def decode(self, wire: Any, body: "_BodyReader") -> Any:
+        if not isinstance(wire, list):
+            raise InvalidFieldError("", f"must be a list, got {_show(wire)}")
+        decode = self.item.decode
+        out = []
+        for i, x in enumerate(wire):
+            try:
+                out.append(decode(x, body))
+            except InvalidFieldError as exc:
+                raise exc.within(f"[{i}]") from None
+        return out
+
+
+class _Map(_Kind):
+    def __init__(self, key: _Kind, value: _Kind) -> None:
+        self.key, self.value = key, value
+        self.expected = f"a map of {key.expected} to {value.expected}"
+
+    def ok(self, value: object) -> bool:
+        key_ok, value_ok = self.key.ok, self.value.ok
+        return isinstance(value, dict) and all(key_ok(k) and value_ok(v) for k, v in value.items())
+
+
+class _Nested(_Kind):
+    plain = False
+
+    def __init__(self, cls: type["_Message"]) -> None:
+        self.cls = cls
+        self.expected = f"a {cls.__name__}"
+
+    def ok(self, value: object) -> bool:
+        return isinstance(value, self.cls)
+
+    def encode(self, value: Any, body: "_BodyWriter") -> Any:
+        return _to_wire(value, {}, body)
+
+    def decode(self, wire: Any, body: "_BodyReader") -> Any:
+        return _from_wire(self.cls, wire, body)
+
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_PIECE_TYPES = (*_BYTES_LIKE, FileSlice)
+
+
+def piece_length(piece: Piece) -> int:
+    """Bytes ``piece`` puts on the wire (a memoryview counts bytes, not items)."""
+    if isinstance(piece, memoryview):
+        return piece.nbytes
+    if isinstance(piece, FileSlice):
+        return piece.length
+    return len(piece)
+
+
+def iter_pieces(records: Records) -> Iterable[Piece]:
+    """The pieces of a ``records`` value, for callers that send or copy them."""
+    return records if isinstance(records, list) else (records,)
+
+
+def records_length(records: Records) -> int:
+    """Total bytes of a ``records`` field: one bytes-like value or a list of pieces."""
+    return sum(piece_length(p) for p in iter_pieces(records))
+
+
+class _Records(_Kind):
+    """Record bytes: ``length`` in the header, the bytes themselves in the body."""
+
+    expected = "bytes-like or a list of bytes-like/FileSlice pieces"
+    plain = False
+
+    def ok(self, value: object) -> bool:
+        if isinstance(value, list):
+            return all(isinstance(p, _PIECE_TYPES) for p in value)
+        return isinstance(value, _BYTES_LIKE)
+
+    def encode(self, value: Any, body: "_BodyWriter") -> int:
+        return body.add(value)
+
+    def decode(self, wire: Any, body: "_BodyReader") -> memoryview:
+        if not _LENGTH.ok(wire):
+            raise InvalidFieldError("", f"must be {_LENGTH.expected}, got {_show(wire)}")
+        return body.take(wire)
+
+
+_LENGTH = _Int(0, 2**32 - 1)
+_CID = _Int(0, CID_MAX)
+_RESPONSE_CID = _Int(-1, CID_MAX)
+_INT32 = _Int(*_I32)
+
+
+class _BodyWriter:
+    """Collects the body pieces of a message being encoded, in header order."""
+
+    __slots__ = ("pieces", "size")
+
+    def __init__(self) -> None:
+        self.pieces: list[Piece] = []
+        self.size = 0
+
+    def add(self, records: Records) -> int:
+        total = 0
+        for piece in iter_pieces(records):
+            n = piece_length(piece)
+            if n:
+                self.pieces.append(piece)
+                total += n
+        self.size += total
+        return total
+
+
+class _BodyReader:
+    """Hands out consecutive slices of a received body; ``finish`` checks all were taken."""
+
+    __slots__ = ("view", "pos")
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.pos = 0
+
+    def take(self, n: int) -> memoryview:
+        end = self.pos + n
+        if end > len(self.view):
+            raise InvalidFieldError(
+                "", f"{n} overruns the body ({len(self.view) - self.pos} bytes left)"
+            )
+        piece = self.view[self.pos : end]
+        self.pos = end
+        return piece
+
+    def finish(self) -> None:
+        if self.pos != len(self.view):
+            raise InvalidFieldError(
+                "", f"lengths sum to {self.pos} but the body holds {len(self.view)} bytes"
+            )
+
+
+def _kind_of(tp: Any) -> _Kind:
+    """Compile a field annotation into its kind."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        return tp.__metadata__[0]
+    if tp is int:
+        return _Int(*_I64)
+    if tp is str:
+        return _Str()
+    if origin in (Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        return _Optional(_kind_of(next(a for a in args if a is not type(None))))
+    if origin is list:
+        return _List(_kind_of(args[0]))
+    if origin is dict:
+        return _Map(_kind_of(args[0]), _kind_of(args[1]))
+    if isinstance(tp, type) and issubclass(tp, _Message):
+        return _Nested(tp)
+    raise TypeError(f"no wire kind for annotation {tp!r}")
+
+
+# Field annotations with a narrower range than int64.
+Int32 = Annotated[int, _Int(*_I32)]
+NonNegative = Annotated[int, _Int(0, _I32[1])]
+Partition = Annotated[int, _Int(0, _I32[1])]
+ProducerId = Annotated[int, _Int(-1, _I64[1])]
+Epoch = Annotated[int, _Int(-1, 2**15 - 1)]
+MemberEpoch = Annotated[int, _Int(-1, _I32[1])]
+Acks = Annotated[int, _OneOf(0, 1, -1)]
+OffsetTimestamp = Annotated[int, _Int(-2, _I64[1], "an int64 >= -2 (-2 earliest, -1 latest)")]
+RecordBytes = Annotated[Records, _Records()]
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    key: str  # the msgpack key; differs from name only for records (sent as "length")
+    kind: _Kind
+    required: bool
+
+
+class _Message:
+    """Base of every message: checks each field against the schema compiled by ``_message``."""
+
+    __slots__ = ()
+    _FIELDS: ClassVar[tuple[_Field, ...]] = ()
+
+    def __post_init__(self) -> None:
+        for f in self._FIELDS:
+            value = getattr(self, f.name)
+            if not f.kind.ok(value):
+                raise InvalidFieldError(f.name, f"must be {f.kind.expected}, got {_show(value)}")
+
+
+def _message(cls: type) -> Any:
+    """Make ``cls`` a frozen, slotted, keyword-only dataclass and compile its schema."""
+    cls = dataclass(frozen=True, slots=True, kw_only=True)(cls)
+    compiled = []
+    for f in fields(cls):
+        kind = _kind_of(f.type)
+        key = "length" if isinstance(kind, _Records) else f.name
+        required = f.default is MISSING and f.default_factory is MISSING
+        compiled.append(_Field(f.name, key, kind, required))
+    cls._FIELDS = tuple(compiled)
+    return cls
+
+
+def _to_wire(msg: _Message, out: dict, body: _BodyWriter) -> dict:
+    for f in msg._FIELDS:
+        value = getattr(msg, f.name)
+        out[f.key] = value if f.kind.plain else f.kind.encode(value, body)
+    return out
+
+
+def _from_wire(cls: type[_Message], wire: Any, body: _BodyReader) -> Any:
+    if not isinstance(wire, dict):
+        raise InvalidFieldError("", f"must be a map, got {_show(wire)}")
+    kwargs = {}
+    for f in cls._FIELDS:
+        if f.key in wire:
+            value = wire[f.key]
+            if not f.kind.plain:
+                try:
+                    value = f.kind.decode(value, body)
+                except InvalidFieldError as exc:
+                    raise exc.within(f.key) from None
+            kwargs[f.name] = value
+        elif f.required:
+            raise InvalidFieldError(f.key, "is missing")
+    return cls(**kwargs)
+
+
+def _many() -> Any:
+    return field(default_factory=list)
+
+
+@_message
+class _Response(_Message):
+    """Fields every response has: a top-level error code (0 = none) and message."""
+
+    error: Int32 = 0
+    message: str = ""
+
+
+# -- 0 handshake ------------------------------------------------------------------------------
+
+
+@_message
+class HandshakeRequest(_Message):
+    client_id: str
+
+
+@_message
+class ApiVersionRange(_Message):
+    api: NonNegative
+    min_v: NonNegative
+    max_v: NonNegative
+
+
+@_message
+class HandshakeResponse(_Response):
+    broker_id: Int32 = -1
+    apis: list[ApiVersionRange] = _many()
+
+
+# -- 1 metadata -------------------------------------------------------------------------------
+
+
+@_message
+class MetadataRequest(_Message):
+    topics: list[str] | None = None
+
+
+@_message
+class BrokerInfo(_Message):
+    id: NonNegative
+    host: str
+    port: Annotated[int, _Int(0, 65535)]
+
+
+@_message
+class PartitionMetadata(_Message):
+    partition: Partition
+    leader: Int32
+    error: Int32 = 0
+
+
+@_message
+class TopicMetadata(_Message):
+    name: str
+    error: Int32 = 0
+    partitions: list[PartitionMetadata] = _many()
+
+
+@_message
+class MetadataResponse(_Response):
+    brokers: list[BrokerInfo] = _many()
+    controller_id: Int32 = -1
+    topics: list[TopicMetadata] = _many()
+
+
+# -- 2-4 topics -------------------------------------------------------------------------------
+
+
+@_message
+class TopicSpec(_Message):
+    name: str
+    partitions: Int32
+    configs: dict[str, int] = field(default_factory=dict)
+
+
+@_message
+class TopicResult(_Message):
+    name: str
+    error: Int32 = 0
+    message: str = ""
+
+
+@_message
+class CreateTopicsRequest(_Message):
+    topics: list[TopicSpec]
+
+
+@_message
+class CreateTopicsResponse(_Response):
+    topics: list[TopicResult] = _many()
+
+
+@_message
+class DeleteTopicsRequest(_Message):
+    topics: list[str]
+
+
+@_message
+class DeleteTopicsResponse(_Response):
+    topics: list[TopicResult] = _many()
+
+
+@_message
+class DescribeTopicsRequest(_Message):
+    topics: list[str] | None = None
+
+
+@_message
+class PartitionDescription(_Message):
+    partition: Partition
+    log_start_offset: int
+    log_end_offset: int
+    size_bytes: int
+    segments: NonNegative
+
+
+@_message
+class TopicDescription(_Message):
+    name: str
+    error: Int32 = 0
+    message: str = ""
+    configs: dict[str, int] = field(default_factory=dict)
+    partitions: list[PartitionDescription] = _many()
+
+
+@_message
+class DescribeTopicsResponse(_Response):
+    topics: list[TopicDescription] = _many()
+
+
+# -- 5 produce --------------------------------------------------------------------------------
+
+
+@_message
+class ProducePartition(_Message):
+    topic: str
+    partition: Partition
+    records: RecordBytes
+
+
+@_message
+class ProduceRequest(_Message):
+    acks: Acks
+    timeout_ms: NonNegative
+    partitions: list[ProducePartition]
+
+
+@_message
+class ProducePartitionResult(_Message):
+    topic: str
+    partition: Partition
+    error: Int32 = 0
+    message: str = ""
+    base_offset: int = -1
+    log_start_offset: int = -1
+
+
+@_message
+class ProduceResponse(_Response):
+    partitions: list[ProducePartitionResult] = _many()
+
+
+# -- 6 fetch ----------------------------------------------------------------------------------
+
+
+@_message
+class FetchPartition(_Message):
+    topic: str
+    partition: Partition
+    offset: int
+    max_bytes: NonNegative
+
+
+@_message
+class FetchRequest(_Message):
+    max_wait_ms: NonNegative
+    min_bytes: NonNegative
+    max_bytes: NonNegative
+    partitions: list[FetchPartition]
+
+
+@_message
+class FetchPartitionData(_Message):
+    topic: str
+    partition: Partition
+    error: Int32 = 0
+    message: str = ""
+    high_watermark: int = -1
+    log_start_offset: int = -1
+    records: RecordBytes = b""
+
+
+@_message
+class FetchResponse(_Response):
+    partitions: list[FetchPartitionData] = _many()
+
+
+# -- 7 list_offsets ---------------------------------------------------------------------------
+
+
+@_message
+class ListOffsetsPartition(_Message):
+    topic: str
+    partition: Partition
+    timestamp: OffsetTimestamp
+
+
+@_message
+class ListOffsetsRequest(_Message):
+    partitions: list[ListOffsetsPartition]
+
+
+@_message
+class ListOffsetsResult(_Message):
+    topic: str
+    partition: Partition
+    error: Int32 = 0
+    offset: int = -1
+    timestamp: int = -1
+
+
+@_message
+class ListOffsetsResponse(_Response):
+    partitions: list[ListOffsetsResult] = _many()
+
+
+# -- 8 init_producer_id -----------------------------------------------------------------------
+
+
+@_message
+class InitProducerIdRequest(_Message):
+    producer_id: ProducerId = -1
+    producer_epoch: Epoch = -1
+
+
+@_message
+class InitProducerIdResponse(_Response):
+    producer_id: ProducerId = -1
+    producer_epoch: Epoch = -1
+
+
+# -- 9-13 groups ------------------------------------------------------------------------------
+
+
+@_message
+class TopicPartitions(_Message):
+    topic: str
+    partitions: list[Partition]
+
+
+@_message
+class GroupHeartbeatRequest(_Message):
+    group_id: str
+    member_id: str
+    member_epoch: MemberEpoch
+    session_timeout_ms: NonNegative
+    topics: list[str] | None = None
+    owned: list[TopicPartitions] | None = None
+
+
+@_message
+class GroupHeartbeatResponse(_Response):
+    member_id: str = ""
+    member_epoch: MemberEpoch = -1
+    heartbeat_interval_ms: NonNegative = 0
+    assignment: list[TopicPartitions] | None = None
+
+
+@_message
+class OffsetCommit(_Message):
+    topic: str
+    partition: Partition
+    offset: int
+    metadata: str = ""
+
+
+@_message
+class CommitOffsetsRequest(_Message):
+    group_id: str
+    member_id: str
+    member_epoch: MemberEpoch
+    offsets: list[OffsetCommit]
+
+
+@_message
+class PartitionResult(_Message):
+    topic: str
+    partition: Partition
+    error: Int32 = 0
+
+
+@_message
+class CommitOffsetsResponse(_Response):
+    partitions: list[PartitionResult] = _many()
+
+
+@_message
+class TopicPartition(_Message):
+    topic: str
+    partition: Partition
+
+
+@_message
+class FetchOffsetsRequest(_Message):
+    group_id: str
+    partitions: list[TopicPartition] | None = None
+
+
+@_message
+class OffsetFetchResult(_Message):
+    topic: str
+    partition: Partition
+    offset: int = -1
+    metadata: str = ""
+    error: Int32 = 0
+
+
+@_message
+class FetchOffsetsResponse(_Response):
+    partitions: list[OffsetFetchResult] = _many()
+
+
+@_message
+class ListGroupsRequest(_Message):
+    pass
+
+
+@_message
+class GroupListing(_Message):
+    group_id: str
+    state: str
+    members: NonNegative
+
+
+@_message
+class ListGroupsResponse(_Response):
+    groups: list[GroupListing] = _many()
+
+
+@_message
+class DescribeGroupsRequest(_Message):
+    groups: list[str]
+
+
+@_message
+class MemberDescription(_Message):
+    member_id: str
+    client_id: str
+    assignment: list[TopicPartitions] = _many()
+
+
+@_message
+class GroupOffset(_Message):
+    topic: str
+    partition: Partition
+    offset: int
+    log_end_offset: int
+    lag: int
+
+
+@_message
+class GroupDescription(_Message):
+    group_id: str
+    error: Int32 = 0
+    state: str = ""
+    epoch: Int32 = 0
+    members: list[MemberDescription] = _many()
+    offsets: list[GroupOffset] = _many()
+
+
+@_message
+class DescribeGroupsResponse(_Response):
+    groups: list[GroupDescription] = _many()
+
+
+# -- the API table ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """One API: its wire key, name, message classes and supported versions."""
+
+    key: int
+    name: str
+    request: type
+    response: type
+    min_version: int = 0
+    max_version: int = 0
+
+
+APIS: dict[int, Api] = {
+    api.key: api
+    for api in (
+        Api(0, "handshake", HandshakeRequest, HandshakeResponse),
+        Api(1, "metadata", MetadataRequest, MetadataResponse),
+        Api(2, "create_topics", CreateTopicsRequest, CreateTopicsResponse),
+        Api(3, "delete_topics", DeleteTopicsRequest, DeleteTopicsResponse),
+        Api(4, "describe_topics", DescribeTopicsRequest, DescribeTopicsResponse),
+        Api(5, "produce", ProduceRequest, ProduceResponse),
+        Api(6, "fetch", FetchRequest, FetchResponse),
+        Api(7, "list_offsets", ListOffsetsRequest, ListOffsetsResponse),
+        Api(8, "init_producer_id", InitProducerIdRequest, InitProducerIdResponse),
+        Api(9, "group_heartbeat", GroupHeartbeatRequest, GroupHeartbeatResponse),
+        Api(10, "commit_offsets", CommitOffsetsRequest, CommitOffsetsResponse),
+        Api(11, "fetch_offsets", FetchOffsetsRequest, FetchOffsetsResponse),
+        Api(12, "list_groups", ListGroupsRequest, ListGroupsResponse),
+        Api(13, "describe_groups", DescribeGroupsRequest, DescribeGroupsResponse),
+    )
+}
+API_VERSIONS: dict[int, tuple[int, int]] = {
+    key: (api.min_version, api.max_version) for key, api in APIS.items()
+}
+_BY_CLASS: dict[type, Api] = {
+    cls: api for api in APIS.values() for cls in (api.request, api.response)
+}
+
+Request: TypeAlias = (
+    HandshakeRequest
+    | MetadataRequest
+    | CreateTopicsRequest
+    | DeleteTopicsRequest
+    | DescribeTopicsRequest
+    | ProduceRequest
+    | FetchRequest
+    | ListOffsetsRequest
+    | InitProducerIdRequest
+    | GroupHeartbeatRequest
+    | CommitOffsetsRequest
+    | FetchOffsetsRequest
+    | ListGroupsRequest
+    | DescribeGroupsRequest
+)
+Response: TypeAlias = (
+    HandshakeResponse
+    | MetadataResponse
+    | CreateTopicsResponse
+    | DeleteTopicsResponse
+    | DescribeTopicsResponse
+    | ProduceResponse
+    | FetchResponse
+    | ListOffsetsResponse
+    | InitProducerIdResponse
+    | GroupHeartbeatResponse
+    | CommitOffsetsResponse
+    | FetchOffsetsResponse
+    | ListGroupsResponse
+    | DescribeGroupsResponse
+)
+
+
+def api_of(message: object) -> Api:
+    """The API a request or response belongs to (``LocalProtocolError`` for anything else)."""
+    api = _BY_CLASS.get(type(message))
+    if api is None:
+        raise LocalProtocolError(f"{type(message).__name__} is not a request or response")
+    return api
+
+
+def expects_response(request: Request) -> bool:
+    """False only for ``acks=0`` produce requests, which are never answered."""
+    return not (isinstance(request, ProduceRequest) and request.acks == 0)
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def _encode(header: dict, message: _Message, max_header_bytes: int) -> list[Piece]:
+    body = _BodyWriter()
+    _to_wire(message, header, body)
+    return [encode_frame(header, body.size, max_header_bytes), *body.pieces]
+
+
+def encode_request(
+    correlation_id: int, request: Request, max_header_bytes: int = MAX_HEADER_BYTES
+) -> list[Piece]:
+    """The frame of ``request``: prefix + header bytes first, then the body pieces."""
+    api = api_of(request)
+    if not isinstance(request, api.request):
+        raise LocalProtocolError(f"{type(request).__name__} is a response, not a request")
+    if not _CID.ok(correlation_id):
+        raise LocalProtocolError(f"correlation id must be {_CID.expected}: {correlation_id!r}")
+    header = {"api": api.key, "v": api.max_version, "cid": correlation_id}
+    return _encode(header, request, max_header_bytes)
+
+
+def encode_response(
+    correlation_id: int, response: Response, max_header_bytes: int = MAX_HEADER_BYTES
+) -> list[Piece]:
+    """The frame of ``response`` (``correlation_id`` -1 when the request's was unreadable)."""
+    api = api_of(response)
+    if not isinstance(response, api.response):
+        raise LocalProtocolError(f"{type(response).__name__} is a request, not a response")
+    if not _RESPONSE_CID.ok(correlation_id):
+        raise LocalProtocolError(f"correlation id must be {_RESPONSE_CID.expected}")
+    return _encode({"cid": correlation_id, "api": api.key}, response, max_header_bytes)
+
+
+def encode_error(correlation_id: int, api: int, exc: BaseException) -> list[Piece]:
+    """An error-only response for any ``api`` key, even one this code does not know.
+
+    The receiver fills the API's other fields with their defaults.
+    """
+    if not _RESPONSE_CID.ok(correlation_id) or not _INT32.ok(api):
+        raise LocalProtocolError(f"bad error response cid={correlation_id!r} api={api!r}")
+    message = exc.message if isinstance(exc, ApiError) else str(exc) or type(exc).__name__
+    header = {
+        "cid": correlation_id,
+        "api": api,
+        "error": code_for_error(exc),
+        "message": message,
+    }
+    return [encode_frame(header, 0)]
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+def _unpack_header(raw: memoryview) -> dict:
+    """The header map; ``InvalidFieldError`` if it is not valid msgpack or not a map."""
+    try:
+        header = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise InvalidFieldError("", f"header is not valid msgpack: {exc}") from None
+    if not isinstance(header, dict):
+        raise InvalidFieldError("", f"header must be a map, got {_show(header)}")
+    return header
+
+
+def _tagged(exc: ApiError, correlation_id: int, api: int) -> ApiError:
+    exc.correlation_id = correlation_id
+    exc.api = api
+    return exc
+
+
+def decode_request(frame: Frame) -> tuple[int, Request]:
+    """``(correlation_id, request)`` from a received frame.
+
+    Raises ``InvalidRequestError`` (usually its ``InvalidFieldError`` subclass),
+    ``UnknownApiError`` or ``UnsupportedVersionError``, with ``correlation_id`` and ``api`` set
+    to what could be read of them (else -1), so the caller can answer and carry on.
+    """
+    header = _unpack_header(frame.header)
+    cid, key, version = header.get("cid"), header.get("api"), header.get("v")
+    known_cid = cid if _CID.ok(cid) else -1
+    known_key = key if _INT32.ok(key) else -1
+    if known_cid < 0:
+        error: ApiError = InvalidFieldError("cid", f"must be {_CID.expected}, got {_show(cid)}")
+    elif known_key < 0:
+        error = InvalidFieldError("api", f"must be {_INT32.expected}, got {_show(key)}")
+    elif known_key not in APIS:
+        error = UnknownApiError(f"unknown api key {key}")
+    elif not _INT32.ok(version):
+        error = InvalidFieldError("v", f"must be {_INT32.expected}, got {_show(version)}")
+    elif not APIS[key].min_version <= version <= APIS[key].max_version:
+        api = APIS[key]
+        error = UnsupportedVersionError(
+            f"{api.name} v{version} is not supported (v{api.min_version}-v{api.max_version})"
+        )
+    else:
+        try:
+            body = _BodyReader(frame.body)
+            request = _from_wire(APIS[key].request, header, body)
+            body.finish()
+            return cid, request
+        except InvalidRequestError as exc:
+            error = exc
+    raise _tagged(error, known_cid, known_key)
+
+
+def decode_response(frame: Frame, expected_api: int) -> tuple[int, Response]:
+    """``(correlation_id, response)`` from a frame answering a request of ``expected_api``.
+
+    Any malformation is the broker's fault: ``RemoteProtocolError``. An error-only response
+    (see ``encode_error``) decodes to the expected class with default fields, whatever api key
+    it echoes.
+    """
+    try:
+        header = _unpack_header(frame.header)
+        cid, key, code = header.get("cid"), header.get("api"), header.get("error", 0)
+        if not _RESPONSE_CID.ok(cid):
+            raise InvalidFieldError("cid", f"must be {_RESPONSE_CID.expected}, got {_show(cid)}")
+        if key != expected_api and not (_INT32.ok(code) and code != 0):
+            raise InvalidFieldError("api", f"is {_show(key)}, expected {expected_api}")
+        body = _BodyReader(frame.body)
+        response = _from_wire(APIS[expected_api].response, header, body)
+        body.finish()
+        return cid, response
+    except InvalidRequestError as exc:
+        raise RemoteProtocolError(f"malformed response: {exc.message}") from None
