@@ -49,6 +49,10 @@ class RequestReceived:
     correlation_id: int
     request: Request
 
+    @property
+    def api(self) -> int:
+        return api_of(self.request).key
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BadRequest:

@@ -129,7 +129,7 @@ class _List(_Kind):
 
     def ok(self, value: object) -> bool:
         ok = self.item.ok
-        return isinstance(value, list) and all(ok(x) for x in value)
+        return isinstance(value, list | tuple) and all(ok(x) for x in value)
 
     def encode(self, value: Any, body: "_BodyWriter") -> Any:
         encode = self.item.encode
@@ -148,14 +148,61 @@ class _List(_Kind):
         return out
 
 
+class _Tuple(_Kind):
+    """A fixed-length tuple; an array on the wire."""
+
+    plain = False
+
+    def __init__(self, items: tuple[_Kind, ...]) -> None:
+        self.items = items
+        self.expected = "a tuple (" + ", ".join(k.expected for k in items) + ")"
+
+    def ok(self, value: object) -> bool:
+        return (
+            isinstance(value, tuple)
+            and len(value) == len(self.items)
+            and all(k.ok(x) for k, x in zip(self.items, value, strict=True))
+        )
+
+    def decode(self, wire: Any, body: "_BodyReader") -> Any:
+        if not isinstance(wire, list) or len(wire) != len(self.items):
+            raise InvalidFieldError("", f"must be a list of {len(self.items)}, got {_show(wire)}")
+        return tuple(wire)
+
+
 class _Map(_Kind):
+    """A map; int keys travel as decimal strings, since receivers unpack with strict_map_key."""
+
     def __init__(self, key: _Kind, value: _Kind) -> None:
         self.key, self.value = key, value
         self.expected = f"a map of {key.expected} to {value.expected}"
+        self.int_keys = isinstance(key, _Int)
+        self.plain = value.plain and not self.int_keys
 
     def ok(self, value: object) -> bool:
         key_ok, value_ok = self.key.ok, self.value.ok
         return isinstance(value, dict) and all(key_ok(k) and value_ok(v) for k, v in value.items())
+
+    def encode(self, value: Any, body: "_BodyWriter") -> Any:
+        encode = self.value.encode
+        if self.int_keys:
+            return {str(k): encode(v, body) for k, v in value.items()}
+        return {k: encode(v, body) for k, v in value.items()}
+
+    def decode(self, wire: Any, body: "_BodyReader") -> Any:
+        if not isinstance(wire, dict):
+            raise InvalidFieldError("", f"must be a map, got {_show(wire)}")
+        out = {}
+        for k, v in wire.items():
+            if self.int_keys:
+                if not (isinstance(k, str) and k.isascii() and k.isdigit()):
+                    raise InvalidFieldError("", f"key {_show(k)} is not a decimal int")
+                k = int(k)
+            try:
+                out[k] = self.value.decode(v, body)
+            except InvalidFieldError as exc:
+                raise exc.within(f"[{k!r}]") from None
+        return out
 
 
 class _Nested(_Kind):
@@ -285,6 +332,8 @@ def _kind_of(tp: Any) -> _Kind:
         return _List(_kind_of(args[0]))
     if origin is dict:
         return _Map(_kind_of(args[0]), _kind_of(args[1]))
+    if origin is tuple:
+        return _Tuple(tuple(_kind_of(a) for a in args))
     if isinstance(tp, type) and issubclass(tp, _Message):
         return _Nested(tp)
     raise TypeError(f"no wire kind for annotation {tp!r}")
@@ -382,16 +431,9 @@ class HandshakeRequest(_Message):
 
 
 @_message
-class ApiVersionRange(_Message):
-    api: NonNegative
-    min_v: NonNegative
-    max_v: NonNegative
-
-
-@_message
 class HandshakeResponse(_Response):
     broker_id: Int32 = -1
-    apis: list[ApiVersionRange] = _many()
+    apis: dict[NonNegative, tuple[NonNegative, NonNegative]] = field(default_factory=dict)
 
 
 # -- 1 metadata -------------------------------------------------------------------------------
@@ -414,12 +456,14 @@ class PartitionMetadata(_Message):
     partition: Partition
     leader: Int32
     error: Int32 = 0
+    message: str = ""
 
 
 @_message
 class TopicMetadata(_Message):
     name: str
     error: Int32 = 0
+    message: str = ""
     partitions: list[PartitionMetadata] = _many()
 
 
@@ -582,6 +626,7 @@ class ListOffsetsResult(_Message):
     topic: str
     partition: Partition
     error: Int32 = 0
+    message: str = ""
     offset: int = -1
     timestamp: int = -1
 
@@ -654,6 +699,7 @@ class PartitionResult(_Message):
     topic: str
     partition: Partition
     error: Int32 = 0
+    message: str = ""
 
 
 @_message
@@ -680,6 +726,7 @@ class OffsetFetchResult(_Message):
     offset: int = -1
     metadata: str = ""
     error: Int32 = 0
+    message: str = ""
 
 
 @_message
@@ -729,6 +776,7 @@ class GroupOffset(_Message):
 class GroupDescription(_Message):
     group_id: str
     error: Int32 = 0
+    message: str = ""
     state: str = ""
     epoch: Int32 = 0
     members: list[MemberDescription] = _many()
