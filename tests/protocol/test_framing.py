@@ -1,0 +1,179 @@
+"""FrameDecoder and encode_frame: chunking, limits, EOF, sticky errors."""
+
+import struct
+import time
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.errors import LocalProtocolError, OversizedFrameError, RemoteProtocolError
+from protocol.framing import CLOSED, NEED_DATA, Frame, FrameDecoder, encode_frame
+
+
+def frame_bytes(header: dict, body: bytes = b"") -> bytes:
+    return encode_frame(header, len(body)) + body
+
+
+def drain(decoder: FrameDecoder) -> list[Frame]:
+    frames = []
+    while isinstance(frame := decoder.next_frame(), Frame):
+        frames.append(frame)
+    assert frame is NEED_DATA
+    return frames
+
+
+def as_pair(frame: Frame) -> tuple[dict, bytes]:
+    return msgpack.unpackb(frame.header), bytes(frame.body)
+
+
+A = ({"cid": 1, "x": "a"}, b"first body")
+B = ({"cid": 2}, b"")
+C = ({"cid": 3, "y": [1, 2, 3]}, bytes(range(256)) * 3)
+
+
+def test_encode_frame_golden():
+    assert frame_bytes({"cid": 1}, b"xy").hex() == "0000000c00000006" + "81a363696401" + "7879"
+
+
+def test_whole_frame():
+    decoder = FrameDecoder()
+    decoder.receive_data(frame_bytes(*C))
+    frame = decoder.next_frame()
+    assert as_pair(frame) == C
+    assert not frame.body.readonly
+    assert decoder.next_frame() is NEED_DATA
+
+
+def test_byte_by_byte():
+    decoder = FrameDecoder()
+    data = frame_bytes(*A)
+    for byte in data[:-1]:
+        decoder.receive_data(bytes([byte]))
+        assert decoder.next_frame() is NEED_DATA
+    decoder.receive_data(data[-1:])
+    assert as_pair(decoder.next_frame()) == A
+    assert decoder.next_frame() is NEED_DATA
+
+
+def test_trailing_bytes():
+    decoder = FrameDecoder()
+    second = frame_bytes(*B)
+    decoder.receive_data(frame_bytes(*A) + frame_bytes(*C) + second[:5])
+    assert [as_pair(f) for f in drain(decoder)] == [A, C]
+    decoder.receive_data(second[5:])
+    assert [as_pair(f) for f in drain(decoder)] == [B]
+
+
+@given(st.lists(st.integers(0, 2000), max_size=12))
+def test_any_chunking_gives_the_same_frames(cuts):
+    stream = frame_bytes(*A) + frame_bytes(*B) + frame_bytes(*C)
+    decoder = FrameDecoder()
+    frames = []
+    points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    for start, end in zip(points, points[1:], strict=False):
+        decoder.receive_data(stream[start:end])
+        frames += drain(decoder)
+    assert [as_pair(f) for f in frames] == [A, B, C]
+
+
+def test_empty_frame():
+    decoder = FrameDecoder()
+    decoder.receive_data(struct.pack(">II", 4, 0))
+    frame = decoder.next_frame()
+    assert bytes(frame.header) == b"" and bytes(frame.body) == b""
+
+
+def test_body_is_a_writable_view_of_a_private_buffer():
+    data = bytearray(frame_bytes(*C))
+    decoder = FrameDecoder()
+    decoder.receive_data(data)
+    data[:] = bytes(len(data))  # the caller reuses its receive buffer
+    frame = decoder.next_frame()
+    assert as_pair(frame) == C
+    frame.body[0:4] = b"\xff" * 4
+    assert bytes(frame.body[:4]) == b"\xff" * 4
+
+
+def test_oversized_prefix_is_refused_before_buffering():
+    decoder = FrameDecoder(max_frame_bytes=100)
+    decoder.receive_data(struct.pack(">I", 101))  # nothing but the frame_length field
+    with pytest.raises(OversizedFrameError) as info:
+        decoder.next_frame()
+    assert (info.value.size, info.value.limit) == (101, 100)
+    assert isinstance(info.value, RemoteProtocolError)
+    decoder.receive_data(b"more")
+    with pytest.raises(OversizedFrameError):  # sticky
+        decoder.next_frame()
+
+
+def test_frame_of_exactly_max_size_is_accepted():
+    body = bytes(100 - 4 - 1)
+    decoder = FrameDecoder(max_frame_bytes=100)
+    decoder.receive_data(struct.pack(">II", 100, 1) + b"\xc0" + body)
+    assert bytes(decoder.next_frame().body) == body
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        struct.pack(">II", 3, 0),  # frame_length too small for header_length
+        struct.pack(">II", 10, 7),  # header longer than the frame
+        struct.pack(">II", 2**20 + 100, 2**20 + 1),  # header over max_header_bytes
+    ],
+)
+def test_impossible_header_length(prefix):
+    decoder = FrameDecoder()
+    decoder.receive_data(prefix)
+    with pytest.raises(RemoteProtocolError):
+        decoder.next_frame()
+    with pytest.raises(RemoteProtocolError):
+        decoder.next_frame()
+
+
+@pytest.mark.parametrize("keep", [1, 4, 7, 8, 12, 20])
+def test_eof_mid_frame(keep):
+    decoder = FrameDecoder()
+    decoder.receive_data(frame_bytes(*A)[:keep])
+    decoder.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="middle of a frame"):
+        decoder.next_frame()
+
+
+def test_clean_eof_after_frames():
+    decoder = FrameDecoder()
+    decoder.receive_data(frame_bytes(*A) + frame_bytes(*B))
+    decoder.receive_data(b"")
+    assert as_pair(decoder.next_frame()) == A
+    assert as_pair(decoder.next_frame()) == B
+    assert decoder.next_frame() is CLOSED
+    assert decoder.next_frame() is CLOSED
+    with pytest.raises(LocalProtocolError):
+        decoder.receive_data(b"late")
+
+
+def test_large_frame_in_small_chunks_is_linear():
+    body = bytes(16 * 1024 * 1024)
+    data = frame_bytes({"cid": 1}, body)
+    decoder = FrameDecoder()
+    started = time.perf_counter()
+    view = memoryview(data)
+    for pos in range(0, len(data), 4096):
+        decoder.receive_data(view[pos : pos + 4096])
+        if pos + 4096 < len(data):
+            assert decoder.next_frame() is NEED_DATA
+    frame = decoder.next_frame()
+    assert len(frame.body) == len(body)
+    assert time.perf_counter() - started < 3  # quadratic copying would take minutes
+
+
+def test_encode_frame_refuses_what_the_peer_must_refuse():
+    with pytest.raises(LocalProtocolError):
+        encode_frame({"x": object()}, 0)
+    with pytest.raises(LocalProtocolError):
+        encode_frame({"x": "y" * 100}, 0, max_header_bytes=50)
+    with pytest.raises(LocalProtocolError):
+        encode_frame({}, -1)
+    with pytest.raises(LocalProtocolError):
+        encode_frame({}, 2**32)
