@@ -1,0 +1,375 @@
+"""Messages: validation on construction, round trips of every API, golden frames, and the
+errors a malformed request header produces."""
+
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import messages as m
+from protocol.batch import build_batch, stamp, validate_batch
+from protocol.errors import (
+    ApiError,
+    InvalidRequestError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StorageError,
+    UnknownApiError,
+    UnsupportedVersionError,
+)
+from protocol.framing import Frame, FrameDecoder
+from protocol.slices import FileSlice
+
+
+def to_frame(pieces) -> Frame:
+    """Receive the bytes of ``pieces`` (bytes-likes only) as one frame."""
+    decoder = FrameDecoder()
+    decoder.receive_data(b"".join(bytes(p) for p in pieces))
+    return decoder.next_frame()
+
+
+def raw_frame(header: object, body: bytes = b"", packed: bytes | None = None) -> Frame:
+    if packed is None:
+        packed = msgpack.packb(header, use_bin_type=True)
+    return to_frame([struct.pack(">II", 4 + len(packed) + len(body), len(packed)), packed, body])
+
+
+# -- strategies derived from each class's schema ---------------------------------------------
+
+
+def strategy_for(kind) -> st.SearchStrategy:
+    if isinstance(kind, m._Int):
+        return st.integers(kind.lo, kind.hi)
+    if isinstance(kind, m._OneOf):
+        return st.sampled_from(sorted(kind.values))
+    if isinstance(kind, m._Str):
+        return st.text(max_size=8)
+    if isinstance(kind, m._Optional):
+        return st.none() | strategy_for(kind.inner)
+    if isinstance(kind, m._List):
+        return st.lists(strategy_for(kind.item), max_size=3)
+    if isinstance(kind, m._Tuple):
+        return st.tuples(*(strategy_for(k) for k in kind.items))
+    if isinstance(kind, m._Map):
+        return st.dictionaries(strategy_for(kind.key), strategy_for(kind.value), max_size=3)
+    if isinstance(kind, m._Nested):
+        return message_strategy(kind.cls)
+    if isinstance(kind, m._Records):
+        return st.binary(max_size=20)
+    raise AssertionError(kind)
+
+
+def message_strategy(cls) -> st.SearchStrategy:
+    return st.builds(cls, **{f.name: strategy_for(f.kind) for f in cls._FIELDS})
+
+
+API_LIST = sorted(m.APIS.values(), key=lambda api: api.key)
+
+
+@pytest.mark.parametrize("api", API_LIST, ids=lambda api: api.name)
+@settings(max_examples=25)
+@given(data=st.data(), cid=st.integers(0, m.CID_MAX))
+def test_request_round_trip(api, data, cid):
+    request = data.draw(message_strategy(api.request))
+    assert m.decode_request(to_frame(m.encode_request(cid, request))) == (cid, request)
+
+
+@pytest.mark.parametrize("api", API_LIST, ids=lambda api: api.name)
+@settings(max_examples=25)
+@given(data=st.data(), cid=st.integers(-1, m.CID_MAX))
+def test_response_round_trip(api, data, cid):
+    response = data.draw(message_strategy(api.response))
+    assert m.decode_response(to_frame(m.encode_response(cid, response)), api.key) == (
+        cid,
+        response,
+    )
+
+
+def test_every_api_is_versioned():
+    assert sorted(m.API_VERSIONS) == list(range(14))
+    assert all(v == (0, 0) for v in m.API_VERSIONS.values())
+
+
+# -- golden frames ----------------------------------------------------------------------------
+
+PRODUCE = m.ProduceRequest(
+    acks=-1,
+    timeout_ms=1000,
+    partitions=[m.ProducePartition(topic="t", partition=2, records=b"\x01\x02\x03")],
+)
+FETCH = m.FetchResponse(
+    partitions=[
+        m.FetchPartitionData(
+            topic="t", partition=0, high_watermark=9, log_start_offset=0, records=b"ab"
+        )
+    ]
+)
+
+
+def test_golden_produce_request():
+    pieces = m.encode_request(7, PRODUCE)
+    assert b"".join(pieces).hex() == (
+        "000000510000004a"  # frame_length 81, header_length 74
+        "86a361706905a17600a363696407"  # {api: 5, v: 0, cid: 7,
+        "a461636b73ffaa74696d656f75745f6d73cd03e8"  # acks: -1, timeout_ms: 1000,
+        "aa706172746974696f6e7391"  # partitions: [
+        "83a5746f706963a174a9706172746974696f6e02a66c656e67746803"  # {t, 2, length: 3}]}
+        "010203"  # body
+    )
+    assert pieces[1] is PRODUCE.partitions[0].records  # the body is not copied
+
+
+def test_golden_fetch_response():
+    assert b"".join(m.encode_response(7, FETCH)).hex() == (
+        "0000007b00000075"  # frame_length 123, header_length 117
+        "85a363696407a361706906a56572726f7200a76d657373616765a0"  # {cid, api, error, message,
+        "aa706172746974696f6e7391"  # partitions: [
+        "87a5746f706963a174a9706172746974696f6e00a56572726f7200a76d657373616765a0"
+        "ae686967685f77617465726d61726b09b06c6f675f73746172745f6f666673657400"
+        "a66c656e67746802"  # high_watermark: 9, log_start_offset: 0, length: 2}]}
+        "6162"  # body
+    )
+
+
+# -- bodies -----------------------------------------------------------------------------------
+
+
+def test_produce_records_are_writable_slices_of_the_body():
+    batch = build_batch([(b"k", b"v", [], 1000)])
+    request = m.ProduceRequest(
+        acks=1,
+        timeout_ms=0,
+        partitions=[
+            m.ProducePartition(topic="a", partition=0, records=[batch, batch]),
+            m.ProducePartition(topic="b", partition=1, records=b""),
+            m.ProducePartition(topic="c", partition=0, records=memoryview(batch)),
+        ],
+    )
+    frame = to_frame(m.encode_request(1, request))
+    _, decoded = m.decode_request(frame)
+    records = [p.records for p in decoded.partitions]
+    assert [bytes(r) for r in records] == [bytes(batch) * 2, b"", bytes(batch)]
+    assert records[0].obj is frame.body.obj  # views of the frame, no copy
+    stamp(records[2], 42)
+    assert bytes(frame.body[-len(batch) : -len(batch) + 8]) == (42).to_bytes(8, "big")
+    assert validate_batch(records[2]).base_offset == 42
+
+
+def test_fetch_response_counts_file_slices(tmp_path):
+    path = tmp_path / "segment"
+    path.write_bytes(b"0123456789")
+    with open(path, "rb") as f:
+        piece = FileSlice(f, 2, 5)
+        response = m.FetchResponse(
+            partitions=[
+                m.FetchPartitionData(topic="t", partition=0, records=[b"ab", piece]),
+                m.FetchPartitionData(topic="t", partition=1, records=[]),
+            ]
+        )
+        pieces = m.encode_response(3, response)
+        assert pieces[1:] == [b"ab", piece]
+        frame_length, header_length = struct.unpack_from(">II", pieces[0])
+        assert frame_length == 4 + header_length + 7
+        sent = [pieces[0], b"ab", path.read_bytes()[2:7]]  # what sendfile would put on the wire
+    _, decoded = m.decode_response(to_frame(sent), 6)
+    assert [bytes(p.records) for p in decoded.partitions] == [b"ab23456", b""]
+
+
+@pytest.mark.parametrize("lengths", [[3, 3], [1, 1], [7]])
+def test_body_lengths_must_add_up(lengths):
+    header = {
+        "api": 5,
+        "v": 0,
+        "cid": 4,
+        "acks": 1,
+        "timeout_ms": 0,
+        "partitions": [{"topic": "t", "partition": 0, "length": n} for n in lengths],
+    }
+    with pytest.raises(InvalidRequestError) as info:
+        m.decode_request(raw_frame(header, b"abcde"))
+    assert info.value.correlation_id == 4 and info.value.api == 5
+
+
+def test_body_on_an_api_without_one():
+    with pytest.raises(InvalidRequestError, match="body holds 3 bytes"):
+        m.decode_request(raw_frame({"api": 12, "v": 0, "cid": 1}, b"abc"))
+
+
+# -- validation on construction ---------------------------------------------------------------
+
+P = {"topic": "t", "partition": 0, "records": b""}
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "field"),
+    [
+        (m.ProducePartition, {**P, "partition": True}, "partition"),
+        (m.ProducePartition, {**P, "partition": -1}, "partition"),
+        (m.ProducePartition, {**P, "partition": 2**31}, "partition"),
+        (m.ProducePartition, {**P, "partition": 1.0}, "partition"),
+        (m.ProducePartition, {**P, "topic": b"t"}, "topic"),
+        (m.ProducePartition, {**P, "records": "text"}, "records"),
+        (m.ProducePartition, {**P, "records": [b"ok", "text"]}, "records"),
+        (m.ProduceRequest, {"acks": 2, "timeout_ms": 0, "partitions": []}, "acks"),
+        (m.ProduceRequest, {"acks": True, "timeout_ms": 0, "partitions": []}, "acks"),
+        (m.ProduceRequest, {"acks": 1, "timeout_ms": 0, "partitions": [P]}, "partitions"),
+        (m.MetadataRequest, {"topics": "t"}, "topics"),
+        (m.MetadataRequest, {"topics": ["t", 1]}, "topics"),
+        (m.TopicSpec, {"name": "t", "partitions": 1, "configs": {"a": "1"}}, "configs"),
+        (
+            m.FetchPartition,
+            {"topic": "t", "partition": 0, "offset": 2**63, "max_bytes": 1},
+            "offset",
+        ),
+        (m.InitProducerIdRequest, {"producer_epoch": -2}, "producer_epoch"),
+        (m.ListOffsetsPartition, {"topic": "t", "partition": 0, "timestamp": -3}, "timestamp"),
+        (m.HandshakeResponse, {"apis": {0: (0,)}}, "apis"),
+        (m.ProduceResponse, {"error": "1"}, "error"),
+    ],
+)
+def test_construction_checks_types_and_names_the_field(cls, kwargs, field):
+    with pytest.raises(InvalidRequestError) as info:
+        cls(**kwargs)
+    assert info.value.path == field
+    assert str(info.value).startswith(field + " must be")
+
+
+def test_messages_are_frozen_slotted_keyword_only():
+    request = m.MetadataRequest(topics=["a"])
+    with pytest.raises(AttributeError):
+        request.topics = None
+    assert not hasattr(request, "__dict__")
+    with pytest.raises(TypeError):
+        m.MetadataRequest(["a"])
+
+
+def test_tuples_are_accepted_for_lists():
+    response = m.CreateTopicsResponse(topics=(m.TopicResult(name="a"),))
+    _, decoded = m.decode_response(to_frame(m.encode_response(1, response)), 2)
+    assert decoded.topics == [m.TopicResult(name="a")]
+
+
+def test_encode_refuses_misuse():
+    with pytest.raises(LocalProtocolError):
+        m.encode_request(0, FETCH)
+    with pytest.raises(LocalProtocolError):
+        m.encode_response(0, PRODUCE)
+    with pytest.raises(LocalProtocolError):
+        m.encode_request(2**31, PRODUCE)
+    with pytest.raises(LocalProtocolError):
+        m.encode_request(-1, PRODUCE)
+    with pytest.raises(LocalProtocolError):
+        m.encode_request(0, object())
+
+
+# -- malformed request headers ----------------------------------------------------------------
+
+GOOD = {"api": 3, "v": 0, "cid": 9, "topics": ["t"]}
+
+
+@pytest.mark.parametrize(
+    ("frame", "error", "cid", "api", "match"),
+    [
+        (raw_frame(None, packed=b"\xc1"), InvalidRequestError, -1, -1, "not valid msgpack"),
+        (raw_frame(None, packed=b""), InvalidRequestError, -1, -1, "not valid msgpack"),
+        (raw_frame(None, packed=b"\x80\x80"), InvalidRequestError, -1, -1, "not valid msgpack"),
+        (raw_frame(None, packed=b"\x81\xa1a\xa2\xff\xfe"), InvalidRequestError, -1, -1, "msgpack"),
+        (raw_frame({1: 2}), InvalidRequestError, -1, -1, "not valid msgpack"),
+        (raw_frame([1, 2]), InvalidRequestError, -1, -1, "must be a map"),
+        (raw_frame({**GOOD, "cid": None}), InvalidRequestError, -1, 3, "cid must be"),
+        (raw_frame({**GOOD, "cid": -5}), InvalidRequestError, -1, 3, "cid must be"),
+        (raw_frame({**GOOD, "cid": True}), InvalidRequestError, -1, 3, "cid must be"),
+        (raw_frame({**GOOD, "api": "3"}), InvalidRequestError, 9, -1, "api must be"),
+        (raw_frame({**GOOD, "api": 99}), UnknownApiError, 9, 99, "unknown api key 99"),
+        (raw_frame({**GOOD, "v": 1}), UnsupportedVersionError, 9, 3, "v1 is not supported"),
+        (raw_frame({**GOOD, "v": "0"}), InvalidRequestError, 9, 3, "v must be"),
+        (raw_frame({"api": 3, "v": 0, "cid": 9}), InvalidRequestError, 9, 3, "topics is missing"),
+        (raw_frame({**GOOD, "topics": "t"}), InvalidRequestError, 9, 3, "topics must be a list"),
+        (raw_frame({**GOOD, "topics": [b"t"]}), InvalidRequestError, 9, 3, "topics must be"),
+        (
+            raw_frame(
+                {**GOOD, "api": 5, "acks": 1, "timeout_ms": 0, "partitions": [{"topic": "t"}]}
+            ),
+            InvalidRequestError,
+            9,
+            5,
+            r"partitions\[0\]\.partition is missing",
+        ),
+        (
+            raw_frame({**GOOD, "api": 5, "acks": 1, "timeout_ms": 0, "partitions": [1]}),
+            InvalidRequestError,
+            9,
+            5,
+            r"partitions\[0\] must be a map",
+        ),
+        (
+            raw_frame(
+                {
+                    **GOOD,
+                    "api": 5,
+                    "acks": 1,
+                    "timeout_ms": 0,
+                    "partitions": [{"topic": "t", "partition": 0, "length": -1}],
+                }
+            ),
+            InvalidRequestError,
+            9,
+            5,
+            r"partitions\[0\]\.length must be",
+        ),
+    ],
+)
+def test_malformed_request_header(frame, error, cid, api, match):
+    with pytest.raises(error, match=match) as info:
+        m.decode_request(frame)
+    assert type(info.value) is error or type(info.value) is m.InvalidFieldError
+    assert (info.value.correlation_id, info.value.api) == (cid, api)
+
+
+def test_unknown_header_keys_are_ignored():
+    assert m.decode_request(raw_frame({**GOOD, "later": [1]})) == (
+        9,
+        m.DeleteTopicsRequest(topics=["t"]),
+    )
+
+
+# -- responses --------------------------------------------------------------------------------
+
+
+def test_error_response_for_any_api():
+    pieces = m.encode_error(5, 77, StorageError("disk full"))
+    assert msgpack.unpackb(pieces[0][8:]) == {
+        "cid": 5,
+        "api": 77,
+        "error": StorageError.code,
+        "message": "disk full",
+    }
+    # For a known api the error-only response decodes to that api's class, fields defaulted.
+    cid, response = m.decode_response(to_frame(m.encode_error(5, 6, StorageError())), 6)
+    assert (cid, response) == (5, m.FetchResponse(error=15, message=StorageError().message))
+    _, response = m.decode_response(to_frame(m.encode_error(5, -1, ValueError("boom"))), 1)
+    assert (response.error, response.message) == (1, "boom")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        raw_frame(None, packed=b"\xc1"),
+        raw_frame([1]),
+        raw_frame({"cid": 1, "api": 2, "error": 0, "message": ""}),  # api mismatch
+        raw_frame({"cid": -2, "api": 1, "error": 0, "message": ""}),
+        raw_frame({"cid": 1, "api": 1, "error": 0, "message": "", "brokers": [{"id": "x"}]}),
+        raw_frame({"cid": 1, "api": 1, "error": 0, "message": ""}, b"extra body"),
+    ],
+)
+def test_malformed_response_is_remote_protocol_error(frame):
+    with pytest.raises(RemoteProtocolError):
+        m.decode_response(frame, 1)
+
+
+def test_api_errors_are_api_errors():
+    assert issubclass(m.InvalidFieldError, InvalidRequestError)
+    assert issubclass(InvalidRequestError, ApiError)
+    assert m.InvalidFieldError("x", "is bad").code == InvalidRequestError.code
