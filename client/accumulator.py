@@ -1,0 +1,163 @@
+"""Producer batching, sans-IO: records go into one open batch per partition.
+
+Per record, ``append`` does a dict lookup, a list append and some arithmetic: the row
+``(offset_delta, timestamp_delta, key, value, headers)`` is stored as given. All real work is
+per batch: ``seal`` closes a batch, and ``ProducerBatch.encode`` packs every row with ONE
+msgpack call and frames it with ``protocol.batch.assemble``. The encoded bytes are kept, so a
+retry resends exactly the same bytes (same sequence numbers) and the broker can deduplicate.
+
+Memory is bounded by the caller checking ``pending_bytes`` against its budget before
+appending; a batch's bytes are released when it completes (delivered or failed).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import msgpack
+
+from client.records import RecordMetadata
+from protocol.batch import NO_PRODUCER_ID, NO_SEQUENCE, assemble
+
+# Approximate per-record framing cost in the msgpack payload (array header, ints, nils).
+RECORD_OVERHEAD = 16
+NO_HEADERS = ()
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+class ProducerBatch:
+    """Records for one partition, from first append to delivery or failure."""
+
+    __slots__ = (
+        "topic", "partition", "rows", "size", "base_ts", "min_ts", "max_ts", "created",
+        "data", "base_sequence", "attempts", "base_offset", "error", "done", "waiter",
+    )
+
+    def __init__(self, topic: str, partition: int, timestamp: int, created: float) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.rows: list[tuple] = []
+        self.size = 0
+        self.base_ts = self.min_ts = self.max_ts = timestamp
+        self.created = created
+        self.data: bytearray | None = None  # encoded once, resent as is
+        self.base_sequence = NO_SEQUENCE
+        self.attempts = 0
+        self.base_offset = -1
+        self.error: BaseException | None = None
+        self.done = False
+        self.waiter = None  # set by the I/O layer to be woken on completion
+
+    def encode(self, producer_id: int = NO_PRODUCER_ID, producer_epoch: int = -1) -> bytearray:
+        """The batch's bytes (built on first call, then reused for every retry)."""
+        if self.data is None:
+            rows = self.rows
+            if self.min_ts < self.base_ts:  # an explicit timestamp went backwards: rebase
+                shift = self.base_ts - self.min_ts
+                rows = [(od, td + shift, k, v, h) for od, td, k, v, h in rows]
+                self.base_ts = self.min_ts
+            self.data = assemble(
+                _packb(rows),
+                record_count=len(rows),
+                base_timestamp=self.base_ts,
+                max_timestamp=self.max_ts,
+                producer_id=producer_id,
+                producer_epoch=producer_epoch,
+                base_sequence=self.base_sequence,
+            )
+        return self.data
+
+    def metadata(self, index: int) -> RecordMetadata:
+        """The delivery result of row ``index`` (raises the batch's error if it failed)."""
+        if self.error is not None:
+            raise self.error
+        row = self.rows[index]
+        offset = self.base_offset + index if self.base_offset >= 0 else -1
+        return RecordMetadata(self.topic, self.partition, offset, self.base_ts + row[1])
+
+
+class Accumulator:
+    """Open batches per partition, and sealed ones queued per partition in send order."""
+
+    def __init__(
+        self,
+        batch_bytes: int,
+        clock: Callable[[], float],
+        on_seal: Callable[[ProducerBatch], None],
+    ) -> None:
+        self.batch_bytes = batch_bytes
+        self.clock = clock
+        self.on_seal = on_seal
+        self.open: dict[tuple[str, int], ProducerBatch] = {}
+        self.ready: dict[tuple[str, int], deque[ProducerBatch]] = {}
+        self.pending_bytes = 0  # bytes of every batch not yet completed
+        self.incomplete = 0  # batches not yet completed
+
+    def append(
+        self, topic: str, partition: int, key, value, headers, timestamp: int
+    ) -> tuple[ProducerBatch, int]:
+        """Add one record; returns its batch and index (the delivery handle's parts)."""
+        size = RECORD_OVERHEAD
+        if value is not None:
+            size += len(value)
+        if key is not None:
+            size += len(key)
+        if headers:
+            headers = [(k, v) for k, v in headers]
+            size += sum(len(k) + len(v) + 4 for k, v in headers)
+        else:
+            headers = NO_HEADERS
+        tp = (topic, partition)
+        batch = self.open.get(tp)
+        if batch is None or (batch.size + size > self.batch_bytes and batch.rows):
+            if batch is not None:
+                self.seal(batch)
+            batch = self.open[tp] = ProducerBatch(topic, partition, timestamp, self.clock())
+            self.incomplete += 1
+        rows = batch.rows
+        index = len(rows)
+        rows.append((index, timestamp - batch.base_ts, key, value, headers))
+        batch.size += size
+        self.pending_bytes += size
+        if timestamp > batch.max_ts:
+            batch.max_ts = timestamp
+        elif timestamp < batch.min_ts:
+            batch.min_ts = timestamp
+        return batch, index
+
+    def seal(self, batch: ProducerBatch) -> None:
+        """Close ``batch`` to new records and queue it for sending."""
+        tp = (batch.topic, batch.partition)
+        if self.open.get(tp) is batch:
+            del self.open[tp]
+        queue = self.ready.get(tp)
+        if queue is None:
+            queue = self.ready[tp] = deque()
+        queue.append(batch)
+        self.on_seal(batch)
+
+    def seal_expired(self, now: float, linger_s: float) -> float | None:
+        """Seal batches that have lingered long enough; the next deadline, if any."""
+        deadline = None
+        for batch in list(self.open.values()):
+            due = batch.created + linger_s
+            if due <= now:
+                self.seal(batch)
+            elif deadline is None or due < deadline:
+                deadline = due
+        return deadline
+
+    def seal_all(self) -> None:
+        for batch in list(self.open.values()):
+            self.seal(batch)
+
+    def finish(self, batch: ProducerBatch, base_offset: int = -1, error=None) -> None:
+        """Mark ``batch`` delivered (or failed) and release its buffer bytes."""
+        if batch.done:
+            return
+        batch.base_offset = base_offset
+        batch.error = error
+        batch.done = True
+        self.pending_bytes -= batch.size
+        self.incomplete -= 1

@@ -1,0 +1,235 @@
+"""One trio connection to a broker, and the ``Cluster`` that (re)opens it from a bootstrap list.
+
+``Connection`` pipelines: ``send`` writes a request and returns a ``Pending`` at once, and a
+reader task resolves the pendings in request order (the broker answers in order). Invariant:
+correlation ids are assigned and frames written under one lock, so the order the protocol
+state expects is the order on the wire; a write cut off half-way breaks the connection
+instead of corrupting it. When the connection dies every outstanding ``Pending`` fails with
+``ConnectionLostError``, which callers treat as retriable.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+
+from client.errors import BrokerUnreachableError, ClientClosedError, ConnectionLostError
+from protocol import messages as m
+from protocol.connection import ClientConnection, ResponseReceived
+from protocol.errors import ProtocolError, error_for_code
+from protocol.framing import NEED_DATA
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+RECEIVE_BYTES = 1 << 20
+JOIN_BELOW = 64 * 1024  # pieces smaller than this in total are joined into one write
+
+
+def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
+    """``"h1:p1,h2:p2"`` -> ``[(h1, p1), (h2, p2)]``; ``ValueError`` with a clear message."""
+    out = []
+    for item in bootstrap.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bootstrap address must be HOST:PORT, got {item.strip()!r}")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+class Pending:
+    """The future response of one request sent on a ``Connection``."""
+
+    __slots__ = ("_event", "_response", "_error")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._response = None
+        self._error: BaseException | None = None
+
+    def _resolve(self, response=None, error: BaseException | None = None) -> None:
+        self._response, self._error = response, error
+        self._event.set()
+
+    async def wait(self):
+        """The response; raises its top-level error, or ``ConnectionLostError``."""
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        return self._response
+
+
+def raise_for_error(response) -> None:
+    """Raise the typed error of a response's top-level ``error`` code, if any."""
+    if response.error:
+        raise error_for_code(response.error, response.message)
+
+
+class Connection:
+    """A pipelined request/response channel to one broker."""
+
+    def __init__(self, stream: trio.SocketStream, address: str) -> None:
+        self.address = address
+        self._stream = stream
+        self._proto = ClientConnection()
+        self._pending: deque[Pending] = deque()
+        self._send_lock = trio.Lock()
+        self.closed = False
+
+    @classmethod
+    async def open(cls, host: str, port: int, nursery: trio.Nursery) -> Connection:
+        stream = await trio.open_tcp_stream(host, port)
+        stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
+        conn = cls(stream, f"{host}:{port}")
+        nursery.start_soon(conn._read_loop)
+        return conn
+
+    async def send(self, request) -> Pending | None:
+        """Write ``request``; its ``Pending``, or None for requests that get no answer."""
+        if self.closed:
+            raise ConnectionLostError(f"connection to {self.address} is closed")
+        async with self._send_lock:
+            if self.closed:
+                raise ConnectionLostError(f"connection to {self.address} is closed")
+            _cid, pieces = self._proto.send_request(request)
+            pending = Pending() if m.expects_response(request) else None
+            if pending is not None:
+                self._pending.append(pending)
+            try:
+                await self._write(pieces)
+            except BaseException as exc:
+                # Half a frame may be on the wire: this connection cannot be used again.
+                self._fail(ConnectionLostError(f"write to {self.address} failed: {exc!r}"))
+                if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
+                    raise ConnectionLostError(f"connection to {self.address} lost") from None
+                raise
+        return pending
+
+    async def request(self, request):
+        """Send ``request`` and wait for its response (top-level errors raised as typed)."""
+        pending = await self.send(request)
+        response = await pending.wait()
+        raise_for_error(response)
+        return response
+
+    async def _write(self, pieces) -> None:
+        if sum(map(len, pieces)) < JOIN_BELOW:
+            await self._stream.send_all(b"".join(pieces))
+            return
+        for piece in pieces:
+            await self._stream.send_all(piece)
+
+    async def _read_loop(self) -> None:
+        proto = self._proto
+        try:
+            while True:
+                event = proto.next_event()
+                if event is NEED_DATA:
+                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                    proto.receive_data(data)
+                    if not data:
+                        break
+                elif isinstance(event, ResponseReceived):
+                    self._pending.popleft()._resolve(event.response)
+                else:  # CLOSED between frames
+                    break
+            self._fail(ConnectionLostError(f"broker {self.address} closed the connection"))
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._fail(ConnectionLostError(f"connection to {self.address} lost: {exc}"))
+        except ProtocolError as exc:
+            self._fail(ConnectionLostError(f"broker {self.address} broke the protocol: {exc}"))
+
+    def _fail(self, error: BaseException) -> None:
+        self.closed = True
+        while self._pending:
+            self._pending.popleft()._resolve(error=error)
+        self._stream.socket.close()
+
+    async def aclose(self) -> None:
+        self._fail(ConnectionLostError(f"connection to {self.address} was closed"))
+        await trio.lowlevel.checkpoint()
+
+
+class Cluster:
+    """The brokers we know of and a live connection to one, reopened with backoff.
+
+    Bootstraps from the given addresses, then learns the broker list from metadata. Sluice
+    runs one broker per cluster today, so one connection serves every partition.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        nursery: trio.Nursery,
+        *,
+        client_id: str = "sluice-client",
+        reconnect_timeout_s: float = 30.0,
+    ) -> None:
+        self.addresses = parse_bootstrap(bootstrap)
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self._nursery = nursery
+        self._conn: Connection | None = None
+        self._lock = trio.Lock()
+        self._partitions: dict[str, int] = {}
+        self.closed = False
+
+    async def connection(self) -> Connection:
+        """The live connection, reconnecting (with backoff) if it died."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        async with self._lock:
+            if self._conn is None or self._conn.closed:
+                first = self._conn is None
+                self._conn = await self._connect(0 if first else self.reconnect_timeout_s)
+            return self._conn
+
+    async def _connect(self, patience_s: float) -> Connection:
+        """Try every known address, with backoff, for up to ``patience_s`` seconds."""
+        if self.closed:
+            raise ClientClosedError("client is closed")
+        deadline = trio.current_time() + patience_s
+        delay = 0.05
+        while True:
+            errors = []
+            for host, port in self.addresses:
+                try:
+                    conn = await Connection.open(host, port, self._nursery)
+                    await conn.request(m.HandshakeRequest(client_id=self.client_id))
+                    return conn
+                except (OSError, ConnectionLostError) as exc:
+                    errors.append(f"{host}:{port} ({getattr(exc, 'strerror', None) or exc})")
+            if trio.current_time() + delay > deadline:
+                raise BrokerUnreachableError(
+                    f"cannot connect to broker at {', '.join(errors)}"
+                )
+            await trio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def request(self, request):
+        """One request on the current connection (reconnecting first if needed)."""
+        conn = await self.connection()
+        return await conn.request(request)
+
+    async def partitions(self, topic: str, *, refresh: bool = False) -> int:
+        """The topic's partition count (cached); ``UnknownTopicOrPartitionError`` if none."""
+        count = self._partitions.get(topic)
+        if count is None or refresh:
+            response = await self.request(m.MetadataRequest(topics=[topic]))
+            for meta in response.topics:
+                if meta.error:
+                    raise error_for_code(meta.error, f"unknown topic {meta.name!r}")
+                self._partitions[meta.name] = len(meta.partitions)
+            learned = [(b.host, b.port) for b in response.brokers]
+            self.addresses = list(dict.fromkeys(learned + parse_bootstrap(self.bootstrap)))
+            count = self._partitions[topic]
+        return count
+
+    async def aclose(self) -> None:
+        self.closed = True
+        if self._conn is not None:
+            await self._conn.aclose()
+
+
+__all__ = ["Cluster", "Connection", "Pending", "parse_bootstrap", "raise_for_error"]

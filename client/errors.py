@@ -1,0 +1,36 @@
+"""Every error a client user can see: the broker's typed errors plus client-side ones.
+
+Broker errors arrive as wire codes and are raised as the exact ``protocol.errors`` class the
+broker raised; the classes here cover what only the client can observe (no broker to talk to,
+a delivery that ran out of time, a closed producer).
+"""
+
+from protocol.errors import *  # noqa: F403 -- re-export: users import every error from here
+from protocol.errors import ApiError, SluiceError
+
+
+class BrokerUnreachableError(SluiceError):
+    """No broker in the bootstrap list accepted a connection."""
+
+
+class ConnectionLostError(SluiceError):
+    """The connection to the broker closed while a request was outstanding (retriable)."""
+
+    retriable = True
+
+
+class DeliveryTimeoutError(SluiceError):
+    """A record was not acknowledged within ``delivery_timeout_ms``."""
+
+
+class ClientClosedError(SluiceError):
+    """The producer or consumer is closed (or closing) and takes no more work."""
+
+
+class NoOffsetError(SluiceError):
+    """A partition has no valid position and ``auto_offset_reset`` is ``"error"``."""
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether trying the same request again may succeed."""
+    return isinstance(exc, ConnectionLostError) or (isinstance(exc, ApiError) and exc.retriable)

@@ -1,0 +1,192 @@
+"""Consumer positions and fetch bookkeeping, sans-IO (shared by the trio and blocking consumers).
+
+Two positions per partition: ``positions`` is what the application has consumed up to (the
+next offset it will see, what ``position()`` reports); ``fetch_positions`` runs ahead by the
+data fetched but not yet consumed. ``seek`` and friends bump ``generation``: data fetched
+under an older generation is dropped, and fetching restarts from ``positions``. Partitions
+with no usable position wait in ``resets`` for a list_offsets lookup (earliest, latest or a
+timestamp). Records are not decoded here: ``on_fetch`` returns raw chunks, and the consumer
+decodes them when the application gets to them, while the next fetch is in flight.
+"""
+
+from __future__ import annotations
+
+from client.errors import NoOffsetError
+from client.records import next_offset_after
+from protocol import messages as m
+from protocol.errors import OffsetOutOfRangeError, error_for_code
+
+EARLIEST = -2
+LATEST = -1
+RESET_POLICIES = {"earliest": EARLIEST, "latest": LATEST, "error": None}
+
+TopicPartition = tuple[str, int]
+
+
+class Chunk:
+    """Fetched, still-encoded batches of one partition; records from ``start`` on count."""
+
+    __slots__ = ("topic", "partition", "data", "start", "end")
+
+    def __init__(self, topic: str, partition: int, data, start: int, end: int) -> None:
+        self.topic, self.partition, self.data, self.start, self.end = (
+            topic, partition, data, start, end
+        )
+
+
+class FetchState:
+    def __init__(
+        self,
+        *,
+        auto_offset_reset: str = "latest",
+        fetch_max_bytes: int = 50 * 1024 * 1024,
+        partition_max_bytes: int = 8 * 1024 * 1024,
+        fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int = 1,
+    ) -> None:
+        if auto_offset_reset not in RESET_POLICIES:
+            raise ValueError(
+                f"auto_offset_reset must be one of {', '.join(RESET_POLICIES)}, "
+                f"got {auto_offset_reset!r}"
+            )
+        self.reset_policy = RESET_POLICIES[auto_offset_reset]
+        self.fetch_max_bytes = fetch_max_bytes
+        self.partition_max_bytes = partition_max_bytes
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.fetch_min_bytes = fetch_min_bytes
+        self.assignment: list[TopicPartition] = []
+        self.positions: dict[TopicPartition, int] = {}
+        self.fetch_positions: dict[TopicPartition, int] = {}
+        self.resets: dict[TopicPartition, int] = {}  # tp -> EARLIEST, LATEST or a timestamp
+        self.generation = 0
+
+    # -- application side ---------------------------------------------------------------
+
+    def assign(self, partitions) -> None:
+        self.assignment = list(dict.fromkeys((t, int(p)) for t, p in partitions))
+        keep = set(self.assignment)
+        self.positions = {tp: o for tp, o in self.positions.items() if tp in keep}
+        self.resets = {tp: r for tp, r in self.resets.items() if tp in keep}
+        for tp in self.assignment:
+            if tp not in self.positions and tp not in self.resets and self.reset_policy is not None:
+                self.resets[tp] = self.reset_policy
+        self._restart()
+
+    def check_positions(self) -> None:
+        """``NoOffsetError`` if a partition has no position and none will be looked up."""
+        for tp in self.assignment:
+            if tp not in self.positions and tp not in self.resets:
+                self._reset_by_policy(tp, None)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._check_assigned(tp)
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        self.resets.pop(tp, None)
+        self.positions[tp] = offset
+        self._restart()
+
+    def seek_to(self, tp: TopicPartition, spec: int) -> None:
+        """Look the position up: ``EARLIEST``, ``LATEST`` or the first record at/after a time."""
+        self._check_assigned(tp)
+        self.positions.pop(tp, None)
+        self.resets[tp] = spec
+        self._restart()
+
+    def consumed(self, tp: TopicPartition, next_offset: int) -> None:
+        """The application has seen everything before ``next_offset``."""
+        self.positions[tp] = next_offset
+
+    def _check_assigned(self, tp: TopicPartition) -> None:
+        if tp not in self.assignment:
+            raise ValueError(f"{tp[0]}[{tp[1]}] is not assigned to this consumer")
+
+    def _restart(self) -> None:
+        self.generation += 1
+        self.fetch_positions = dict(self.positions)
+
+    def _reset_by_policy(self, tp: TopicPartition, error: Exception | None) -> None:
+        if self.reset_policy is None:
+            reason = f": {error}" if error else ""
+            raise NoOffsetError(
+                f"{tp[0]}[{tp[1]}] has no valid position and auto_offset_reset is 'error'"
+                f"{reason}; seek() first"
+            )
+        self.resets[tp] = self.reset_policy
+
+    # -- offset lookups ---------------------------------------------------------------------
+
+    def list_offsets_request(self) -> m.ListOffsetsRequest | None:
+        if not self.resets:
+            return None
+        return m.ListOffsetsRequest(
+            partitions=[
+                m.ListOffsetsPartition(topic=t, partition=p, timestamp=spec)
+                for (t, p), spec in self.resets.items()
+            ]
+        )
+
+    def on_list_offsets(self, response: m.ListOffsetsResponse, generation: int) -> None:
+        if generation != self.generation:
+            return
+        for result in response.partitions:
+            tp = (result.topic, result.partition)
+            if tp not in self.resets:
+                continue
+            if result.error:
+                raise error_for_code(result.error, f"{tp[0]}[{tp[1]}]: offset lookup failed")
+            if result.offset < 0:  # no record that late: start at the end
+                self.resets[tp] = LATEST
+                continue
+            del self.resets[tp]
+            self.positions[tp] = self.fetch_positions[tp] = result.offset
+
+    # -- fetching ---------------------------------------------------------------------------
+
+    def fetch_request(self) -> m.FetchRequest | None:
+        parts = [
+            m.FetchPartition(
+                topic=t, partition=p, offset=self.fetch_positions[(t, p)],
+                max_bytes=self.partition_max_bytes,
+            )
+            for t, p in self.assignment
+            if (t, p) in self.fetch_positions
+        ]
+        if not parts:
+            return None
+        return m.FetchRequest(
+            max_wait_ms=self.fetch_max_wait_ms,
+            min_bytes=self.fetch_min_bytes,
+            max_bytes=self.fetch_max_bytes,
+            partitions=parts,
+        )
+
+    def on_fetch(self, response: m.FetchResponse, generation: int) -> list[Chunk]:
+        """Advance fetch positions past the data returned; the chunks to hand out."""
+        if generation != self.generation:
+            return []
+        chunks = []
+        for part in response.partitions:
+            tp = (part.topic, part.partition)
+            if tp not in self.fetch_positions:
+                continue
+            if part.error:
+                error = error_for_code(part.error, part.message)
+                if isinstance(error, OffsetOutOfRangeError):
+                    self.positions.pop(tp, None)
+                    del self.fetch_positions[tp]
+                    self._reset_by_policy(tp, error)
+                    continue
+                if error.retriable:
+                    continue
+                raise error
+            data = part.records
+            if not len(data):
+                continue
+            end = next_offset_after(data)
+            if end is None:
+                continue
+            start = self.fetch_positions[tp]
+            self.fetch_positions[tp] = end
+            chunks.append(Chunk(tp[0], tp[1], data, start, end))
+        return chunks

@@ -1,0 +1,303 @@
+"""The trio ``Producer``: accumulate records per partition, send batches pipelined.
+
+The hot path is ``send_nowait``: pick a partition, append a row, return a handle -- no
+awaiting, no per-record allocation beyond the row and the handle. ``send`` is the same plus
+an await only when the buffer is full (backpressure) or the topic's metadata is unknown.
+A sender task seals lingered batches and writes requests (up to ``max_in_flight`` at once);
+a completer task takes the responses in order and hands them to ``SendState``, which decides
+what is delivered, failed or retried.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import AsyncExitStack
+
+import trio
+
+from client.accumulator import Accumulator, ProducerBatch
+from client.connection import DEFAULT_BOOTSTRAP, Cluster
+from client.errors import ClientClosedError, ConnectionLostError
+from client.partitioner import StickyPartitioner, partition_for_key
+from client.records import RecordMetadata
+from client.sender import SendState, parse_acks
+from protocol import messages as m
+
+MAX_IN_FLIGHT_IDEMPOTENT = 5
+
+
+class DeliveryHandle:
+    """Awaitable delivery result of one record: ``RecordMetadata`` or the error."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: ProducerBatch, index: int) -> None:
+        self.batch = batch
+        self.index = index
+
+    def done(self) -> bool:
+        return self.batch.done
+
+    def result(self) -> RecordMetadata:
+        """The result of a completed delivery (``RuntimeError`` if still pending)."""
+        if not self.batch.done:
+            raise RuntimeError("delivery is still pending")
+        return self.batch.metadata(self.index)
+
+    def __await__(self):
+        return self._wait().__await__()
+
+    async def _wait(self) -> RecordMetadata:
+        batch = self.batch
+        if not batch.done:
+            if batch.waiter is None:
+                batch.waiter = trio.Event()
+            await batch.waiter.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        return batch.metadata(self.index)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def check_config(acks, idempotent, max_in_flight: int) -> tuple[int, bool]:
+    """Validated ``(acks, idempotent)``; idempotence needs acknowledgements."""
+    acks = parse_acks(acks)
+    if idempotent is None:
+        idempotent = acks != 0
+    if idempotent and acks == 0:
+        raise ValueError("idempotent=True needs acks=1 or acks='all' (acks=0 gets no answers)")
+    if idempotent and max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT:
+        raise ValueError(f"idempotence allows at most {MAX_IN_FLIGHT_IDEMPOTENT} in flight")
+    if max_in_flight < 1:
+        raise ValueError("max_in_flight must be at least 1")
+    return acks, idempotent
+
+
+class Producer:
+    """Async producer; use as ``async with Producer(...) as producer:``.
+
+    Closing delivers everything accepted before it returns (or fails it with its error).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        *,
+        acks=1,
+        linger_ms: float = 5,
+        batch_bytes: int = 1024 * 1024,
+        buffer_bytes: int = 32 * 1024 * 1024,
+        idempotent: bool | None = None,
+        retries: int = 2**31 - 1,
+        delivery_timeout_ms: int = 120_000,
+        request_timeout_ms: int = 30_000,
+        max_in_flight: int = 5,
+        partitioner=partition_for_key,
+        client_id: str = "sluice-producer",
+    ) -> None:
+        acks, idempotent = check_config(acks, idempotent, max_in_flight)
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self.linger_s = linger_ms / 1000
+        self.buffer_bytes = buffer_bytes
+        self.max_in_flight = max_in_flight
+        self.partitioner = partitioner
+        self._sticky = StickyPartitioner()
+        self._acc = Accumulator(batch_bytes, trio.current_time, self._on_seal)
+        self._state = SendState(
+            self._acc,
+            acks=acks,
+            idempotent=idempotent,
+            retries=retries,
+            delivery_timeout_s=delivery_timeout_ms / 1000,
+            request_timeout_ms=request_timeout_ms,
+        )
+        self._partitions: dict[str, int] = {}
+        self._wake = trio.Event()
+        self._space = trio.Event()
+        self._progress = trio.Event()
+        self._closing = False
+        self._stack: AsyncExitStack | None = None
+        self._cluster: Cluster | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Producer:
+        async with AsyncExitStack() as stack:
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            self._cluster = Cluster(self.bootstrap, nursery, client_id=self.client_id)
+            stack.push_async_callback(self._cluster.aclose)
+            await self._cluster.connection()
+            if self._state.idempotent:
+                await self._init_producer_id()
+            nursery.start_soon(self._sender)
+            stack.push_async_callback(self._drain)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc_info) -> bool | None:
+        return await self._stack.__aexit__(*exc_info)
+
+    async def _drain(self) -> None:
+        """Deliver what was accepted, then stop the sender."""
+        self._closing = True
+        await self.flush()
+        self._wake.set()
+
+    async def _init_producer_id(self) -> None:
+        response = await self._cluster.request(m.InitProducerIdRequest())
+        self._state.producer_id = response.producer_id
+        self._state.producer_epoch = response.producer_epoch
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send_nowait(
+        self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None
+    ) -> DeliveryHandle:
+        """Queue one record; raises ``trio.WouldBlock`` if the buffer is full or the topic's
+        partition count is not known yet (``await send(...)`` waits for both instead)."""
+        if self._closing:
+            raise ClientClosedError("producer is closed")
+        if self._acc.pending_bytes >= self.buffer_bytes:
+            raise trio.WouldBlock
+        count = self._partitions.get(topic)
+        if count is None:
+            raise trio.WouldBlock
+        if partition is None:
+            if key is None:
+                partition = self._sticky.partition(topic, count)
+            else:
+                partition = self.partitioner(key, count)
+        elif not 0 <= partition < count:
+            raise ValueError(f"{topic} has partitions 0..{count - 1}, not {partition}")
+        batch, index = self._acc.append(
+            topic, partition, key, value, headers, now_ms() if timestamp is None else timestamp
+        )
+        if index == 0:
+            self._wake.set()
+        return DeliveryHandle(batch, index)
+
+    async def send(
+        self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None
+    ) -> DeliveryHandle:
+        """Queue one record, waiting only for buffer space or topic metadata."""
+        if self._acc.pending_bytes >= self.buffer_bytes or topic not in self._partitions:
+            await self._ready_for(topic)
+        return self.send_nowait(
+            topic, value, key=key, headers=headers, timestamp=timestamp, partition=partition
+        )
+
+    async def send_batch(
+        self, topic: str, values, *, key=None, headers=None, timestamp=None, partition=None
+    ) -> list[DeliveryHandle]:
+        """Queue many records: ``values`` are values, or ``(key, value)`` pairs if ``key`` is
+        ``...``; waits for buffer space as needed. Returns one handle per record."""
+        handles = []
+        send_nowait = self.send_nowait
+        for value in values:
+            if self._acc.pending_bytes >= self.buffer_bytes or topic not in self._partitions:
+                await self._ready_for(topic)
+            if key is ...:
+                k, value = value
+            else:
+                k = key
+            handles.append(send_nowait(
+                topic, value, key=k, headers=headers, timestamp=timestamp, partition=partition
+            ))
+        return handles
+
+    async def _ready_for(self, topic: str) -> None:
+        if topic not in self._partitions:
+            self._partitions[topic] = await self._cluster.partitions(topic)
+        while self._acc.pending_bytes >= self.buffer_bytes:
+            self._acc.seal_all()
+            self._wake.set()
+            await self._space.wait()
+        if self._closing:
+            raise ClientClosedError("producer is closed")
+
+    async def flush(self) -> None:
+        """Send everything queued so far and wait until it is delivered or failed."""
+        self._acc.seal_all()
+        self._wake.set()
+        while self._acc.incomplete:
+            await self._progress.wait()
+
+    async def partitions_for(self, topic: str) -> int:
+        """The topic's partition count (fetched once, then cached)."""
+        await self._ready_for(topic)
+        return self._partitions[topic]
+
+    # -- background tasks ----------------------------------------------------------------------
+
+    def _on_seal(self, batch: ProducerBatch) -> None:
+        count = self._partitions.get(batch.topic)
+        if count:
+            self._sticky.batch_sealed(batch.topic, batch.partition, count)
+
+    def _completed(self) -> None:
+        """Wake whoever waits on what ``SendState`` just finished."""
+        completed = self._state.completed
+        if not completed:
+            return
+        for batch in completed:
+            if batch.waiter is not None:
+                batch.waiter.set()
+        completed.clear()
+        self._progress.set()
+        self._progress = trio.Event()
+        if self._acc.pending_bytes < self.buffer_bytes:
+            self._space.set()
+            self._space = trio.Event()
+
+    async def _sender(self) -> None:
+        send_channel, receive_channel = trio.open_memory_channel(self.max_in_flight - 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._completer, receive_channel)
+            async with send_channel:
+                await self._send_loop(send_channel)
+
+    async def _send_loop(self, in_flight: trio.MemorySendChannel) -> None:
+        state, acc = self._state, self._acc
+        while True:
+            now = trio.current_time()
+            deadline = acc.seal_expired(now, self.linger_s)
+            next_request = state.next_request(now)
+            self._completed()
+            if next_request is None:
+                if self._closing and not acc.incomplete:
+                    return
+                self._wake = trio.Event()
+                with trio.move_on_at(math.inf if deadline is None else deadline):
+                    await self._wake.wait()
+                continue
+            request, batches = next_request
+            try:
+                conn = await self._cluster.connection()
+                pending = await conn.send(request)
+            except ConnectionLostError as exc:
+                state.on_failure(batches, exc)
+                self._completed()
+                continue
+            except Exception as exc:  # e.g. broker unreachable for too long: give up
+                state.on_failure(batches, exc)
+                state.fail_all(exc)
+                self._completed()
+                continue
+            if pending is not None:
+                await in_flight.send((pending, batches))
+
+    async def _completer(self, in_flight: trio.MemoryReceiveChannel) -> None:
+        async for pending, batches in in_flight:
+            try:
+                response = await pending.wait()
+            except ConnectionLostError as exc:
+                self._state.on_failure(batches, exc)
+            else:
+                self._state.on_response(batches, response)
+            self._completed()
+            self._wake.set()
