@@ -1,0 +1,235 @@
+"""What every partition log does the same way, whatever holds its bytes: offset assignment,
+rolling, range checks, timestamp search and retention. ``FileLog`` and ``MemoryLog`` supply the
+segments (same duck-typed interface: ``base_offset``, ``end_offset``, ``size``, ``created_ms``,
+``largest_timestamp``, ``append``, ``read``, ``find_timestamp``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from broker.storage.config import TopicConfig
+from broker.storage.index import U32_MAX
+from broker.storage.segment import BatchSpan
+from protocol.batch import parse_header, split_batches, stamp
+from protocol.errors import (
+    CorruptRecordError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+    StorageError,
+)
+from protocol.slices import FileSlice
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Offsets assigned to an append: ``base_offset``..``last_offset`` inclusive."""
+
+    base_offset: int
+    last_offset: int
+    max_timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """Whole batches (file slices to send, or bytes) plus the log's bounds at read time."""
+
+    slices: list[FileSlice | bytes]
+    log_start_offset: int
+    high_watermark: int
+
+
+class BaseLog:
+    """A partition: ordered segments, the last one active (the only one appended to).
+
+    Invariants: segments are contiguous (each one's ``end_offset`` is the next one's
+    ``base_offset``); offsets are dense and never reused; ``log_start_offset`` is the first
+    segment's base. Every public method holds ``_lock``, so ``flush`` may run in a worker thread
+    while another thread appends and reads.
+    """
+
+    def __init__(self, config: TopicConfig, now_ms: Callable[[], int], segments: list[Any]) -> None:
+        self._config = config
+        self._now_ms = now_ms
+        self._segments = segments
+        self._bases = [segment.base_offset for segment in segments]
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> TopicConfig:
+        return self._config
+
+    def reconfigure(self, config: TopicConfig) -> None:
+        with self._lock:
+            self._config = config
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._segments[0].base_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._segments[-1].end_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(segment.size for segment in self._segments)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("the log is closed")
+
+    def _segment_for(self, offset: int) -> Any:
+        return self._segments[bisect_right(self._bases, offset) - 1]
+
+    def _use(self, segment: Any) -> Any:
+        """Hook: make ``segment`` ready for reading (FileLog loads it lazily)."""
+        return segment
+
+    # -- appending ---------------------------------------------------------------------------
+
+    def append(self, batches: bytearray | memoryview) -> AppendResult:
+        """Assign offsets to whole, already validated batches (stamped in place) and store them.
+
+        Rolls to a new segment before a batch that would overflow ``segment_bytes``, arrives
+        more than ``segment_ms`` after the segment's first append, or whose offsets would not fit
+        the u32 relative offsets. Work is per batch; records are never decoded.
+        """
+        view = memoryview(batches)
+        if view.readonly:
+            raise TypeError("append needs a writable buffer: offsets are stamped in place")
+        spans, end = split_batches(view)
+        if not spans or end != len(view):
+            raise CorruptRecordError(f"append needs whole batches; {len(view) - end} bytes left over")
+        limit = self._config.max_message_bytes
+        for _, size in spans:
+            if size > limit:
+                raise RecordTooLargeError(f"batch of {size} bytes exceeds max_message_bytes {limit}")
+        with self._lock:
+            self._check_open()
+            return self._append_locked(view, spans)
+
+    def _append_locked(self, view: memoryview, spans: list[tuple[int, int]]) -> AppendResult:
+        now = self._now_ms()
+        first = offset = self.log_end_offset
+        max_timestamp = None
+        active = self._segments[-1]
+        chunk_start = spans[0][0]
+        pending: list[BatchSpan] = []
+        for pos, size in spans:
+            header = parse_header(view, pos)
+            last = offset + header.last_offset_delta
+            if self._should_roll(active, pos - chunk_start, size, last, now):
+                if pending:
+                    active.append(view[chunk_start:pos], pending, now)
+                active = self._roll(offset)
+                chunk_start, pending = pos, []
+            stamp(view[pos : pos + size], offset)
+            pending.append((pos - chunk_start, offset, last, header.max_timestamp))
+            if max_timestamp is None or header.max_timestamp > max_timestamp:
+                max_timestamp = header.max_timestamp
+            offset = last + 1
+        end = spans[-1][0] + spans[-1][1]
+        active.append(view[chunk_start:end], pending, now)
+        return AppendResult(first, offset - 1, max_timestamp)
+
+    def _should_roll(self, segment: Any, pending: int, size: int, last_offset: int, now: int) -> bool:
+        used = segment.size + pending
+        if not used:
+            return False
+        config = self._config
+        return (
+            used + size > config.segment_bytes
+            or (segment.created_ms is not None and now - segment.created_ms > config.segment_ms)
+            or last_offset - segment.base_offset > U32_MAX
+        )
+
+    def _add_segment(self, segment: Any) -> Any:
+        self._segments.append(segment)
+        self._bases.append(segment.base_offset)
+        return segment
+
+    def _roll(self, base_offset: int) -> Any:
+        """Hook: seal the active segment and start a new one at ``base_offset``."""
+        raise NotImplementedError
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _check_range(self, offset: int) -> None:
+        start, end = self.log_start_offset, self.log_end_offset
+        if not start <= offset <= end:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is out of range: the log holds [{start}, {end}]"
+            )
+
+    def read(self, offset: int, max_bytes: int) -> ReadResult:
+        """Whole batches from the one containing ``offset``, from a single segment, up to
+        ``max_bytes`` but at least one batch; empty only at the log end."""
+        with self._lock:
+            self._check_open()
+            self._check_range(offset)
+            slices = []
+            if offset < self.log_end_offset:
+                slices.append(self._use(self._segment_for(offset)).read(offset, max_bytes))
+            return ReadResult(slices, self.log_start_offset, self.log_end_offset)
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """``(base offset, max timestamp)`` of the first batch whose max timestamp is >=
+        ``timestamp`` (batch granularity: records are not decoded); None if none is that late."""
+        with self._lock:
+            self._check_open()
+            for segment in self._segments:
+                largest = segment.largest_timestamp
+                if largest is not None and largest >= timestamp:
+                    found = self._use(segment).find_timestamp(timestamp)
+                    if found is not None:
+                        return found
+            return None
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def enforce_retention(self, now_ms: int | None = None) -> int:
+        """Delete whole segments from the oldest while one of them breaks the time rule
+        (``now - largest timestamp > retention_ms``) or the size rule (``size - its size >=
+        retention_bytes``); never the active segment. Returns how many were deleted."""
+        with self._lock:
+            self._check_open()
+            now = self._now_ms() if now_ms is None else now_ms
+            config = self._config
+            total = self.size_bytes
+            removed = 0
+            while len(self._segments) > 1:
+                oldest = self._segments[0]
+                largest = oldest.largest_timestamp
+                by_time = (
+                    config.retention_ms >= 0
+                    and largest is not None
+                    and now - largest > config.retention_ms
+                )
+                by_size = config.retention_bytes >= 0 and total - oldest.size >= config.retention_bytes
+                if not (by_time or by_size):
+                    break
+                del self._segments[0], self._bases[0]
+                self._discard(oldest)
+                total -= oldest.size
+                removed += 1
+            return removed
+
+    def _discard(self, segment: Any) -> None:
+        """Hook: release a segment that retention removed from the log."""

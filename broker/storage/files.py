@@ -1,0 +1,136 @@
+"""File naming, durable metadata writes, and reference-counted segment file handles.
+
+Segment files are named by their base offset padded to 20 digits so that a plain directory
+listing sorts them numerically. Metadata files are replaced atomically (tmp, fsync, rename,
+fsync dir) so a crash leaves either the old or the new content, never a mix.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIMEINDEX_SUFFIX = ".timeindex"
+SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIMEINDEX_SUFFIX)
+NAME_DIGITS = 20
+_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+
+
+def segment_path(directory: Path, base_offset: int, suffix: str) -> Path:
+    """``directory/<base offset, 20 digits><suffix>``."""
+    return directory / f"{base_offset:0{NAME_DIGITS}d}{suffix}"
+
+
+def parse_segment_name(name: str, suffix: str) -> int | None:
+    """The base offset encoded in ``name`` if it is a segment file with ``suffix``, else None."""
+    stem = name[: -len(suffix)] if name.endswith(suffix) else ""
+    if len(stem) != NAME_DIGITS or not stem.isascii() or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+def open_append(path: Path, *, create: bool = False) -> int:
+    """Open ``path`` for reading (pread) and appending; ``create`` requires it to be new."""
+    flags = _OPEN_FLAGS | (os.O_CREAT | os.O_EXCL if create else 0)
+    return os.open(path, flags, 0o644)
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write every byte of ``data``, looping over short writes (``os.write`` may stop early)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory so that file creations, renames and unlinks in it are durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fdatasync_path(path: Path) -> None:
+    """fdatasync a file by name; a file deleted meanwhile (retention) needs no sync."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class SegmentFile:
+    """An open ``.log`` file descriptor shared by its segment and in-flight readers.
+
+    Invariant: the descriptor stays open while the reference count is positive. The segment
+    holds one reference (dropped by ``close``); every ``FileSlice`` handed out holds another
+    (dropped by the sender's ``release``). So a segment deleted or evicted while a fetch is
+    sending from it keeps its descriptor until the fetch lets go, and a descriptor number is
+    never reused under a reader's feet. ``retain``/``release`` are thread-safe (the flusher
+    retains from a worker thread).
+    """
+
+    __slots__ = ("path", "_fd", "_refs", "_owned", "_lock")
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.path = path
+        self._fd = fd
+        self._refs = 1
+        self._owned = True
+        self._lock = threading.Lock()
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise ValueError(f"{self.path} is closed")
+        return self._fd
+
+    @property
+    def refcount(self) -> int:
+        return self._refs
+
+    def retain(self) -> SegmentFile:
+        with self._lock:
+            if self._refs <= 0:
+                raise ValueError(f"{self.path} is closed")
+            self._refs += 1
+        return self
+
+    def release(self) -> None:
+        with self._lock:
+            if self._refs <= 0:
+                raise ValueError(f"{self.path} released more often than retained")
+            self._refs -= 1
+            if self._refs:
+                return
+            fd, self._fd = self._fd, -1
+        os.close(fd)
+
+    def close(self) -> None:
+        """Drop the owner's reference (once); readers still holding it keep the fd open."""
+        if self._owned:
+            self._owned = False
+            self.release()
+
+    def __repr__(self) -> str:
+        return f"SegmentFile({self.path.name}, fd={self._fd}, refs={self._refs})"

@@ -1,0 +1,334 @@
+"""``FileLog``: a partition stored as segment files in one directory.
+
+Opening is lazy: only the directory listing and the active segment are read; a sealed segment
+opens its descriptor and loads its indexes on first use, and at most ``max_open_segments`` of
+them stay loaded (least recently used first out).
+
+Recovery: ``recovery_point=None`` (clean shutdown) trusts every file and only walks the active
+segment's headers from its last index entry to find the end. An integer ``recovery_point`` (the
+last checkpointed ``flushed_offset``) re-validates from there: in the segment containing it,
+from the last index entry below it (data and index entries below the recovery point were
+fdatasync'd together); later segments from their first byte. Validation cuts the first segment
+that has an invalid byte and deletes every segment after it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from broker.storage.base import AppendResult, BaseLog, ReadResult, wall_clock_ms
+from broker.storage.config import TopicConfig
+from broker.storage.files import (
+    LOG_SUFFIX,
+    SEGMENT_SUFFIXES,
+    SegmentFile,
+    fdatasync_path,
+    fsync_dir,
+    parse_segment_name,
+)
+from broker.storage.segment import Segment, iter_headers
+from protocol.batch import BatchHeader
+from protocol.errors import StorageError
+from protocol.slices import FileSlice
+
+DEFAULT_MAX_OPEN_SEGMENTS = 8
+
+__all__ = ["AppendResult", "FileLog", "ReadResult"]
+
+
+class FileLog(BaseLog):
+    """A partition on disk. See ``BaseLog`` for the offset invariants.
+
+    ``flushed_offset``: every batch below it has been fdatasync'd, with its segment's index
+    entries and directory entry. It only moves forward, and only in ``flush``.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        config: TopicConfig,
+        now_ms: Callable[[], int],
+        segments: list[Segment],
+        max_open_segments: int,
+    ) -> None:
+        super().__init__(config, now_ms, segments)
+        self.directory = directory
+        self._loaded: OrderedDict[Segment, None] = OrderedDict()  # sealed segments, LRU order
+        self._max_open = max_open_segments
+        self._flushed = 0
+        self._dir_dirty = False  # segment files were created or deleted since the last flush
+        self._failed: str | None = None
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        config: TopicConfig,
+        *,
+        recovery_point: int | None,
+        now_ms: Callable[[], int] = wall_clock_ms,
+        max_open_segments: int = DEFAULT_MAX_OPEN_SEGMENTS,
+    ) -> FileLog:
+        """Open (creating if needed) the log in ``directory``; see the module docstring."""
+        directory.mkdir(parents=True, exist_ok=True)
+        sizes = _list_segments(directory)
+        bases = sorted(sizes)
+        interval = config.index_interval_bytes
+        if bases:
+            segments = [
+                Segment(
+                    directory,
+                    base,
+                    size=sizes[base],
+                    end_offset=bases[i + 1] if i + 1 < len(bases) else base,
+                    index_interval=interval,
+                    sealed=i + 1 < len(bases),
+                )
+                for i, base in enumerate(bases)
+            ]
+        else:
+            segments = [Segment.create(directory, 0, interval)]
+        log = cls(directory, config, now_ms, segments, max_open_segments)
+        if not bases:
+            log._dir_dirty = True
+        elif recovery_point is None:
+            segments[-1].open_active()
+        else:
+            log._recover(recovery_point)
+        if segments[-1].size:
+            segments[-1].created_ms = now_ms()  # a restart restarts the segment_ms clock
+        log._flushed = log.log_end_offset
+        return log
+
+    def _recover(self, recovery_point: int) -> None:
+        first = max(bisect_right(self._bases, recovery_point) - 1, 0)
+        recovered: list[Segment] = []
+        for i in range(first, len(self._segments)):
+            segment = self._segments[i]
+            start = segment.recovery_start(recovery_point) if i == first else (0, segment.base_offset)
+            truncated = segment.recover(*start)
+            recovered.append(segment)
+            is_last = i + 1 == len(self._segments)
+            if not is_last and (truncated or segment.end_offset != self._bases[i + 1]):
+                for later in self._segments[i + 1 :]:
+                    later.delete()
+                del self._segments[i + 1 :], self._bases[i + 1 :]
+                break
+        for segment in recovered:
+            if segment is not self._segments[-1]:
+                segment.seal()
+                self._use(segment)
+            synced = segment.prepare_sync()
+            _sync(*synced)
+            synced[0].release()
+        fsync_dir(self.directory)
+
+    # -- lazy loading ------------------------------------------------------------------------
+
+    def _use(self, segment: Segment) -> Segment:
+        """Mark a segment used; loading happens on demand, eviction unloads the oldest."""
+        if segment is self._segments[-1]:
+            return segment
+        loaded = self._loaded
+        if segment in loaded:
+            loaded.move_to_end(segment)
+        else:
+            loaded[segment] = None
+            while len(loaded) > self._max_open:
+                victim, _ = loaded.popitem(last=False)
+                victim.unload()
+        return segment
+
+    # -- appending ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        super()._check_open()
+        if self._failed:
+            raise StorageError(f"{self.directory.name} needs recovery: {self._failed}")
+
+    def _append_locked(self, view: memoryview, spans: list[tuple[int, int]]) -> AppendResult:
+        count = len(self._segments)
+        snapshot = self._segments[-1].snapshot()
+        try:
+            return super()._append_locked(view, spans)
+        except OSError as exc:
+            self._undo_append(count, snapshot)
+            raise StorageError(
+                f"append to {self.directory.name} failed and was undone: {exc.strerror or exc}"
+            ) from exc
+
+    def _undo_append(self, count: int, snapshot: tuple) -> None:
+        """Put the log back as it was before a failed append: drop segments it rolled to,
+        cut the formerly active one back (un-sealing it)."""
+        try:
+            for segment in self._segments[count:]:
+                segment.delete()
+            del self._segments[count:], self._bases[count:]
+            active = self._segments[-1]
+            self._loaded.pop(active, None)
+            active.restore(snapshot)
+        except OSError as exc:
+            self._failed = f"undoing a failed append also failed: {exc}"
+
+    def _roll(self, base_offset: int) -> Segment:
+        previous = self._segments[-1]
+        previous.seal()
+        segment = self._add_segment(Segment.create(self.directory, base_offset, self._config.index_interval_bytes))
+        self._use(previous)
+        self._dir_dirty = True
+        return segment
+
+    def reconfigure(self, config: TopicConfig) -> None:
+        super().reconfigure(config)
+        with self._lock:
+            self._segments[-1].index_interval = config.index_interval_bytes
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read_bytes(self, offset: int, max_bytes: int) -> bytes:
+        """``read`` copied into memory (tests, and the broker's copy fallback)."""
+        slices = self.read(offset, max_bytes).slices
+        try:
+            return b"".join(_pread_slice(piece) for piece in slices)
+        finally:
+            for piece in slices:
+                piece.file.release()
+
+    def scan_headers(self, from_offset: int) -> Iterator[BatchHeader]:
+        """Headers of every batch from the one containing ``from_offset`` (or the log start) to
+        the end, for the startup rebuild of producer state. Appends made during the scan may or
+        may not be seen."""
+        with self._lock:
+            self._check_open()
+            from_offset = max(from_offset, self.log_start_offset)
+            first = bisect_right(self._bases, from_offset) - 1
+            segments = list(self._segments[first:])
+        for segment in segments:
+            with self._lock:
+                if self._closed:
+                    return
+                file, start, end = self._use(segment).headers_from(from_offset)
+            try:
+                for _, header in iter_headers(file.fileno(), start, end):
+                    yield header
+            finally:
+                file.release()
+
+    # -- durability --------------------------------------------------------------------------
+
+    @property
+    def flushed_offset(self) -> int:
+        return self._flushed
+
+    def flush(self) -> int:
+        """fdatasync every segment holding unflushed batches, then advance ``flushed_offset``.
+
+        Thread-safe: the lock is held only to snapshot what to sync (files retained, so a
+        concurrent retention or roll cannot close them under us), never during the fdatasync.
+        """
+        with self._lock:
+            if self._closed:
+                return self._flushed
+            end = self.log_end_offset
+            targets: list[tuple[SegmentFile, list[Path]]] = []
+            for segment in reversed(self._segments):
+                if segment.end_offset <= self._flushed and not segment.index_dirty:
+                    break
+                if segment is not self._segments[-1]:
+                    self._use(segment)
+                targets.append(segment.prepare_sync())
+            sync_dir, self._dir_dirty = self._dir_dirty, False
+        try:
+            for file, paths in targets:
+                _sync(file, paths)
+            if sync_dir:
+                fsync_dir(self.directory)
+        except OSError as exc:
+            with self._lock:
+                self._dir_dirty |= sync_dir
+            raise StorageError(f"fdatasync of {self.directory.name} failed: {exc}") from exc
+        finally:
+            for file, _ in targets:
+                file.release()
+        with self._lock:
+            self._flushed = max(self._flushed, end)
+            return self._flushed
+
+    def close(self) -> None:
+        """Flush, write every index, release descriptors (readers keep theirs)."""
+        if self._closed:
+            return
+        self.flush()
+        with self._lock:
+            self._closed = True
+            for segment in self._segments:
+                segment.unload()
+            self._loaded.clear()
+
+    def delete(self) -> None:
+        """Close without flushing and remove the directory (in-flight readers keep their fds)."""
+        with self._lock:
+            self._closed = True
+            for segment in self._segments:
+                segment.delete()
+            self._loaded.clear()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _discard(self, segment: Segment) -> None:
+        self._loaded.pop(segment, None)
+        segment.delete()
+        self._dir_dirty = True
+
+    def sanity_check(self) -> None:
+        """Check every segment's invariants and that segments are contiguous (tests, tooling)."""
+        with self._lock:
+            for i, segment in enumerate(self._segments):
+                self._use(segment).sanity_check()
+                if i + 1 < len(self._segments) and segment.end_offset != self._bases[i + 1]:
+                    raise StorageError(f"{segment!r} is not followed by offset {segment.end_offset}")
+
+    @property
+    def open_segment_count(self) -> int:
+        """Segments holding a descriptor (the active one included)."""
+        return sum(segment.is_open for segment in self._segments)
+
+
+def _list_segments(directory: Path) -> dict[int, int]:
+    """``{base offset: .log size}``; deletes index files whose ``.log`` is gone and leftover
+    temporary files. Reads only the directory (plus one stat per ``.log``)."""
+    sizes: dict[int, int] = {}
+    orphans: list[tuple[int, Path]] = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            base = parse_segment_name(entry.name, LOG_SUFFIX)
+            if base is not None:
+                sizes[base] = entry.stat().st_size
+                continue
+            for suffix in SEGMENT_SUFFIXES[1:]:
+                base = parse_segment_name(entry.name, suffix)
+                if base is not None:
+                    orphans.append((base, Path(entry.path)))
+            if entry.name.endswith(".tmp"):
+                orphans.append((-1, Path(entry.path)))
+    for base, path in orphans:
+        if base not in sizes:
+            path.unlink(missing_ok=True)
+    return sizes
+
+
+def _sync(file: SegmentFile, index_paths: list[Path]) -> None:
+    os.fdatasync(file.fileno())
+    for path in index_paths:
+        fdatasync_path(path)
+
+
+def _pread_slice(piece: FileSlice) -> bytes:
+    data = os.pread(piece.file.fileno(), piece.length, piece.position)
+    if len(data) != piece.length:
+        raise StorageError(f"short read of {piece.length} bytes at {piece.position}")
+    return data

@@ -1,0 +1,238 @@
+"""``LogManager``: the data directory, its topics, and every partition's log.
+
+Crash safety: ``meta/topics.json`` is the truth about which topics exist; it is replaced
+atomically *before* partition directories are created or removed, and ``open`` repairs the
+difference (creates missing partition directories, removes ones of unknown topics). The
+``.clean-shutdown`` marker is written last at ``close`` and removed at ``open``; without it,
+every partition re-validates from its checkpointed recovery point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.storage.base import wall_clock_ms
+from broker.storage.config import TopicConfig
+from broker.storage.files import atomic_write, fsync_dir
+from broker.storage.log import DEFAULT_MAX_OPEN_SEGMENTS, FileLog
+from broker.storage.memory import MemoryLog
+from protocol.errors import (
+    InvalidTopicError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
+
+META_DIR = "meta"
+TOPICS_FILE = "topics.json"
+RECOVERY_POINTS_FILE = "recovery-points.json"
+CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+MAX_TOPIC_NAME = 249
+INTERNAL_PREFIX = "__"
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_PARTITION_DIR = re.compile(r"(.+)-([0-9]+)")
+
+Log = FileLog | MemoryLog
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    config: TopicConfig
+
+
+def validate_topic_name(name: object, *, internal: bool = False) -> str:
+    """Return ``name`` if it may name a topic (it becomes a directory name), else raise."""
+    if not isinstance(name, str) or not name:
+        raise InvalidTopicError(f"topic name must be a non-empty string, got {name!r}")
+    if len(name) > MAX_TOPIC_NAME:
+        raise InvalidTopicError(f"topic name is {len(name)} characters; the limit is {MAX_TOPIC_NAME}")
+    if not _TOPIC_NAME.fullmatch(name) or name in (".", ".."):
+        raise InvalidTopicError(
+            f"topic name {name!r} is invalid: use 1-{MAX_TOPIC_NAME} of [A-Za-z0-9._-], not '.' or '..'"
+        )
+    if name.startswith(INTERNAL_PREFIX) and not internal:
+        raise InvalidTopicError(f"topic names starting with {INTERNAL_PREFIX!r} are reserved: {name!r}")
+    return name
+
+
+class LogManager:
+    """Topics and their partition logs under ``data_dir`` (or all in memory with ``memory``).
+
+    Not thread-safe: call it from one thread (the broker's event loop); only the logs' own
+    ``flush`` may run elsewhere.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | None,
+        defaults: TopicConfig = TopicConfig(),  # noqa: B008 - frozen, so sharing is safe
+        *,
+        now_ms: Callable[[], int] = wall_clock_ms,
+        memory: bool = False,
+        max_open_segments: int = DEFAULT_MAX_OPEN_SEGMENTS,
+    ) -> None:
+        if data_dir is None and not memory:
+            raise ValueError("a data directory is required unless memory=True")
+        self.data_dir = data_dir
+        self.defaults = defaults
+        self.memory = memory
+        self._now_ms = now_ms
+        self._max_open_segments = max_open_segments
+        self._topics: dict[str, TopicInfo] = {}
+        self._overrides: dict[str, dict[str, int]] = {}
+        self._logs: dict[tuple[str, int], Log] = {}
+        self.was_clean = True  # how the last open found the data directory
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _path(self, *parts: str) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir.joinpath(*parts)
+
+    def _partition_dir(self, topic: str, partition: int) -> Path:
+        return self._path(f"{topic}-{partition}")
+
+    # -- open / close ------------------------------------------------------------------------
+
+    def open(self) -> LogManager:
+        """Load the topics and open every partition, recovering after an unclean stop."""
+        if self.memory:
+            return self
+        self._path(META_DIR).mkdir(parents=True, exist_ok=True)
+        marker = self._path(CLEAN_SHUTDOWN_FILE)
+        self.was_clean = marker.exists()
+        recovery_points = {} if self.was_clean else self._read_json(RECOVERY_POINTS_FILE)
+        for name, entry in self._read_json(TOPICS_FILE).items():
+            self._overrides[name] = dict(entry["configs"])
+            config = TopicConfig.from_mapping({**entry["configs"], "partitions": entry["partitions"]}, self.defaults)
+            self._topics[name] = TopicInfo(name, config)
+            for partition in range(config.partitions):
+                point = None if self.was_clean else recovery_points.get(f"{name}-{partition}", 0)
+                self._logs[name, partition] = FileLog.open(
+                    self._partition_dir(name, partition),
+                    config,
+                    recovery_point=point,
+                    now_ms=self._now_ms,
+                    max_open_segments=self._max_open_segments,
+                )
+        self._remove_stray_directories()
+        if self.was_clean:
+            marker.unlink()
+            fsync_dir(self._path())
+        return self
+
+    def _read_json(self, name: str) -> dict:
+        try:
+            return json.loads(self._path(META_DIR, name).read_bytes())
+        except FileNotFoundError:
+            return {}
+
+    def _write_json(self, name: str, data: dict) -> None:
+        atomic_write(self._path(META_DIR, name), json.dumps(data, sort_keys=True, indent=1).encode())
+
+    def _remove_stray_directories(self) -> None:
+        """Partition directories of topics no longer in topics.json (a delete cut short)."""
+        known = {f"{topic}-{partition}" for topic, partition in self._logs}
+        with os.scandir(self._path()) as entries:
+            for entry in entries:
+                if entry.is_dir() and entry.name not in known and _PARTITION_DIR.fullmatch(entry.name):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+    def close(self) -> None:
+        """Close every log, checkpoint, then (last, durably) write the clean-shutdown marker."""
+        for log in self._logs.values():
+            log.close()
+        if self.memory:
+            return
+        self.checkpoint_recovery_points()
+        atomic_write(self._path(CLEAN_SHUTDOWN_FILE), b"")
+
+    def checkpoint_recovery_points(self) -> None:
+        """Persist each log's ``flushed_offset``: recovery re-validates from there."""
+        if self.memory:
+            return
+        points = {f"{topic}-{partition}": log.flushed_offset for (topic, partition), log in self._logs.items()}
+        self._write_json(RECOVERY_POINTS_FILE, points)
+
+    def _persist_topics(self) -> None:
+        self._write_json(
+            TOPICS_FILE,
+            {
+                name: {"partitions": info.config.partitions, "configs": self._overrides[name]}
+                for name, info in self._topics.items()
+            },
+        )
+
+    # -- topics ------------------------------------------------------------------------------
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int | None = None,
+        configs: Mapping[str, int] | None = None,
+        *,
+        internal: bool = False,
+    ) -> TopicInfo:
+        validate_topic_name(name, internal=internal)
+        if name in self._topics:
+            raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        overrides = dict(configs or {})
+        if partitions is not None:
+            overrides["partitions"] = partitions
+        config = TopicConfig.from_mapping(overrides, self.defaults)
+        overrides.pop("partitions", None)
+        info = TopicInfo(name, config)
+        self._topics[name] = info
+        self._overrides[name] = overrides
+        if not self.memory:
+            self._persist_topics()
+        for partition in range(config.partitions):
+            self._logs[name, partition] = self._new_log(name, partition, config)
+        return info
+
+    def _new_log(self, topic: str, partition: int, config: TopicConfig) -> Log:
+        if self.memory:
+            return MemoryLog(config, self._now_ms)
+        return FileLog.open(
+            self._partition_dir(topic, partition),
+            config,
+            recovery_point=None,
+            now_ms=self._now_ms,
+            max_open_segments=self._max_open_segments,
+        )
+
+    def delete_topic(self, name: str) -> None:
+        info = self._topic(name)
+        del self._topics[name], self._overrides[name]
+        if not self.memory:
+            self._persist_topics()
+        for partition in range(info.config.partitions):
+            self._logs.pop((name, partition)).delete()
+
+    def topics(self) -> dict[str, TopicInfo]:
+        return dict(self._topics)
+
+    def _topic(self, name: str) -> TopicInfo:
+        try:
+            return self._topics[name]
+        except KeyError:
+            raise UnknownTopicOrPartitionError(f"unknown topic {name!r}") from None
+
+    def get_log(self, topic: str, partition: int) -> Log:
+        try:
+            return self._logs[topic, partition]
+        except KeyError:
+            raise UnknownTopicOrPartitionError(f"unknown topic or partition {topic!r}/{partition}") from None
+
+    def logs(self) -> Iterator[tuple[tuple[str, int], Log]]:
+        return iter(list(self._logs.items()))
+
+    def enforce_retention(self, now_ms: int | None = None) -> int:
+        """Apply every log's retention; returns the number of segments deleted."""
+        return sum(log.enforce_retention(now_ms) for log in self._logs.values())
