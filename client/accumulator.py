@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 
 import msgpack
 
@@ -125,6 +126,50 @@ class Accumulator:
         elif timestamp < batch.min_ts:
             batch.min_ts = timestamp
         return batch, index
+
+    def append_values(
+        self, topic: str, partition: int, values: list, timestamp: int
+    ) -> list[tuple[ProducerBatch, int, int]]:
+        """Add keyless, headerless ``values`` (no None) in bulk: rows are built by C-level
+        iterators, batch by batch. Returns ``(batch, first index, count)`` segments."""
+        segments = []
+        tp = (topic, partition)
+        i, n = 0, len(values)
+        while i < n:
+            batch = self.open.get(tp)
+            if batch is None or (batch.size >= self.batch_bytes and batch.rows):
+                if batch is not None:
+                    self.seal(batch)
+                batch = self.open[tp] = ProducerBatch(topic, partition, timestamp, self.clock())
+                self.incomplete += 1
+            room = self.batch_bytes - batch.size
+            k = n - i
+            while True:
+                chunk = values[i : i + k]
+                size = sum(map(len, chunk)) + k * RECORD_OVERHEAD
+                if size <= room or (k == 1 and not batch.rows):
+                    break
+                if k == 1:  # not even one more fits: seal and start a new batch
+                    k = 0
+                    break
+                k = max(1, min(k // 2, k * room // size))
+            if k == 0:
+                self.seal(batch)
+                continue
+            rows = batch.rows
+            start = len(rows)
+            ts_delta = timestamp - batch.base_ts
+            rows += zip(range(start, start + k), repeat(ts_delta), repeat(None), chunk,
+                        repeat(NO_HEADERS))
+            if timestamp > batch.max_ts:
+                batch.max_ts = timestamp
+            elif timestamp < batch.min_ts:
+                batch.min_ts = timestamp
+            batch.size += size
+            self.pending_bytes += size
+            segments.append((batch, start, k))
+            i += k
+        return segments
 
     def seal(self, batch: ProducerBatch) -> None:
         """Close ``batch`` to new records and queue it for sending."""

@@ -3,34 +3,17 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-
-import trio
-
 from client import admin_ops as ops
-from client.connection import DEFAULT_BOOTSTRAP, Cluster
+from client.connection import DEFAULT_BOOTSTRAP
+from client.lifecycle import ClientLifecycle
 
 
-class Admin:
+class Admin(ClientLifecycle):
     """``async with Admin(bootstrap) as admin: await admin.create_topic("orders", 3)``."""
 
     def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, client_id: str = "sluice-admin"):
         self.bootstrap = bootstrap
         self.client_id = client_id
-        self._stack: AsyncExitStack | None = None
-        self._cluster: Cluster | None = None
-
-    async def __aenter__(self) -> Admin:
-        async with AsyncExitStack() as stack:
-            nursery = await stack.enter_async_context(trio.open_nursery())
-            self._cluster = Cluster(self.bootstrap, nursery, client_id=self.client_id)
-            stack.push_async_callback(self._cluster.aclose)
-            await self._cluster.connection()
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(self, *exc_info) -> bool | None:
-        return await self._stack.__aexit__(*exc_info)
 
     async def create_topic(self, name: str, partitions: int = 1, configs=None) -> None:
         """Create a topic (``TopicAlreadyExistsError``, ``InvalidTopicError``...)."""

@@ -13,15 +13,16 @@ from contextlib import AsyncExitStack
 import trio
 
 from client import admin_ops as ops
-from client.connection import DEFAULT_BOOTSTRAP, Cluster
+from client.connection import DEFAULT_BOOTSTRAP
 from client.errors import ConnectionLostError
 from client.fetcher import EARLIEST, LATEST, FetchState
+from client.lifecycle import ClientLifecycle
 from client.records import Record, decode_batches
 
 RETRY_BACKOFF_S = 0.1
 
 
-class Consumer:
+class Consumer(ClientLifecycle):
     """Async consumer; ``async with Consumer(...) as consumer: async for record in consumer``.
 
     ``topics`` assigns every partition of those topics; or call ``assign`` explicitly.
@@ -56,32 +57,19 @@ class Consumer:
             fetch_min_bytes=fetch_min_bytes,
         )
         self._changed = trio.Event()
-        self._stack: AsyncExitStack | None = None
-        self._cluster: Cluster | None = None
         self._chunks_in: trio.MemoryReceiveChannel | None = None
         self._records: list[Record] = []
         self._index = 0
 
-    async def __aenter__(self) -> Consumer:
-        async with AsyncExitStack() as stack:
-            nursery = await stack.enter_async_context(trio.open_nursery())
-            stack.callback(nursery.cancel_scope.cancel)
-            self._cluster = Cluster(self.bootstrap, nursery, client_id=self.client_id)
-            stack.push_async_callback(self._cluster.aclose)
-            await self._cluster.connection()
-            if self.topics:
-                parts = []
-                for topic in self.topics:
-                    count = await self._cluster.partitions(topic)
-                    parts += [(topic, p) for p in range(count)]
-                self.assign(parts)
-            send, self._chunks_in = trio.open_memory_channel(1)
-            nursery.start_soon(self._fetch_loop, send)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(self, *exc_info) -> bool | None:
-        return await self._stack.__aexit__(*exc_info)
+    async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
+        if self.topics:
+            parts = []
+            for topic in self.topics:
+                count = await self._cluster.partitions(topic)
+                parts += [(topic, p) for p in range(count)]
+            self.assign(parts)
+        send, self._chunks_in = trio.open_memory_channel(1)
+        nursery.start_soon(self._fetch_loop, send)
 
     # -- assignment and positions ----------------------------------------------------------
 

@@ -17,8 +17,9 @@ from contextlib import AsyncExitStack
 import trio
 
 from client.accumulator import Accumulator, ProducerBatch
-from client.connection import DEFAULT_BOOTSTRAP, Cluster
+from client.connection import DEFAULT_BOOTSTRAP
 from client.errors import ClientClosedError, ConnectionLostError
+from client.lifecycle import ClientLifecycle
 from client.partitioner import StickyPartitioner, partition_for_key
 from client.records import RecordMetadata
 from client.sender import SendState, parse_acks
@@ -59,6 +60,28 @@ class DeliveryHandle:
         return batch.metadata(self.index)
 
 
+class BulkDelivery:
+    """Awaitable delivery results of a ``send_batch`` call, in input order."""
+
+    __slots__ = ("segments",)
+
+    def __init__(self, segments: list[tuple[ProducerBatch, int, int]]) -> None:
+        self.segments = segments
+
+    def __len__(self) -> int:
+        return sum(count for _, _, count in self.segments)
+
+    def __await__(self):
+        return self._wait().__await__()
+
+    async def _wait(self) -> list[RecordMetadata]:
+        out = []
+        for batch, start, count in self.segments:
+            await DeliveryHandle(batch, start)
+            out += [batch.metadata(i) for i in range(start, start + count)]
+        return out
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -77,7 +100,7 @@ def check_config(acks, idempotent, max_in_flight: int) -> tuple[int, bool]:
     return acks, idempotent
 
 
-class Producer:
+class Producer(ClientLifecycle):
     """Async producer; use as ``async with Producer(...) as producer:``.
 
     Closing delivers everything accepted before it returns (or fails it with its error).
@@ -121,32 +144,19 @@ class Producer:
         self._space = trio.Event()
         self._progress = trio.Event()
         self._closing = False
-        self._stack: AsyncExitStack | None = None
-        self._cluster: Cluster | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Producer:
-        async with AsyncExitStack() as stack:
-            nursery = await stack.enter_async_context(trio.open_nursery())
-            self._cluster = Cluster(self.bootstrap, nursery, client_id=self.client_id)
-            stack.push_async_callback(self._cluster.aclose)
-            await self._cluster.connection()
-            if self._state.idempotent:
-                await self._init_producer_id()
-            nursery.start_soon(self._sender)
-            stack.push_async_callback(self._drain)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(self, *exc_info) -> bool | None:
-        return await self._stack.__aexit__(*exc_info)
+    async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
+        if self._state.idempotent:
+            await self._init_producer_id()
+        nursery.start_soon(self._sender)
+        stack.push_async_callback(self._drain)
 
     async def _drain(self) -> None:
-        """Deliver what was accepted, then stop the sender."""
+        """Deliver what was accepted; the sender is cancelled afterwards."""
         self._closing = True
         await self.flush()
-        self._wake.set()
 
     async def _init_producer_id(self) -> None:
         response = await self._cluster.request(m.InitProducerIdRequest())
@@ -192,23 +202,39 @@ class Producer:
         )
 
     async def send_batch(
-        self, topic: str, values, *, key=None, headers=None, timestamp=None, partition=None
-    ) -> list[DeliveryHandle]:
-        """Queue many records: ``values`` are values, or ``(key, value)`` pairs if ``key`` is
-        ``...``; waits for buffer space as needed. Returns one handle per record."""
-        handles = []
-        send_nowait = self.send_nowait
-        for value in values:
-            if self._acc.pending_bytes >= self.buffer_bytes or topic not in self._partitions:
-                await self._ready_for(topic)
-            if key is ...:
-                k, value = value
-            else:
-                k = key
-            handles.append(send_nowait(
-                topic, value, key=k, headers=headers, timestamp=timestamp, partition=partition
-            ))
-        return handles
+        self, topic: str, items, *, timestamp=None, partition=None
+    ) -> BulkDelivery:
+        """Queue many records at once; ``await`` the result for their ``RecordMetadata``.
+
+        ``items`` are values (bytes), or ``(key, value)`` / ``(key, value, headers)`` tuples.
+        Plain values take a bulk path that builds rows without per-record Python code.
+        """
+        items = items if isinstance(items, list) else list(items)
+        await self._ready_for(topic)
+        timestamp = now_ms() if timestamp is None else timestamp
+        if tuple in map(type, items) or None in items:
+            handles = []
+            for item in items:
+                if self._acc.pending_bytes >= self.buffer_bytes:
+                    await self._ready_for(topic)
+                if type(item) is tuple:
+                    key, value, headers = item if len(item) == 3 else (*item, None)
+                else:
+                    key, value, headers = None, item, None
+                handles.append(self.send_nowait(
+                    topic, value, key=key, headers=headers, timestamp=timestamp,
+                    partition=partition,
+                ))
+            return BulkDelivery([(h.batch, h.index, 1) for h in handles])
+        count = self._partitions[topic]
+        segments = []
+        step = max(1, len(items) // 8)
+        for i in range(0, len(items), step):
+            await self._ready_for(topic)
+            part = self._sticky.partition(topic, count) if partition is None else partition
+            segments += self._acc.append_values(topic, part, items[i : i + step], timestamp)
+            self._wake.set()
+        return BulkDelivery(segments)
 
     async def _ready_for(self, topic: str) -> None:
         if topic not in self._partitions:
@@ -269,8 +295,6 @@ class Producer:
             next_request = state.next_request(now)
             self._completed()
             if next_request is None:
-                if self._closing and not acc.incomplete:
-                    return
                 self._wake = trio.Event()
                 with trio.move_on_at(math.inf if deadline is None else deadline):
                     await self._wake.wait()

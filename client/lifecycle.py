@@ -1,0 +1,60 @@
+"""The shared ``async with`` lifecycle of the trio clients: a nursery for background tasks,
+a ``Cluster`` connection, and exception groups collapsed at the boundary.
+
+trio wraps every exception leaving a nursery in an ``ExceptionGroup``; a user who writes
+``except BrokerUnreachableError`` around ``async with Producer(...)`` must still catch it, so
+a group holding a single exception is replaced by that exception here.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import trio
+
+from client.connection import Cluster
+
+
+def single_exception(group: BaseExceptionGroup) -> BaseException | None:
+    """The only leaf exception of a (nested) group, or None if it holds several."""
+    leaves = []
+    stack = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else None
+
+
+class ClientLifecycle:
+    """Base of Producer, Consumer and Admin: subclasses implement ``_start``."""
+
+    bootstrap: str
+    client_id: str
+    _stack: AsyncExitStack | None = None
+    _cluster: Cluster | None = None
+
+    async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
+        """Start background work after the connection is up (register cleanups on ``stack``)."""
+
+    async def __aenter__(self):
+        try:
+            async with AsyncExitStack() as stack:
+                nursery = await stack.enter_async_context(trio.open_nursery())
+                stack.callback(nursery.cancel_scope.cancel)
+                self._cluster = Cluster(self.bootstrap, nursery, client_id=self.client_id)
+                stack.push_async_callback(self._cluster.aclose)
+                await self._cluster.connection()
+                await self._start(stack, nursery)
+                self._stack = stack.pop_all()
+        except BaseExceptionGroup as group:
+            raise single_exception(group) or group from None
+        return self
+
+    async def __aexit__(self, *exc_info) -> bool | None:
+        try:
+            return await self._stack.__aexit__(*exc_info)
+        except BaseExceptionGroup as group:
+            raise single_exception(group) or group from None
