@@ -441,11 +441,14 @@ class Segment:
         if limit >= self.size:
             end = max(end, self.size)
         elif end < limit:
+            # Batches before an indexed batch start at or below the limit all fit: jump there.
             entry = self.offset_index.lookup_position(limit)
-            if entry is not None and entry[1] < end:
-                entry = None
-            end_scan = self._walk_from(entry) if entry else iter_headers(self.file().fileno(), end, self.size)
-            for pos, batch in end_scan:
+            if entry is not None and entry[1] > end:
+                scan = self._walk_from(entry)
+                end = entry[1]
+            else:
+                scan = iter_headers(self.file().fileno(), end, self.size)
+            for pos, batch in scan:
                 if pos + batch.size > limit:
                     break
                 end = pos + batch.size

@@ -1,0 +1,32 @@
+"""Builders and checks shared by the storage tests (imported by module name: no package)."""
+
+from __future__ import annotations
+
+from protocol.batch import build_batch, decode_records, iter_batches, parse_header
+
+
+def make_batch(first_value: int, count: int = 1, *, ts: int = 1_000, size: int = 10) -> bytearray:
+    """``count`` records whose values encode ``first_value + i`` (padded to ``size`` bytes)."""
+    return build_batch(
+        [(b"k", str(first_value + i).zfill(size).encode(), [], ts + i) for i in range(count)]
+    )
+
+
+def values(data: bytes) -> list[tuple[int, int]]:
+    """``[(offset, encoded value), ...]`` for every record of the whole batches in ``data``."""
+    return [
+        (record.offset, int(record.value))
+        for batch in iter_batches(data)
+        for record in decode_records(batch)
+    ]
+
+
+def headers(data: bytes) -> list:
+    return [parse_header(batch) for batch in iter_batches(data)]
+
+
+def fill(log, batches: int, *, records: int = 3, ts: int = 1_000, size: int = 10) -> None:
+    """Append ``batches`` batches of ``records`` records; record values equal their offsets."""
+    for _ in range(batches):
+        start = log.log_end_offset
+        log.append(make_batch(start, records, ts=ts + start, size=size))

@@ -1,0 +1,240 @@
+"""The log contract, run against FileLog and MemoryLog alike (the ``make_log`` fixture)."""
+
+from __future__ import annotations
+
+import pytest
+from storage_helpers import fill, headers, make_batch, values
+
+from broker.storage import TopicConfig
+from protocol.batch import iter_batches
+from protocol.errors import (
+    CorruptRecordError,
+    InvalidConfigError,
+    InvalidPartitionsError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+)
+
+SMALL = {"segment_bytes": 1_000, "index_interval_bytes": 200}
+
+
+def test_empty_log(make_log):
+    log = make_log()
+    assert (log.log_start_offset, log.log_end_offset, log.segment_count) == (0, 0, 1)
+    result = log.read(0, 1_000)
+    assert (result.slices, result.log_start_offset, result.high_watermark) == ([], 0, 0)
+    assert log.offset_for_timestamp(0) is None
+    assert log.flush() == 0 == log.flushed_offset
+
+
+def test_append_assigns_dense_offsets_and_stamps_in_place(make_log):
+    log = make_log()
+    buf = make_batch(0, 3, ts=50) + make_batch(0, 2, ts=70)
+    result = log.append(buf)
+    assert (result.base_offset, result.last_offset, result.max_timestamp) == (0, 4, 71)
+    assert [h.base_offset for h in headers(buf)] == [0, 3]
+    assert log.append(make_batch(0, 1)).base_offset == 5
+    assert log.log_end_offset == 6
+
+
+def test_round_trip_across_rolls(make_log):
+    log = make_log(**SMALL)
+    fill(log, 60)
+    assert log.segment_count > 5
+    got = []
+    offset = 0
+    while offset < log.log_end_offset:
+        chunk = values(log.read_bytes(offset, 700))
+        assert chunk and chunk[0][0] <= offset
+        got += [pair for pair in chunk if pair[0] >= offset]
+        offset = got[-1][0] + 1
+    assert got == [(i, i) for i in range(180)]
+
+
+def test_read_at_every_offset_returns_the_containing_batch(make_log):
+    log = make_log(**SMALL)
+    fill(log, 40)
+    for offset in range(log.log_end_offset):
+        first = headers(log.read_bytes(offset, 1))
+        assert len(first) == 1
+        assert first[0].base_offset <= offset <= first[0].last_offset
+
+
+def test_budget_smaller_than_a_batch_returns_it_whole(make_log):
+    log = make_log()
+    log.append(make_batch(0, 5, size=500))
+    data = log.read_bytes(2, 10)
+    assert len(list(iter_batches(data))) == 1 and len(data) > 2_000
+
+
+def test_budget_returns_whole_batches_within_the_limit(make_log):
+    log = make_log(index_interval_bytes=100)
+    fill(log, 30)
+    size = len(log.read_bytes(0, 1))
+    for budget in (size, size + 1, 3 * size - 1, 3 * size, 10 * size + 5):
+        data = log.read_bytes(0, budget)
+        assert len(data) == max(size, budget // size * size)
+        assert len(list(iter_batches(data))) * size == len(data)
+
+
+def test_read_never_crosses_a_segment_but_makes_progress(make_log):
+    log = make_log(**SMALL)
+    fill(log, 20)
+    offset = 0
+    while offset < log.log_end_offset:
+        data = log.read_bytes(offset, 10**9)
+        assert data
+        offset = headers(data)[-1].next_offset
+    assert offset == log.log_end_offset
+
+
+@pytest.mark.parametrize("offset", [-1, 31])
+def test_out_of_range(make_log, offset):
+    log = make_log()
+    fill(log, 10)
+    with pytest.raises(OffsetOutOfRangeError, match=r"\[0, 30\]"):
+        log.read(offset, 100)
+
+
+def test_out_of_range_below_log_start_after_retention(make_log, clock):
+    log = make_log(**SMALL, retention_bytes=0)
+    fill(log, 30)
+    assert log.enforce_retention() > 0
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(log.log_start_offset - 1, 100)
+    assert log.read(log.log_start_offset, 100).slices
+
+
+def test_offset_for_timestamp(make_log):
+    log = make_log(**SMALL)
+    fill(log, 40)  # the batch at offset o holds timestamps 1000 + o .. 1000 + o + 2
+    assert log.offset_for_timestamp(0) == (0, 1002)
+    for offset in range(0, 120, 3):
+        ts = 1000 + offset + 2
+        assert log.offset_for_timestamp(ts) == (offset, ts)
+        assert log.offset_for_timestamp(ts - 2) == (offset, ts)
+    assert log.offset_for_timestamp(1000 + 117 + 3) is None
+
+
+def test_offset_for_timestamp_with_timestamps_out_of_order(make_log):
+    log = make_log(**SMALL)
+    for ts in (500, 100, 900, 300, 700) * 8:
+        log.append(make_batch(0, 1, ts=ts))
+    assert log.offset_for_timestamp(800) == (2, 900)
+    assert log.offset_for_timestamp(901) is None
+    assert log.offset_for_timestamp(150) == (0, 500)
+
+
+def test_segment_rolls_on_size(make_log):
+    log = make_log(segment_bytes=1_000)
+    fill(log, 20)
+    batch = len(log.read_bytes(0, 1))
+    assert log.segment_count == -(-20 // (1_000 // batch))
+
+
+def test_segment_rolls_on_age(make_log, clock):
+    log = make_log(segment_ms=1_000)
+    fill(log, 3)
+    clock.now += 1_000
+    fill(log, 1)
+    assert log.segment_count == 1
+    clock.now += 1
+    fill(log, 1)
+    assert log.segment_count == 2
+
+
+def test_a_batch_bigger_than_a_segment_gets_its_own(make_log):
+    log = make_log(segment_bytes=100)
+    fill(log, 3)
+    assert log.segment_count == 3
+    assert [pair[0] for pair in values(log.read_bytes(3, 1))] == [3, 4, 5]
+
+
+def test_one_append_spanning_several_segments(make_log):
+    log = make_log(segment_bytes=300)
+    buf = b"".join(make_batch(3 * i, 3) for i in range(10))
+    result = log.append(bytearray(buf))
+    assert (result.base_offset, result.last_offset) == (0, 29)
+    assert log.segment_count > 3
+    assert [v for v, _ in values(log.read_bytes(0, 10**6))][:3] == [0, 1, 2]
+
+
+def test_retention_by_time_never_deletes_the_active_segment(make_log, clock):
+    log = make_log(**SMALL, retention_ms=10_000)
+    fill(log, 30, ts=0)  # largest timestamps around 0..200
+    segments = log.segment_count
+    assert log.enforce_retention(now_ms=10_000) == 0
+    assert log.enforce_retention(now_ms=10_000 + 60) > 0  # the first segments only
+    assert 1 < log.segment_count < segments
+    log.enforce_retention(now_ms=10**9)
+    assert log.segment_count == 1
+    assert log.log_end_offset == 90 and log.log_start_offset > 0
+    fill(log, 1)
+    assert log.log_end_offset == 93
+
+
+def test_retention_forever(make_log):
+    log = make_log(**SMALL, retention_ms=-1)
+    fill(log, 30, ts=0)
+    assert log.enforce_retention(now_ms=2**62) == 0
+
+
+def test_retention_by_size(make_log):
+    log = make_log(**SMALL, retention_ms=-1, retention_bytes=2_500)
+    fill(log, 60)
+    removed = log.enforce_retention()
+    assert removed > 0
+    assert 2_500 <= log.size_bytes < 2_500 + 1_100  # one more deletion would go below
+    assert log.enforce_retention() == 0
+    assert values(log.read_bytes(log.log_start_offset, 1))[0][0] == log.log_start_offset
+
+
+def test_flush_reaches_the_end(make_log):
+    log = make_log(**SMALL)
+    fill(log, 20)
+    assert log.flush() == log.log_end_offset == log.flushed_offset
+
+
+def test_scan_headers(make_log):
+    log = make_log(**SMALL)
+    fill(log, 20)
+    assert [h.base_offset for h in log.scan_headers(0)] == list(range(0, 60, 3))
+    assert [h.base_offset for h in log.scan_headers(31)] == list(range(30, 60, 3))
+    assert list(log.scan_headers(60)) == []
+
+
+def test_append_checks_its_input(make_log):
+    log = make_log(max_message_bytes=500)
+    with pytest.raises(TypeError):
+        log.append(memoryview(bytes(make_batch(0))))
+    with pytest.raises(CorruptRecordError):
+        log.append(make_batch(0)[:-1])
+    with pytest.raises(RecordTooLargeError):
+        log.append(make_batch(0, size=600))
+    assert log.log_end_offset == 0
+
+
+def test_reconfigure(make_log):
+    log = make_log()
+    log.reconfigure(TopicConfig(segment_bytes=100))
+    fill(log, 3)
+    assert log.config.segment_bytes == 100 and log.segment_count == 3
+
+
+def test_config_validation_and_mapping():
+    config = TopicConfig.from_mapping({"segment_bytes": 10_000, "retention_ms": -1})
+    assert config.to_mapping()["segment_bytes"] == 10_000
+    assert TopicConfig.from_mapping(config.to_mapping()) == config
+    assert TopicConfig.from_mapping({"partitions": 3}, base=config).segment_bytes == 10_000
+    with pytest.raises(InvalidConfigError, match="unknown config key"):
+        TopicConfig.from_mapping({"segment.bytes": 1})
+    with pytest.raises(InvalidConfigError, match="segment_bytes"):
+        TopicConfig(segment_bytes=0)
+    with pytest.raises(InvalidConfigError, match="retention_ms"):
+        TopicConfig(retention_ms=-2)
+    with pytest.raises(InvalidConfigError, match="integer"):
+        TopicConfig(segment_ms="10")
+    with pytest.raises(InvalidConfigError, match="integer"):
+        TopicConfig(retention_bytes=True)
+    with pytest.raises(InvalidPartitionsError):
+        TopicConfig(partitions=0)
