@@ -1,0 +1,106 @@
+"""``python -m broker`` (also ``sluice broker``): run a broker in the foreground.
+
+Prints ``listening on HOST:PORT`` on stdout once it accepts connections; logs go to stderr in
+logfmt (``time=... level=... logger=... msg="..."``). SIGINT/SIGTERM shut it down cleanly
+(exit 0). Bad flags or settings print one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import trio
+
+from broker.config import BrokerConfig
+from broker.server import serve
+from protocol.errors import SluiceError
+
+EXAMPLES = """examples:
+  sluice broker                                  # ./sluice-data, 127.0.0.1:9092
+  sluice broker --data-dir /var/lib/sluice --port 9093
+  sluice broker --config sluice.toml --log-level DEBUG
+"""
+
+
+class LogfmtFormatter(logging.Formatter):
+    """One line per event: ``time=... level=... logger=... msg="..."``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        message = record.getMessage().replace('"', '\\"')
+        line = (
+            f'time={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} '
+            f'logger={record.name} msg="{message}"'
+        )
+        if record.exc_info:
+            line += " exc=" + repr(self.formatException(record.exc_info))
+        return line
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="sluice broker",
+        description="Run a Sluice broker in the foreground.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data-dir", type=Path, help="data directory (default ./sluice-data)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 9092; 0 = any)")
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--in-memory", action="store_true", default=None, help="keep logs in memory (no files)"
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the broker for parsed ``args``; returns the process exit code."""
+    try:
+        config = BrokerConfig.load(
+            args.config,
+            data_dir=args.data_dir,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            in_memory=args.in_memory,
+        )
+    except SluiceError as exc:
+        print(f"sluice broker: {exc}", file=sys.stderr)
+        return 2
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger("sluice")
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
+    root.propagate = False
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(lambda task_status: serve(config, handle_signals=True, task_status=task_status))
+            print(f"listening on {handle.host}:{handle.port}", flush=True)
+
+    try:
+        trio.run(main)
+    except SluiceError as exc:
+        print(f"sluice broker: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"sluice broker: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Consumer groups: server-side assignment (Kafka's KIP-848 model) and committed offsets.
+
+Members only heartbeat (``group_heartbeat``) with their subscription and the partitions they
+own; the coordinator computes assignments (``broker.assignor``: balanced and sticky) and
+reconciles members incrementally:
+
+* **Revoke before reassign.** A member is told its *target* minus anything another member still
+  reports owning. The old owner is told its smaller target, finishes and commits, reports the
+  partition released in its next heartbeat, and only then does the new owner receive it -- so
+  no partition ever has two owners.
+* **Epochs.** The group epoch bumps on every membership or subscription change; a member's
+  epoch becomes the group epoch whenever its assignment changes. A heartbeat with an epoch
+  newer than the broker's, or a commit from a member the broker no longer knows, gets a named
+  error (``FencedMemberEpochError`` / ``UnknownMemberIdError``).
+* **Expiry.** A member that misses its session timeout is removed and its partitions move.
+
+Committed offsets live in the internal topic ``__consumer_offsets`` (one partition): each
+commit appends one batch whose records are ``key = [group, topic, partition]``, ``value =
+[offset, metadata, commit_time_ms]`` (msgpack). A commit is acknowledged after fdatasync.
+At startup the topic is replayed into memory. Offsets of a group that has had no members for
+``offsets_retention_ms`` are dropped (a record with a nil value marks the deletion).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import msgpack
+import trio
+
+from broker.assignor import assign
+from broker.deferred import Deferred
+from broker.partition import Partition
+from protocol import messages as m
+from protocol.batch import build_batch, decode_records, iter_batches, parse_header
+from protocol.errors import (
+    ApiError,
+    FencedMemberEpochError,
+    GroupIdNotFoundError,
+    InvalidGroupIdError,
+    InvalidRequestError,
+    UnknownMemberIdError,
+    UnknownTopicOrPartitionError,
+)
+
+log = logging.getLogger("sluice.groups")
+
+OFFSETS_TOPIC = "__consumer_offsets"
+HEARTBEAT_INTERVAL_MS = 500
+MIN_SESSION_TIMEOUT_MS = 1_000
+MAX_SESSION_TIMEOUT_MS = 300_000
+OFFSETS_RETENTION_MS = 7 * 24 * 3600 * 1000
+MAX_METADATA_CHARS = 4096
+
+TopicPartition = tuple[str, int]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Member:
+    member_id: str
+    client_id: str
+    topics: frozenset[str]
+    session_timeout_ms: int
+    deadline: float
+    epoch: int = 0
+    owned: frozenset[TopicPartition] = frozenset()
+    assigned: frozenset[TopicPartition] = frozenset()
+
+
+@dataclass
+class Group:
+    group_id: str
+    epoch: int = 0
+    members: dict[str, Member] = field(default_factory=dict)
+    target: dict[str, frozenset[TopicPartition]] = field(default_factory=dict)
+    offsets: dict[TopicPartition, tuple[int, str]] = field(default_factory=dict)
+    empty_since_ms: int = 0
+
+    @property
+    def state(self) -> str:
+        if not self.members:
+            return "empty"
+        settled = all(mem.assigned == self.target.get(mid, frozenset()) and mem.owned == mem.assigned
+                      for mid, mem in self.members.items())
+        return "stable" if settled else "reconciling"
+
+
+class GroupCoordinator:
+    """All groups of this broker. Sync methods run inline; commits defer until fsync'd."""
+
+    def __init__(self, broker_state, offsets: Partition) -> None:
+        self._state = broker_state
+        self._offsets = offsets
+        self.groups: dict[str, Group] = {}
+        self._expiry_changed = trio.Event()
+        self._replay()
+
+    # -- startup ------------------------------------------------------------------------------
+
+    def _replay(self) -> None:
+        plog = self._offsets.log
+        offset = plog.log_start_offset
+        while offset < plog.log_end_offset:
+            data = plog.read_bytes(offset, 4 << 20)
+            batches = list(iter_batches(data))
+            if not batches:
+                break
+            for batch in batches:
+                for record in decode_records(batch):
+                    if record.offset >= offset:
+                        self._apply(record.key, record.value)
+                offset = max(offset, parse_header(batch).next_offset)
+        log.info("loaded committed offsets of %d group(s)", len(self.groups))
+
+    def _apply(self, key: bytes, value: bytes | None) -> None:
+        group_id, topic, partition = msgpack.unpackb(key, raw=False)
+        group = self.groups.setdefault(group_id, Group(group_id, empty_since_ms=now_ms()))
+        if value is None:
+            group.offsets.pop((topic, partition), None)
+            if not group.offsets and not group.members:
+                del self.groups[group_id]
+        else:
+            committed, metadata, _ = msgpack.unpackb(value, raw=False)
+            group.offsets[(topic, partition)] = (committed, metadata)
+
+    # -- membership ---------------------------------------------------------------------------
+
+    def heartbeat(self, request: m.GroupHeartbeatRequest, client_id: str = "") -> m.GroupHeartbeatResponse:
+        if not request.group_id:
+            raise InvalidGroupIdError("group_id must not be empty")
+        group = self.groups.setdefault(request.group_id, Group(request.group_id, empty_since_ms=now_ms()))
+        if request.member_epoch == -1:
+            self._remove(group, request.member_id, reason="left")
+            return m.GroupHeartbeatResponse(member_id=request.member_id, member_epoch=-1)
+        if request.member_epoch == 0 and not request.member_id:
+            member = self._join(group, request, client_id)
+        else:
+            member = group.members.get(request.member_id)
+            if member is None:
+                raise UnknownMemberIdError(
+                    f"member {request.member_id} is not in group {group.group_id}; rejoin"
+                )
+            if request.member_epoch > member.epoch:
+                raise FencedMemberEpochError(
+                    f"member epoch {request.member_epoch} is ahead of the broker's {member.epoch}"
+                )
+            if request.topics is not None and frozenset(request.topics) != member.topics:
+                member.topics = frozenset(request.topics)
+                self._rebalance(group)
+        member.deadline = trio.current_time() + member.session_timeout_ms / 1000
+        self._expiry_changed.set()
+        if request.owned is not None:
+            member.owned = frozenset(
+                (tp.topic, p) for tp in request.owned for p in tp.partitions
+            )
+        self._reconcile(group, member)
+        return m.GroupHeartbeatResponse(
+            member_id=member.member_id,
+            member_epoch=member.epoch,
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            assignment=_as_topic_partitions(member.assigned),
+        )
+
+    def _join(self, group: Group, request: m.GroupHeartbeatRequest, client_id: str) -> Member:
+        timeout = request.session_timeout_ms
+        if not MIN_SESSION_TIMEOUT_MS <= timeout <= MAX_SESSION_TIMEOUT_MS:
+            raise InvalidRequestError(
+                f"session_timeout_ms must be in [{MIN_SESSION_TIMEOUT_MS}, "
+                f"{MAX_SESSION_TIMEOUT_MS}], got {timeout}"
+            )
+        member = Member(
+            member_id=uuid.uuid4().hex,
+            client_id=client_id,
+            topics=frozenset(request.topics or ()),
+            session_timeout_ms=timeout,
+            deadline=trio.current_time() + timeout / 1000,
+        )
+        group.members[member.member_id] = member
+        log.info("member %s joined group %s", member.member_id, group.group_id)
+        self._rebalance(group)
+        return member
+
+    def _remove(self, group: Group, member_id: str, *, reason: str) -> None:
+        if group.members.pop(member_id, None) is None:
+            return
+        log.info("member %s %s group %s", member_id, reason, group.group_id)
+        if not group.members:
+            group.empty_since_ms = now_ms()
+        self._rebalance(group)
+
+    def _rebalance(self, group: Group) -> None:
+        group.epoch += 1
+        counts = {}
+        for member in group.members.values():
+            for topic in member.topics:
+                info = self._state.manager.topics().get(topic)
+                counts[topic] = info.config.partitions if info is not None else 0
+        group.target = assign(
+            {mid: mem.topics for mid, mem in group.members.items()},
+            counts,
+            {mid: mem.assigned for mid, mem in group.members.items()},
+        )
+
+    def _reconcile(self, group: Group, member: Member) -> None:
+        """Give the member its target minus what others still own (revoke before assign)."""
+        owned_by_others = set()
+        for other_id, other in group.members.items():
+            if other_id != member.member_id:
+                owned_by_others |= other.owned | other.assigned
+        current = frozenset(group.target.get(member.member_id, frozenset()) - owned_by_others)
+        if current != member.assigned:
+            member.assigned = current
+            member.epoch = group.epoch
+
+    def topics_changed(self) -> None:
+        """Partition counts changed (topic created/deleted): recompute every group's targets."""
+        for group in self.groups.values():
+            if group.members:
+                self._rebalance(group)
+
+    async def run_expiry(self) -> None:
+        """Remove members whose session timed out; drop long-empty groups' offsets."""
+        while True:
+            deadlines = [mem.deadline for g in self.groups.values() for mem in g.members.values()]
+            self._expiry_changed = trio.Event()
+            with trio.move_on_at(min(deadlines, default=trio.current_time() + 60)):
+                await self._expiry_changed.wait()
+            now = trio.current_time()
+            for group in list(self.groups.values()):
+                for member in list(group.members.values()):
+                    if member.deadline <= now:
+                        self._remove(group, member.member_id, reason="timed out of")
+            self._expire_offsets()
+
+    def _expire_offsets(self) -> None:
+        cutoff = now_ms() - OFFSETS_RETENTION_MS
+        stale = [g for g in self.groups.values() if not g.members and g.empty_since_ms < cutoff]
+        for group in stale:
+            records = [
+                (msgpack.packb([group.group_id, t, p]), None, [], now_ms())
+                for (t, p) in group.offsets
+            ]
+            if records:
+                self._append(records)
+            del self.groups[group.group_id]
+
+    # -- offsets ------------------------------------------------------------------------------
+
+    def commit(self, request: m.CommitOffsetsRequest):
+        group = self.groups.get(request.group_id)
+        if not request.group_id:
+            raise InvalidGroupIdError("group_id must not be empty")
+        if request.member_id:
+            member = group.members.get(request.member_id) if group else None
+            if member is None:
+                raise UnknownMemberIdError(
+                    f"member {request.member_id} is not in group {request.group_id} "
+                    "(it left or was fenced); rejoin before committing"
+                )
+            if request.member_epoch > member.epoch:
+                raise FencedMemberEpochError(
+                    f"member epoch {request.member_epoch} is ahead of the broker's {member.epoch}"
+                )
+        elif group is not None and group.members:
+            raise UnknownMemberIdError(
+                f"group {request.group_id} has members; commits must name a member"
+            )
+        results = []
+        records = []
+        accepted = []
+        stamp = now_ms()
+        for item in request.offsets:
+            error = self._check_commit(item)
+            if error is not None:
+                results.append(m.PartitionResult(topic=item.topic, partition=item.partition,
+                                                 error=error.code, message=error.message))
+                continue
+            key = msgpack.packb([request.group_id, item.topic, item.partition])
+            value = msgpack.packb([item.offset, item.metadata, stamp])
+            records.append((key, value, [], stamp))
+            accepted.append(item)
+            results.append(m.PartitionResult(topic=item.topic, partition=item.partition))
+        if not records:
+            return m.CommitOffsetsResponse(partitions=results)
+        last_offset = self._append(records)
+        group = self.groups.setdefault(request.group_id, Group(request.group_id, empty_since_ms=stamp))
+        for item in accepted:
+            group.offsets[(item.topic, item.partition)] = (item.offset, item.metadata)
+
+        async def complete() -> m.CommitOffsetsResponse:
+            await self._offsets.wait_flushed(last_offset)
+            return m.CommitOffsetsResponse(partitions=results)
+
+        return Deferred(complete)
+
+    def _check_commit(self, item: m.OffsetCommit) -> ApiError | None:
+        if item.offset < 0:
+            return InvalidRequestError(f"offset {item.offset} must be >= 0")
+        if len(item.metadata) > MAX_METADATA_CHARS:
+            return InvalidRequestError(f"metadata longer than {MAX_METADATA_CHARS} characters")
+        if (item.topic, item.partition) not in self._state.partitions:
+            return UnknownTopicOrPartitionError(f"unknown topic or partition {item.topic}[{item.partition}]")
+        return None
+
+    def _append(self, records) -> int:
+        batch = build_batch(records)
+        return self._offsets.append(batch, [parse_header(batch)]).last_offset
+
+    def fetch_offsets(self, request: m.FetchOffsetsRequest) -> m.FetchOffsetsResponse:
+        group = self.groups.get(request.group_id)
+        committed = group.offsets if group else {}
+        if request.partitions is None:
+            wanted = sorted(committed)
+        else:
+            wanted = [(tp.topic, tp.partition) for tp in request.partitions]
+        out = []
+        for topic, partition in wanted:
+            offset, metadata = committed.get((topic, partition), (-1, ""))
+            out.append(m.OffsetFetchResult(topic=topic, partition=partition, offset=offset, metadata=metadata))
+        return m.FetchOffsetsResponse(partitions=out)
+
+    # -- visibility ---------------------------------------------------------------------------
+
+    def list_groups(self, request: m.ListGroupsRequest) -> m.ListGroupsResponse:
+        return m.ListGroupsResponse(
+            groups=[
+                m.GroupListing(group_id=g.group_id, state=g.state, members=len(g.members))
+                for g in sorted(self.groups.values(), key=lambda g: g.group_id)
+            ]
+        )
+
+    def describe_groups(self, request: m.DescribeGroupsRequest) -> m.DescribeGroupsResponse:
+        out = []
+        for group_id in request.groups:
+            group = self.groups.get(group_id)
+            if group is None:
+                err = GroupIdNotFoundError(f"no group {group_id}")
+                out.append(m.GroupDescription(group_id=group_id, error=err.code, message=err.message))
+                continue
+            members = [
+                m.MemberDescription(
+                    member_id=mem.member_id,
+                    client_id=mem.client_id,
+                    assignment=_as_topic_partitions(mem.assigned),
+                )
+                for mem in group.members.values()
+            ]
+            offsets = []
+            for (topic, partition), (offset, _) in sorted(group.offsets.items()):
+                partition_state = self._state.partitions.get((topic, partition))
+                end = partition_state.log.log_end_offset if partition_state else -1
+                offsets.append(
+                    m.GroupOffset(topic=topic, partition=partition, offset=offset,
+                                  log_end_offset=end, lag=max(0, end - offset) if end >= 0 else -1)
+                )
+            out.append(
+                m.GroupDescription(group_id=group_id, state=group.state, epoch=group.epoch,
+                                   members=members, offsets=offsets)
+            )
+        return m.DescribeGroupsResponse(groups=out)
+
+
+def _as_topic_partitions(tps) -> list[m.TopicPartitions]:
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in sorted(tps):
+        by_topic.setdefault(topic, []).append(partition)
+    return [m.TopicPartitions(topic=t, partitions=ps) for t, ps in by_topic.items()]

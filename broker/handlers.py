@@ -1,0 +1,391 @@
+"""One function per API: request in, response (or a ``Deferred`` response) out.
+
+Handlers run on the session's reader task, in request order, so anything that must happen in
+order -- appends above all -- happens inline. Work that waits (an ``acks=all`` flush, a
+long-polling fetch) is returned as a ``Deferred``; the session's writer awaits it when that
+response's turn comes, so responses stay in request order while later requests are already
+being read and appended (that overlap is what lets one connection's pipelined ``acks=all``
+produces share fsyncs).
+
+Invariants: a handler never lets a non-``ApiError`` escape as a wire error except as
+``UnknownServerError``; fetch reads happen in the writer (inside ``Deferred``), so the file
+slices a response holds are released by the same code that sends them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import trio
+
+from broker.deferred import Deferred
+from broker.state import BrokerState
+from protocol import messages as m
+from protocol.batch import BatchHeader, InvalidBatchError, split_batches, validate_batch
+from protocol.errors import (
+    ApiError,
+    CorruptRecordError,
+    InvalidRequestError,
+    InvalidTimestampError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+    RequestTimedOutError,
+    UnknownTopicOrPartitionError,
+)
+from protocol.slices import FileSlice
+
+EARLIEST = -2
+LATEST = -1
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# -- handshake and metadata --------------------------------------------------------------------
+
+
+def handle_handshake(state: BrokerState, request: m.HandshakeRequest, session) -> m.HandshakeResponse:
+    session.client_id = request.client_id
+    return m.HandshakeResponse(broker_id=state.config.broker_id, apis=dict(m.API_VERSIONS))
+
+
+def handle_metadata(state: BrokerState, request: m.MetadataRequest, session) -> m.MetadataResponse:
+    broker = m.BrokerInfo(id=state.config.broker_id, host=state.advertised_host, port=state.advertised_port)
+    topics = state.manager.topics()
+    out = []
+    for name in _requested_topics(topics, request.topics):
+        info = topics.get(name)
+        if info is None:
+            out.append(m.TopicMetadata(name=name, error=UnknownTopicOrPartitionError.code, partitions=[]))
+            continue
+        out.append(
+            m.TopicMetadata(
+                name=name,
+                partitions=[
+                    m.PartitionMetadata(partition=i, leader=state.config.broker_id)
+                    for i in range(info.config.partitions)
+                ],
+            )
+        )
+    return m.MetadataResponse(
+        brokers=[broker], controller_id=state.config.broker_id, topics=out
+    )
+
+
+def _requested_topics(topics, requested: list[str] | None) -> list[str]:
+    """The named topics, or all user topics (internal ``__`` topics only when named)."""
+    if requested is None:
+        return sorted(name for name in topics if not name.startswith("__"))
+    return list(requested)
+
+
+# -- topics ------------------------------------------------------------------------------------
+
+
+def handle_create_topics(state: BrokerState, request: m.CreateTopicsRequest, session) -> m.CreateTopicsResponse:
+    results = []
+    for spec in request.topics:
+        try:
+            state.create_topic(spec.name, spec.partitions, dict(spec.configs))
+            results.append(m.TopicResult(name=spec.name))
+        except ApiError as exc:
+            results.append(m.TopicResult(name=spec.name, error=exc.code, message=exc.message))
+    return m.CreateTopicsResponse(topics=results)
+
+
+def handle_delete_topics(state: BrokerState, request: m.DeleteTopicsRequest, session) -> m.DeleteTopicsResponse:
+    results = []
+    for name in request.topics:
+        try:
+            state.delete_topic(name)
+            results.append(m.TopicResult(name=name))
+        except ApiError as exc:
+            results.append(m.TopicResult(name=name, error=exc.code, message=exc.message))
+    return m.DeleteTopicsResponse(topics=results)
+
+
+def handle_describe_topics(state: BrokerState, request: m.DescribeTopicsRequest, session) -> m.DescribeTopicsResponse:
+    topics = state.manager.topics()
+    out = []
+    for name in _requested_topics(topics, request.topics):
+        info = topics.get(name)
+        if info is None:
+            err = UnknownTopicOrPartitionError(f"unknown topic {name}")
+            out.append(m.TopicDescription(name=name, error=err.code, message=err.message))
+            continue
+        parts = []
+        for i in range(info.config.partitions):
+            plog = state.partition(name, i).log
+            parts.append(
+                m.PartitionDescription(
+                    partition=i,
+                    log_start_offset=plog.log_start_offset,
+                    log_end_offset=plog.log_end_offset,
+                    size_bytes=plog.size_bytes,
+                    segments=plog.segment_count,
+                )
+            )
+        out.append(
+            m.TopicDescription(name=name, configs=info.config.to_mapping(), partitions=parts)
+        )
+    return m.DescribeTopicsResponse(topics=out)
+
+
+# -- produce -----------------------------------------------------------------------------------
+
+
+def validate_records(records: memoryview, max_message_bytes: int) -> list[BatchHeader]:
+    """Validate every batch of a produce body (header + CRC, not records); return headers."""
+    try:
+        found, end = split_batches(records)
+    except InvalidBatchError as exc:
+        raise CorruptRecordError(str(exc)) from None
+    if end != len(records) or not found:
+        raise CorruptRecordError(
+            f"produce data holds {len(found)} whole batch(es) and {len(records) - end} "
+            "trailing bytes; it must be whole batches only"
+        )
+    headers = []
+    for position, size in found:
+        if size > max_message_bytes:
+            raise RecordTooLargeError(
+                f"batch of {size} bytes exceeds max_message_bytes {max_message_bytes}"
+            )
+        header = validate_batch(records[position : position + size])
+        if header.base_timestamp < 0:
+            raise InvalidTimestampError(f"negative record timestamp {header.base_timestamp}")
+        headers.append(header)
+    return headers
+
+
+def handle_produce(state: BrokerState, request: m.ProduceRequest, session):
+    results: list[m.ProducePartitionResult] = []
+    to_flush: list[tuple[int, object, int]] = []
+    for part in request.partitions:
+        try:
+            partition = state.partition(part.topic, part.partition)
+            headers = validate_records(part.records, partition.log.config.max_message_bytes)
+            appended = partition.append(part.records, headers)
+        except ApiError as exc:
+            results.append(
+                m.ProducePartitionResult(
+                    topic=part.topic, partition=part.partition, error=exc.code, message=exc.message
+                )
+            )
+            continue
+        results.append(
+            m.ProducePartitionResult(
+                topic=part.topic,
+                partition=part.partition,
+                base_offset=appended.base_offset,
+                log_start_offset=partition.log.log_start_offset,
+            )
+        )
+        if request.acks == -1:
+            to_flush.append((len(results) - 1, partition, appended.last_offset))
+    if request.acks == 0:
+        return None
+    if not to_flush:
+        return m.ProduceResponse(partitions=results)
+
+    async def complete() -> m.ProduceResponse:
+        with trio.move_on_after(request.timeout_ms / 1000) as scope:
+            for slot, partition, last_offset in to_flush:
+                try:
+                    await partition.wait_flushed(last_offset)
+                except ApiError as exc:
+                    results[slot] = _failed(results[slot], exc)
+        if scope.cancelled_caught:
+            timeout = RequestTimedOutError(f"not flushed within {request.timeout_ms} ms")
+            for slot, partition, last_offset in to_flush:
+                if partition.log.flushed_offset <= last_offset:
+                    results[slot] = _failed(results[slot], timeout)
+        return m.ProduceResponse(partitions=results)
+
+    return Deferred(complete)
+
+
+def _failed(result: m.ProducePartitionResult, exc: ApiError) -> m.ProducePartitionResult:
+    return m.ProducePartitionResult(
+        topic=result.topic, partition=result.partition, error=exc.code, message=exc.message
+    )
+
+
+# -- fetch -------------------------------------------------------------------------------------
+
+
+def release(pieces) -> None:
+    """Release the file references held by a response's slices."""
+    for piece in pieces:
+        if isinstance(piece, FileSlice):
+            piece.file.release()
+
+
+def _read_partitions(state: BrokerState, request: m.FetchRequest):
+    """Read every requested partition now: (per-partition data, bytes found, error seen)."""
+    out = []
+    budget = request.max_bytes
+    total = 0
+    errored = False
+    for want in request.partitions:
+        try:
+            partition = state.partition(want.topic, want.partition)
+        except ApiError as exc:
+            out.append(m.FetchPartitionData(topic=want.topic, partition=want.partition, error=exc.code, message=exc.message))
+            errored = True
+            continue
+        plog = partition.log
+        try:
+            if budget <= 0 and total > 0:
+                raise _Skip
+            # The first non-empty partition always returns at least one batch (KIP-74).
+            result = plog.read(want.offset, max(1, min(want.max_bytes, budget)))
+        except OffsetOutOfRangeError as exc:
+            out.append(
+                m.FetchPartitionData(
+                    topic=want.topic,
+                    partition=want.partition,
+                    error=exc.code,
+                    message=exc.message,
+                    high_watermark=plog.log_end_offset,
+                    log_start_offset=plog.log_start_offset,
+                )
+            )
+            errored = True
+            continue
+        except _Skip:
+            result = None
+        except ApiError as exc:
+            out.append(m.FetchPartitionData(topic=want.topic, partition=want.partition, error=exc.code, message=exc.message))
+            errored = True
+            continue
+        slices = result.slices if result is not None else []
+        size = sum(s.length if isinstance(s, FileSlice) else len(s) for s in slices)
+        total += size
+        budget -= size
+        out.append(
+            m.FetchPartitionData(
+                topic=want.topic,
+                partition=want.partition,
+                high_watermark=plog.log_end_offset,
+                log_start_offset=plog.log_start_offset,
+                records=list(slices),
+            )
+        )
+    return out, total, errored
+
+
+class _Skip(Exception):
+    """The request's byte budget is spent: later partitions return nothing this time."""
+
+
+def handle_fetch(state: BrokerState, request: m.FetchRequest, session) -> Deferred:
+    async def complete() -> m.FetchResponse:
+        deadline = trio.current_time() + request.max_wait_ms / 1000
+        while True:
+            parts, total, errored = _read_partitions(state, request)
+            if total >= request.min_bytes or errored or trio.current_time() >= deadline:
+                return m.FetchResponse(partitions=parts)
+            for part in parts:
+                release(part.records)
+            woke = trio.Event()
+            watched = [state.partitions.get((p.topic, p.partition)) for p in request.partitions]
+            for partition in watched:
+                if partition is not None:
+                    partition.watch(woke)
+            try:
+                with trio.move_on_at(deadline):
+                    await woke.wait()
+            finally:
+                for partition in watched:
+                    if partition is not None:
+                        partition.unwatch(woke)
+
+    return Deferred(complete)
+
+
+# -- offsets and producer ids -------------------------------------------------------------------
+
+
+def handle_list_offsets(state: BrokerState, request: m.ListOffsetsRequest, session) -> m.ListOffsetsResponse:
+    out = []
+    for want in request.partitions:
+        try:
+            plog = state.partition(want.topic, want.partition).log
+            if want.timestamp == EARLIEST:
+                offset, ts = plog.log_start_offset, -1
+            elif want.timestamp == LATEST:
+                offset, ts = plog.log_end_offset, -1
+            elif want.timestamp >= 0:
+                found = plog.offset_for_timestamp(want.timestamp)
+                offset, ts = found if found is not None else (-1, -1)
+            else:
+                raise InvalidRequestError(f"invalid timestamp {want.timestamp}")
+        except ApiError as exc:
+            out.append(m.ListOffsetsResult(
+                    topic=want.topic, partition=want.partition, error=exc.code, message=exc.message
+                ))
+            continue
+        out.append(m.ListOffsetsResult(topic=want.topic, partition=want.partition, offset=offset, timestamp=ts))
+    return m.ListOffsetsResponse(partitions=out)
+
+
+def handle_init_producer_id(state: BrokerState, request: m.InitProducerIdRequest, session) -> m.InitProducerIdResponse:
+    if request.producer_id >= 0:
+        # A known producer re-initialising (e.g. after a sequence error): bump its epoch, which
+        # fences any older instance still using the id.
+        return m.InitProducerIdResponse(
+            producer_id=request.producer_id, producer_epoch=(request.producer_epoch + 1) % 32768
+        )
+    return m.InitProducerIdResponse(producer_id=state.producer_ids.allocate(), producer_epoch=0)
+
+
+# -- groups (broker.groups does the work) --------------------------------------------------------
+
+
+def handle_group_heartbeat(state: BrokerState, request: m.GroupHeartbeatRequest, session):
+    return state.groups.heartbeat(request, session.client_id)
+
+
+def handle_commit_offsets(state: BrokerState, request: m.CommitOffsetsRequest, session):
+    return state.groups.commit(request)
+
+
+def handle_fetch_offsets(state: BrokerState, request: m.FetchOffsetsRequest, session):
+    return state.groups.fetch_offsets(request)
+
+
+def handle_list_groups(state: BrokerState, request: m.ListGroupsRequest, session):
+    return state.groups.list_groups(request)
+
+
+def handle_describe_groups(state: BrokerState, request: m.DescribeGroupsRequest, session):
+    return state.groups.describe_groups(request)
+
+
+HANDLERS: dict[type, Callable] = {
+    m.HandshakeRequest: handle_handshake,
+    m.MetadataRequest: handle_metadata,
+    m.CreateTopicsRequest: handle_create_topics,
+    m.DeleteTopicsRequest: handle_delete_topics,
+    m.DescribeTopicsRequest: handle_describe_topics,
+    m.ProduceRequest: handle_produce,
+    m.FetchRequest: handle_fetch,
+    m.ListOffsetsRequest: handle_list_offsets,
+    m.InitProducerIdRequest: handle_init_producer_id,
+    m.GroupHeartbeatRequest: handle_group_heartbeat,
+    m.CommitOffsetsRequest: handle_commit_offsets,
+    m.FetchOffsetsRequest: handle_fetch_offsets,
+    m.ListGroupsRequest: handle_list_groups,
+    m.DescribeGroupsRequest: handle_describe_groups,
+}
+
+
+def dispatch(state: BrokerState, request: object, session):
+    """Run the handler for ``request``: a response, a ``Deferred``, or None (acks=0)."""
+    handler = HANDLERS.get(type(request))
+    if handler is None:
+        raise InvalidRequestError(f"{type(request).__name__} is not served by this broker")
+    return handler(state, request, session)

@@ -1,0 +1,157 @@
+"""``serve``: open the logs, listen, serve sessions, and shut down in order.
+
+Shutdown order (SIGINT/SIGTERM, or the caller cancelling ``shutdown``):
+1. stop accepting connections;
+2. let in-flight requests finish, for at most ``shutdown_grace_s``, then cancel sessions;
+3. shielded: stop background tasks, checkpoint, flush and close every log, and write the
+   clean-shutdown marker (so the next start re-validates nothing).
+
+An ``acks=all`` produce is answered only after its fsync, so a request cut off in step 2 is
+either answered after a durable write or not answered at all -- never answered and then lost.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket as stdsocket
+from dataclasses import dataclass
+
+import trio
+
+from broker.config import BrokerConfig
+from broker.session import Session
+from broker.state import BrokerState
+from broker.storage.config import TopicConfig
+from broker.storage.manager import LogManager
+
+log = logging.getLogger("sluice.server")
+
+# Accept errors that mean "out of resources right now": back off and keep accepting.
+ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_BACKOFF_S = 0.1
+
+
+@dataclass
+class ServerHandle:
+    """Given to ``task_status.started``: where the broker listens, and how to stop it."""
+
+    host: str
+    port: int
+    state: BrokerState
+    _shutdown: trio.Event
+
+    def shutdown(self) -> None:
+        """Begin an orderly shutdown (same as SIGTERM)."""
+        self._shutdown.set()
+
+
+def open_state(config: BrokerConfig) -> BrokerState:
+    """Open (and recover) the data directory and build the broker's shared state."""
+    defaults = TopicConfig.from_mapping(config.topic_defaults)
+    manager = LogManager(config.data_dir, defaults, memory=config.in_memory)
+    manager.open()
+    return BrokerState(config, manager)
+
+
+async def serve(
+    config: BrokerConfig,
+    *,
+    handle_signals: bool = False,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a broker until shutdown. ``task_status.started`` receives a ``ServerHandle``."""
+    state = await trio.to_thread.run_sync(open_state, config)
+    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    sockname = listeners[0].socket.getsockname()
+    state.advertised_host, state.advertised_port = config.host, sockname[1]
+    shutdown = trio.Event()
+    handle = ServerHandle(config.host, sockname[1], state, shutdown)
+    connections = trio.CapacityLimiter(config.max_connections)
+    try:
+        async with trio.open_nursery() as outer:
+            await outer.start(state.run)
+            async with trio.open_nursery() as sessions:
+                accept_scope = trio.CancelScope()
+
+                async def accept_all() -> None:
+                    with accept_scope:
+                        async with trio.open_nursery() as acceptors:
+                            for listener in listeners:
+                                acceptors.start_soon(_accept_loop, listener, state, connections, sessions)
+
+                sessions.start_soon(accept_all)
+                if handle_signals:
+                    sessions.start_soon(_watch_signals, shutdown)
+                log.info("listening on %s:%d", config.host, sockname[1])
+                task_status.started(handle)
+                await shutdown.wait()
+                log.info("shutting down: no new connections; draining for up to %.1f s",
+                         config.shutdown_grace_s)
+                accept_scope.cancel()
+                for listener in listeners:
+                    await listener.aclose()
+                with trio.move_on_after(config.shutdown_grace_s):
+                    await _wait_idle(connections)
+                sessions.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(state.close)
+            log.info("logs flushed and closed cleanly")
+
+
+async def _wait_idle(connections: trio.CapacityLimiter) -> None:
+    """Wait until no session is serving a request (idle sessions don't hold up shutdown)."""
+    while connections.borrowed_tokens:
+        await trio.sleep(0.01)
+
+
+async def _watch_signals(shutdown: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s", signal.Signals(signum).name)
+            shutdown.set()
+            return
+
+
+async def _accept_loop(listener, state: BrokerState, connections, nursery) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno in ACCEPT_RETRY_ERRNOS:
+                log.error("accept failed (%s); retrying", exc)
+                await trio.sleep(ACCEPT_BACKOFF_S)
+                continue
+            raise
+        try:
+            stream.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, True)
+        except OSError:
+            pass
+        try:
+            connections.acquire_on_behalf_of_nowait(stream)
+        except trio.WouldBlock:
+            log.warning("connection limit %d reached; refusing a client", connections.total_tokens)
+            await trio.aclose_forcefully(stream)
+            continue
+        nursery.start_soon(_run_session, state, stream, connections)
+
+
+async def _run_session(state: BrokerState, stream, connections) -> None:
+    peer = _peer_name(stream)
+    state.open_connections += 1
+    try:
+        await Session(state, stream, peer).run()
+    finally:
+        state.open_connections -= 1
+        connections.release_on_behalf_of(stream)
+
+
+def _peer_name(stream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:
+        return "?"

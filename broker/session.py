@@ -1,0 +1,149 @@
+"""One client connection: read requests, dispatch them in order, answer them in order.
+
+Two tasks per connection:
+
+* the **reader** decodes frames and runs each request's handler inline, in arrival order
+  (appends therefore happen in request order), and queues the outcome;
+* the **writer** takes outcomes in the same order, completes the deferred ones (a flush to wait
+  for, a long poll), encodes and sends them -- the only task that sends on this connection.
+
+The queue between them is bounded (``max_in_flight``): a client that pipelines faster than the
+broker answers, or stops reading its responses, stops being read, so its memory stays bounded
+and TCP pushes back. A client that sends nothing for ``idle_timeout_s`` is disconnected; so is
+one whose responses can't be delivered within ``send_timeout_s``.
+
+Bad input: an intact frame with a bad header is answered with an error response and the
+connection carries on; broken framing (garbage, an oversized prefix) is answered with one error
+frame, then the connection is closed. Either way only this connection is affected.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from broker.deferred import Deferred
+from broker.handlers import dispatch, release
+from broker.state import BrokerState
+from broker.transport import Transport
+from protocol import messages as m
+from protocol.connection import BadRequest, RequestReceived, ServerConnection
+from protocol.errors import (
+    ApiError,
+    FrameTooLargeError,
+    InvalidRequestError,
+    OversizedFrameError,
+    RemoteProtocolError,
+    UnknownServerError,
+)
+from protocol.framing import CLOSED, NEED_DATA
+
+log = logging.getLogger("sluice.session")
+
+RECEIVE_BYTES = 256 * 1024
+_CLOSE = object()
+
+
+class Session:
+    """The state of one connection; ``run`` serves it until EOF, error or cancellation."""
+
+    def __init__(self, state: BrokerState, stream: trio.SocketStream, peer: str) -> None:
+        self.state = state
+        self.config = state.config
+        self.stream = stream
+        self.peer = peer
+        self.client_id = ""
+        self.conn = ServerConnection(max_frame_bytes=self.config.max_frame_bytes)
+        self.transport = Transport(stream, use_sendfile=self.config.use_sendfile)
+        self._outbox_send, self._outbox_receive = trio.open_memory_channel(
+            self.config.max_in_flight
+        )
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop, nursery.cancel_scope)
+                async with self._outbox_send:
+                    await self._read_loop()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("connection %s dropped: %s", self.peer, exc)
+        finally:
+            await trio.aclose_forcefully(self.stream)
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                event = self.conn.next_event()
+            except RemoteProtocolError as exc:
+                log.warning("protocol error from %s: %s", self.peer, exc)
+                await self._outbox_send.send((-1, -1, _protocol_error(exc)))
+                await self._outbox_send.send((-1, -1, _CLOSE))
+                return
+            if event is CLOSED:
+                return
+            if event is NEED_DATA:
+                with trio.move_on_after(self.config.idle_timeout_s) as idle:
+                    data = await self.stream.receive_some(RECEIVE_BYTES)
+                if idle.cancelled_caught:
+                    log.info("closing idle connection %s", self.peer)
+                    return
+                self.conn.receive_data(data)
+                continue
+            if isinstance(event, BadRequest):
+                await self._outbox_send.send((event.correlation_id, event.api, event.error))
+                continue
+            assert isinstance(event, RequestReceived)
+            outcome = self._handle(event.request)
+            if outcome is not None:
+                await self._outbox_send.send((event.correlation_id, event.api, outcome))
+            else:
+                await trio.lowlevel.checkpoint()
+
+    def _handle(self, request):
+        try:
+            return dispatch(self.state, request, self)
+        except ApiError as exc:
+            return exc
+        except Exception as exc:  # a bug: answer it, log it, keep serving
+            log.exception("unexpected error serving %s", type(request).__name__)
+            return UnknownServerError(f"{type(exc).__name__}: {exc}")
+
+    async def _write_loop(self, scope: trio.CancelScope) -> None:
+        try:
+            async for correlation_id, api, outcome in self._outbox_receive:
+                if outcome is _CLOSE:
+                    break
+                await self._deliver(correlation_id, api, outcome)
+        finally:
+            scope.cancel()
+
+    async def _deliver(self, correlation_id: int, api, outcome) -> None:
+        if isinstance(outcome, Deferred):
+            try:
+                outcome = await outcome.complete()
+            except ApiError as exc:
+                outcome = exc
+        if isinstance(outcome, ApiError):
+            pieces = self.conn.send_error(correlation_id, api, outcome)
+        else:
+            pieces = self.conn.send_response(correlation_id, outcome)
+        try:
+            with trio.fail_after(self.config.send_timeout_s):
+                await self.transport.send(pieces)
+        except trio.TooSlowError:
+            raise trio.BrokenResourceError(
+                f"client did not read its response within {self.config.send_timeout_s} s"
+            ) from None
+        finally:
+            if isinstance(outcome, m.FetchResponse):
+                for part in outcome.partitions:
+                    if isinstance(part.records, list):
+                        release(part.records)
+
+
+def _protocol_error(exc: RemoteProtocolError) -> ApiError:
+    """The error frame sent before closing a connection whose framing broke."""
+    if isinstance(exc, OversizedFrameError):
+        return FrameTooLargeError(str(exc))
+    return InvalidRequestError(str(exc))

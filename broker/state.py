@@ -1,0 +1,197 @@
+"""``BrokerState``: what every session shares -- the logs, the partitions, producer ids.
+
+Owns the background tasks that belong to the data rather than to a connection: one
+group-commit flusher per partition, the periodic checkpoint (recovery points and producer
+state) and retention. ``close`` stops them and closes the logs cleanly.
+
+Producer-state snapshots live in ``D/meta/producer-state`` (msgpack, atomic writes): each
+partition's state as of a log end offset. At startup a partition loads its snapshot and replays
+only the batch headers after it; without a usable snapshot it replays its whole log (headers
+only, per batch).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import msgpack
+import trio
+
+from broker.config import BrokerConfig
+from broker.groups import OFFSETS_TOPIC, GroupCoordinator
+from broker.partition import Partition
+from broker.producers import ProducerStates
+from broker.storage.files import atomic_write
+from broker.storage.manager import LogManager
+from protocol.errors import InvalidRequestError, UnknownTopicOrPartitionError
+
+log = logging.getLogger("sluice.broker")
+
+PRODUCER_ID_BLOCK = 1000
+
+
+class ProducerIdAllocator:
+    """Hands out producer ids that are never reused, even across crashes.
+
+    Ids are reserved in blocks: the end of the current block is written (atomically) before
+    any id of it is handed out, so after a restart allocation resumes past every id issued.
+    """
+
+    def __init__(self, path: Path | None, floor: int = 0) -> None:
+        self._path = path
+        self._next = floor
+        self._limit = floor
+        if path is not None and path.exists():
+            self._next = self._limit = max(floor, int(path.read_text().strip() or 0))
+
+    def allocate(self) -> int:
+        if self._next >= self._limit:
+            self._limit = self._next + PRODUCER_ID_BLOCK
+            if self._path is not None:
+                atomic_write(self._path, str(self._limit).encode())
+        pid = self._next
+        self._next += 1
+        return pid
+
+
+class BrokerState:
+    """The logs and partitions of one broker, plus the tasks that maintain them."""
+
+    def __init__(self, config: BrokerConfig, manager: LogManager) -> None:
+        self.config = config
+        self.manager = manager
+        self.partitions: dict[tuple[str, int], Partition] = {}
+        self._scopes: dict[tuple[str, int], trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+        self.open_connections = 0
+        self.advertised_host = config.host
+        self.advertised_port = config.port
+        meta = None if config.in_memory else config.data_dir / "meta"
+        self._snapshot_path = meta / "producer-state" if meta else None
+        snapshots = self._load_snapshots()
+        floor = 0
+        for (topic, index), plog in manager.logs():
+            key = f"{topic}-{index}"
+            producers = self._restore_producers(plog, snapshots.get(key))
+            floor = max(floor, producers.max_producer_id() + 1)
+            self.partitions[(topic, index)] = Partition(topic, index, plog, producers)
+        self.producer_ids = ProducerIdAllocator(meta / "producer-ids" if meta else None, floor)
+        if OFFSETS_TOPIC not in manager.topics():
+            manager.create_topic(OFFSETS_TOPIC, 1, {}, internal=True)
+            self.partitions[(OFFSETS_TOPIC, 0)] = Partition(
+                OFFSETS_TOPIC, 0, manager.get_log(OFFSETS_TOPIC, 0)
+            )
+        self.groups = GroupCoordinator(self, self.partition(OFFSETS_TOPIC, 0))
+
+    # -- startup -----------------------------------------------------------------------------
+
+    def _load_snapshots(self) -> dict:
+        if self._snapshot_path is None or not self._snapshot_path.exists():
+            return {}
+        try:
+            data = msgpack.unpackb(self._snapshot_path.read_bytes(), raw=False, strict_map_key=False)
+            return data if isinstance(data, dict) else {}
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            log.warning("producer-state snapshot unreadable; replaying logs instead")
+            return {}
+
+    @staticmethod
+    def _restore_producers(plog, snapshot) -> ProducerStates:
+        start = plog.log_start_offset
+        states = ProducerStates()
+        if snapshot is not None:
+            offset, data = snapshot
+            if start <= offset <= plog.log_end_offset:
+                states = ProducerStates.load(data)
+                start = offset
+        states.rebuild(h for h in plog.scan_headers(start) if h.base_offset >= start)
+        return states
+
+    # -- background tasks --------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run flushers, checkpoints and retention until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for key, partition in self.partitions.items():
+                self._start_flusher(key, partition)
+            nursery.start_soon(self._periodic, self.config.checkpoint_interval_s, self.checkpoint)
+            nursery.start_soon(
+                self._periodic, self.config.retention_check_interval_s, self.enforce_retention
+            )
+            nursery.start_soon(self.groups.run_expiry)
+            task_status.started()
+
+    def _start_flusher(self, key: tuple[str, int], partition: Partition) -> None:
+        assert self._nursery is not None
+        scope = trio.CancelScope()
+        self._scopes[key] = scope
+
+        async def flusher() -> None:
+            with scope:
+                await partition.run_flusher()
+
+        self._nursery.start_soon(flusher)
+
+    @staticmethod
+    async def _periodic(interval: float, job) -> None:
+        while True:
+            await trio.sleep(interval)
+            await trio.to_thread.run_sync(job)
+
+    def checkpoint(self) -> None:
+        """Persist recovery points and producer state, so a crash replays only the tail."""
+        if self._snapshot_path is None:
+            return
+        snapshots = {
+            f"{topic}-{index}": [p.log.log_end_offset, p.producers.snapshot()]
+            for (topic, index), p in list(self.partitions.items())
+        }
+        atomic_write(self._snapshot_path, msgpack.packb(snapshots, use_bin_type=True))
+        self.manager.checkpoint_recovery_points()
+
+    def enforce_retention(self) -> None:
+        removed = self.manager.enforce_retention()
+        if removed:
+            log.info("retention removed %d segment(s)", removed)
+
+    # -- topics ------------------------------------------------------------------------------
+
+    def partition(self, topic: str, index: int) -> Partition:
+        try:
+            return self.partitions[(topic, index)]
+        except KeyError:
+            raise UnknownTopicOrPartitionError(
+                f"unknown topic or partition {topic}[{index}]"
+            ) from None
+
+    def create_topic(self, name: str, partitions: int | None, configs: dict[str, int]):
+        info = self.manager.create_topic(name, partitions, configs)
+        for index in range(info.config.partitions):
+            key = (name, index)
+            partition = Partition(name, index, self.manager.get_log(name, index))
+            self.partitions[key] = partition
+            if self._nursery is not None:
+                self._start_flusher(key, partition)
+        self.groups.topics_changed()
+        log.info("created topic %s with %d partition(s)", name, info.config.partitions)
+        return info
+
+    def delete_topic(self, name: str) -> None:
+        if name.startswith("__"):
+            raise InvalidRequestError(f"internal topic {name} cannot be deleted")
+        self.manager.delete_topic(name)
+        for key in [k for k in self.partitions if k[0] == name]:
+            partition = self.partitions.pop(key)
+            partition.close()
+            scope = self._scopes.pop(key, None)
+            if scope is not None:
+                scope.cancel()
+        self.groups.topics_changed()
+        log.info("deleted topic %s", name)
+
+    def close(self) -> None:
+        """Checkpoint and close every log; the manager writes the clean-shutdown marker."""
+        self.checkpoint()
+        self.manager.close()

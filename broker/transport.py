@@ -1,0 +1,152 @@
+"""Sending responses: bytes with ``send_all``, file slices with ``os.sendfile``.
+
+trio has no sendfile, so ``send_file_slice`` drives ``os.sendfile`` on the socket (which trio
+already made non-blocking), waiting with ``trio.lowlevel.wait_writable`` on ``EAGAIN`` and
+checkpointing between chunks so a fast client can't starve the loop.
+
+Invariants:
+* One sender per connection: every send runs under the ``Transport``'s send guard, so response
+  bytes never interleave and ``wait_writable`` is never entered by two tasks (trio raises
+  ``BusyResourceError`` if it is).
+* Cold pages never stall the event loop: ``sendfile`` on pages that are not in the page cache
+  blocks on disk *inside* the syscall (Kafka's KAFKA-7504). Before sending a slice, probe it
+  with ``preadv(..., RWF_NOWAIT)``; if any probe misses, read the range through in a worker
+  thread first so the pages are cached when sendfile runs.
+* ``OSError`` from the socket becomes ``trio.BrokenResourceError`` here, at the edge.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable
+
+import trio
+
+from protocol.slices import FileSlice
+
+# Probe one byte every PROBE_STRIDE bytes of a slice (and its last byte) for page-cache misses.
+PROBE_STRIDE = 128 * 1024
+# Read cold ranges through in chunks of this size when warming them in a worker thread.
+WARM_CHUNK = 1024 * 1024
+# Coalesce small byte pieces into one send; larger ones are sent as they are.
+COALESCE_BYTES = 64 * 1024
+SENDFILE_CHUNK = 4 * 1024 * 1024
+
+_HAS_NOWAIT = hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")
+
+
+def is_cached(fd: int, position: int, length: int) -> bool:
+    """True if every probed page of ``[position, position+length)`` is in the page cache."""
+    if not _HAS_NOWAIT or length <= 0:
+        return True
+    probe = bytearray(1)
+    points = list(range(position, position + length, PROBE_STRIDE))
+    points.append(position + length - 1)
+    for point in points:
+        try:
+            os.preadv(fd, [probe], point, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                return True  # filesystem can't tell us: assume warm, like a plain sendfile
+            raise
+    return True
+
+
+def warm(fd: int, position: int, length: int) -> None:
+    """Read ``[position, position+length)`` through so its pages land in the page cache.
+
+    Blocking: run it in a worker thread.
+    """
+    buf = bytearray(min(WARM_CHUNK, length))
+    end = position + length
+    while position < end:
+        n = os.preadv(fd, [memoryview(buf)[: min(len(buf), end - position)]], position)
+        if n == 0:
+            return
+        position += n
+
+
+class Transport:
+    """One connection's sending half, with a single send guard."""
+
+    def __init__(self, stream: trio.SocketStream, *, use_sendfile: bool = True) -> None:
+        self._stream = stream
+        self._sock = stream.socket
+        self._guard = trio.Lock()
+        self.use_sendfile = use_sendfile
+        self.bytes_sent = 0
+
+    async def send(self, pieces: Iterable[bytes | bytearray | memoryview | FileSlice]) -> None:
+        """Send ``pieces`` in order as one uninterrupted response."""
+        async with self._guard:
+            pending: list[bytes | bytearray | memoryview] = []
+            pending_size = 0
+            for piece in pieces:
+                if isinstance(piece, FileSlice):
+                    if pending:
+                        await self._send_bytes(pending)
+                        pending, pending_size = [], 0
+                    await self._send_slice(piece)
+                elif len(piece) >= COALESCE_BYTES:
+                    if pending:
+                        await self._send_bytes(pending)
+                        pending, pending_size = [], 0
+                    await self._send_bytes([piece])
+                else:
+                    pending.append(piece)
+                    pending_size += len(piece)
+            if pending:
+                await self._send_bytes(pending)
+
+    async def _send_bytes(self, pieces: list[bytes | bytearray | memoryview]) -> None:
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        await self._stream.send_all(data)
+        self.bytes_sent += len(data)
+
+    async def _send_slice(self, piece: FileSlice) -> None:
+        fd = piece.file.fileno()
+        if not is_cached(fd, piece.position, piece.length):
+            await trio.to_thread.run_sync(warm, fd, piece.position, piece.length)
+        if self.use_sendfile:
+            await self._sendfile(fd, piece.position, piece.length)
+        else:
+            await self._copy(fd, piece.position, piece.length)
+
+    async def _sendfile(self, fd: int, position: int, length: int) -> None:
+        sock_fd = self._sock.fileno()
+        end = position + length
+        while position < end:
+            try:
+                sent = os.sendfile(sock_fd, fd, position, min(end - position, SENDFILE_CHUNK))
+            except BlockingIOError:
+                await self._wait_writable()
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"sendfile failed: {exc}") from exc
+            if sent == 0:
+                raise trio.BrokenResourceError(
+                    f"file ended {end - position} bytes before the slice did"
+                )
+            position += sent
+            self.bytes_sent += sent
+            await trio.lowlevel.checkpoint()
+
+    async def _wait_writable(self) -> None:
+        try:
+            await trio.lowlevel.wait_writable(self._sock)
+        except trio.ClosedResourceError as exc:
+            raise trio.BrokenResourceError("connection closed while sending") from exc
+
+    async def _copy(self, fd: int, position: int, length: int) -> None:
+        """The fallback where sendfile can't work (e.g. TLS later): pread, then send_all."""
+        end = position + length
+        while position < end:
+            chunk = os.pread(fd, min(end - position, SENDFILE_CHUNK), position)
+            if not chunk:
+                raise trio.BrokenResourceError("file ended before the slice did")
+            await self._stream.send_all(chunk)
+            position += len(chunk)
+            self.bytes_sent += len(chunk)

@@ -1,0 +1,126 @@
+"""Fixtures for broker tests: an in-process broker on port 0 and a raw protocol client.
+
+The raw client speaks the sans-IO protocol directly (no client library), so these tests pin
+the broker's behaviour on the wire, including for requests no well-behaved client would send.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import pytest
+import trio
+
+from broker.config import BrokerConfig
+from broker.server import serve
+from protocol import messages as m
+from protocol.batch import build_batch
+from protocol.connection import ClientConnection, ResponseReceived
+from protocol.framing import NEED_DATA
+from protocol.slices import FileSlice
+
+
+class RawClient:
+    """A minimal protocol client over one TCP connection, for tests."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = ClientConnection()
+
+    @classmethod
+    async def connect(cls, port: int) -> RawClient:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def send(self, request) -> int:
+        cid, pieces = self.conn.send_request(request)
+        assert not any(isinstance(p, FileSlice) for p in pieces)
+        await self.stream.send_all(b"".join(bytes(p) for p in pieces))
+        return cid
+
+    async def receive(self):
+        while True:
+            event = self.conn.next_event()
+            if isinstance(event, ResponseReceived):
+                return event.response
+            assert event is NEED_DATA, event
+            self.conn.receive_data(await self.stream.receive_some(1 << 20))
+
+    async def request(self, request):
+        await self.send(request)
+        return await self.receive()
+
+    async def read_until_closed(self) -> bytes:
+        """Everything the broker sends until it closes the connection."""
+        chunks = []
+        while chunk := await self.stream.receive_some(1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    async def __aenter__(self) -> RawClient:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+
+def make_batch(values: list[bytes], *, key: bytes | None = None, **fields: int) -> bytearray:
+    now = time.time_ns() // 1_000_000
+    return build_batch([(key, v, [], now) for v in values], **fields)
+
+
+async def create_topic(client: RawClient, name: str, partitions: int = 1, **configs: int):
+    response = await client.request(
+        m.CreateTopicsRequest(
+            topics=[m.TopicSpec(name=name, partitions=partitions, configs=configs)]
+        )
+    )
+    assert response.topics[0].error == 0, response
+    return response
+
+
+async def produce(client: RawClient, topic: str, batch: bytes, *, partition: int = 0, acks: int = 1):
+    return await client.request(
+        m.ProduceRequest(
+            acks=acks,
+            timeout_ms=10_000,
+            partitions=[m.ProducePartition(topic=topic, partition=partition, records=batch)],
+        )
+    )
+
+
+async def fetch(client: RawClient, topic: str, offset: int, *, partition: int = 0,
+                max_wait_ms: int = 0, min_bytes: int = 1, max_bytes: int = 1 << 20):
+    return await client.request(
+        m.FetchRequest(
+            max_wait_ms=max_wait_ms,
+            min_bytes=min_bytes,
+            max_bytes=max_bytes,
+            partitions=[
+                m.FetchPartition(topic=topic, partition=partition, offset=offset, max_bytes=max_bytes)
+            ],
+        )
+    )
+
+
+@pytest.fixture
+def broker_config(tmp_path) -> BrokerConfig:
+    return BrokerConfig(port=0, data_dir=tmp_path / "data", shutdown_grace_s=2.0)
+
+
+@pytest.fixture
+async def broker(nursery, broker_config):
+    """A broker served in-process on 127.0.0.1 and an ephemeral port."""
+    handle = await nursery.start(partial(serve, broker_config))
+    yield handle
+    handle.shutdown()
+
+
+@pytest.fixture
+async def client(broker):
+    c = await RawClient.connect(broker.port)
+    yield c
+    await c.aclose()

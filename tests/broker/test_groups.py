@@ -1,0 +1,126 @@
+"""Group coordination over the wire: assignment, revoke-before-reassign, offsets, lag."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import trio
+
+from broker.server import serve
+from protocol import messages as m
+from protocol.errors import FencedMemberEpochError, UnknownMemberIdError
+from tests.broker.conftest import RawClient, create_topic, make_batch, produce
+
+
+class Member:
+    """A group member driven by hand: heartbeats report exactly what it was last given."""
+
+    def __init__(self, client: RawClient, group: str, topics: list[str]) -> None:
+        self.client = client
+        self.group = group
+        self.topics = topics
+        self.member_id = ""
+        self.epoch = 0
+        self.owned: set[tuple[str, int]] = set()
+
+    async def heartbeat(self, *, leave: bool = False) -> m.GroupHeartbeatResponse:
+        response = await self.client.request(
+            m.GroupHeartbeatRequest(
+                group_id=self.group,
+                member_id=self.member_id,
+                member_epoch=-1 if leave else self.epoch,
+                session_timeout_ms=10_000,
+                topics=self.topics,
+                owned=[m.TopicPartitions(topic=t, partitions=sorted(p for tt, p in self.owned if tt == t))
+                       for t in self.topics],
+            )
+        )
+        if response.error == 0 and not leave:
+            self.member_id, self.epoch = response.member_id, response.member_epoch
+            self.owned = {(a.topic, p) for a in response.assignment or [] for p in a.partitions}
+        return response
+
+
+async def settle(members: list[Member], rounds: int = 6) -> None:
+    for _ in range(rounds):
+        for member in members:
+            assert (await member.heartbeat()).error == 0
+
+
+async def test_three_members_share_six_partitions_and_rebalance(broker):
+    clients = [await RawClient.connect(broker.port) for _ in range(3)]
+    await create_topic(clients[0], "t", partitions=6)
+    members = [Member(c, "g", ["t"]) for c in clients]
+    await settle(members)
+    assert sorted(len(mm.owned) for mm in members) == [2, 2, 2]
+    assert set().union(*(mm.owned for mm in members)) == {("t", p) for p in range(6)}
+    # One leaves cleanly: its partitions move to the others, never owned twice meanwhile.
+    await members[2].heartbeat(leave=True)
+    for _ in range(6):
+        for member in members[:2]:
+            await member.heartbeat()
+            assert not (members[0].owned & members[1].owned)
+    assert sorted(len(mm.owned) for mm in members[:2]) == [3, 3]
+    # It returns: balance is restored without double ownership.
+    members[2] = Member(clients[2], "g", ["t"])
+    for _ in range(6):
+        for member in members:
+            await member.heartbeat()
+            owned = [mm.owned for mm in members]
+            assert sum(len(o) for o in owned) == len(set().union(*owned))
+    assert sorted(len(mm.owned) for mm in members) == [2, 2, 2]
+    for c in clients:
+        await c.aclose()
+
+
+async def test_commit_fetch_and_lag(broker, client):
+    await create_topic(client, "t", partitions=2)
+    await produce(client, "t", make_batch([b"x"] * 10), partition=0)
+    member = Member(client, "g", ["t"])
+    await settle([member], 2)
+    response = await client.request(
+        m.CommitOffsetsRequest(group_id="g", member_id=member.member_id, member_epoch=member.epoch,
+                               offsets=[m.OffsetCommit(topic="t", partition=0, offset=4, metadata="m")])
+    )
+    assert response.partitions[0].error == 0
+    fetched = await client.request(m.FetchOffsetsRequest(group_id="g"))
+    assert [(p.topic, p.partition, p.offset, p.metadata) for p in fetched.partitions] == [("t", 0, 4, "m")]
+    described = await client.request(m.DescribeGroupsRequest(groups=["g"]))
+    offsets = described.groups[0].offsets
+    assert [(o.offset, o.log_end_offset, o.lag) for o in offsets] == [(4, 10, 6)]
+    listed = await client.request(m.ListGroupsRequest())
+    assert [(g.group_id, g.members) for g in listed.groups] == [("g", 1)]
+
+
+async def test_unknown_and_fenced_members_get_named_errors(broker, client):
+    await create_topic(client, "t")
+    response = await client.request(
+        m.CommitOffsetsRequest(group_id="g", member_id="ghost", member_epoch=1,
+                               offsets=[m.OffsetCommit(topic="t", partition=0, offset=1)])
+    )
+    assert response.error == UnknownMemberIdError.code
+    member = Member(client, "g", ["t"])
+    await settle([member], 1)
+    member.epoch += 5
+    assert (await member.heartbeat()).error == FencedMemberEpochError.code
+
+
+async def test_committed_offsets_survive_restart(tmp_path, broker_config):
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(partial(serve, broker_config))
+        client = await RawClient.connect(handle.port)
+        await create_topic(client, "t")
+        response = await client.request(
+            m.CommitOffsetsRequest(group_id="solo", member_id="", member_epoch=-1,
+                                   offsets=[m.OffsetCommit(topic="t", partition=0, offset=7)])
+        )
+        assert response.partitions[0].error == 0
+        await client.aclose()
+        handle.shutdown()
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(partial(serve, broker_config))
+        client = await RawClient.connect(handle.port)
+        fetched = await client.request(m.FetchOffsetsRequest(group_id="solo"))
+        assert [p.offset for p in fetched.partitions] == [7]
+        await client.aclose()
+        handle.shutdown()
