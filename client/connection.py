@@ -36,6 +36,17 @@ def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
     return out
 
 
+def describe_connect_error(exc: BaseException) -> str:
+    """The useful part of a connect failure ("Connection refused", not trio's summary)."""
+    cause = exc.__cause__
+    causes = list(cause.exceptions) if isinstance(cause, BaseExceptionGroup) else [cause]
+    for candidate in (*causes, exc):
+        reason = getattr(candidate, "strerror", None)
+        if reason:
+            return reason
+    return str(exc)
+
+
 class Pending:
     """The future response of one request sent on a ``Connection``."""
 
@@ -199,7 +210,7 @@ class Cluster:
                     await conn.request(m.HandshakeRequest(client_id=self.client_id))
                     return conn
                 except (OSError, ConnectionLostError) as exc:
-                    errors.append(f"{host}:{port} ({getattr(exc, 'strerror', None) or exc})")
+                    errors.append(f"{host}:{port} ({describe_connect_error(exc)})")
             if trio.current_time() + delay > deadline:
                 raise BrokerUnreachableError(
                     f"cannot connect to broker at {', '.join(errors)}"

@@ -79,6 +79,10 @@ class Consumer(ClientLifecycle):
         self._state.assign(partitions)
         self._changed.set()
 
+    async def partitions_for(self, topic: str) -> int:
+        """The topic's partition count (``UnknownTopicOrPartitionError`` if it has none)."""
+        return await self._cluster.partitions(topic)
+
     def assignment(self) -> list[tuple[str, int]]:
         return list(self._state.assignment)
 
