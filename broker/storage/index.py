@@ -234,18 +234,3 @@ class TimeIndex(_SparseIndex):
     def last_below(self, timestamp: int) -> tuple[int, int] | None:
         """The last entry whose timestamp is < ``timestamp``: the answer lies after it."""
         return self._floor(timestamp, 0, strict=True)
-
-    @classmethod
-    def peek_last(cls, path: Path) -> tuple[int, int] | None:
-        """The file's last entry without loading it; None if missing, empty or torn."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
-            size = os.fstat(fd).st_size
-            if not size or size % cls.ENTRY.size:
-                return None
-            return cls.ENTRY.unpack(os.pread(fd, cls.ENTRY.size, size - cls.ENTRY.size))
-        finally:
-            os.close(fd)

@@ -466,17 +466,23 @@ class Segment:
 
     @property
     def largest_timestamp(self) -> int | None:
-        """The largest batch timestamp, None if empty. For an unloaded sealed segment this
-        reads one entry of the ``.timeindex`` (no descriptor stays open)."""
+        """The largest batch timestamp, None if empty. An unloaded sealed segment reads its
+        ``.timeindex`` (whose last entry is that timestamp) and keeps only the number."""
         if self._max_timestamp is None and self.sealed and self.size:
-            last = self.time_index.last() if self.time_index.loaded else TimeIndex.peek_last(self.time_index.path)
-            if last is not None:
+            was_open, was_loaded = self.is_open, self.time_index.loaded
+            try:
+                max_rel = self.end_offset - self.base_offset - 1
+                self.time_index.load(max_key=I64_MAX, max_value=max_rel)
+                last = self.time_index.last()
+                if last is None:
+                    raise CorruptIndexError(f"{self.time_index.path.name} is empty")
                 self._max_timestamp = last[0]
-            else:
-                was_open = self.is_open
-                self._ensure_indexes()
-                if not was_open:
-                    self.unload()
+            except CorruptIndexError:
+                self.rebuild_indexes()
+            if not was_loaded:
+                self.time_index.unload()
+            if not was_open and self.is_open:
+                self.unload()
         return self._max_timestamp
 
     def headers_from(self, offset: int) -> tuple[SegmentFile, int, int]:
