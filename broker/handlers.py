@@ -286,7 +286,8 @@ def handle_fetch(state: BrokerState, request: m.FetchRequest, session) -> Deferr
         deadline = trio.current_time() + request.max_wait_ms / 1000
         while True:
             parts, total, errored = _read_partitions(state, request)
-            if total >= request.min_bytes or errored or trio.current_time() >= deadline:
+            done = total >= request.min_bytes or errored or state.draining
+            if done or trio.current_time() >= deadline:
                 return m.FetchResponse(partitions=parts)
             for part in parts:
                 release(part.records)

@@ -93,6 +93,10 @@ class Partition:
         return Appended(first, last)
 
     def _notify_appended(self) -> None:
+        self.wake_watchers()
+
+    def wake_watchers(self) -> None:
+        """Wake every waiting fetch (on append, delete, or shutdown)."""
         for event in self._watchers:
             event.set()
         self._watchers.clear()

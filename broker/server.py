@@ -93,19 +93,13 @@ async def serve(
                 for listener in listeners:
                     await listener.aclose()
                 with trio.move_on_after(config.shutdown_grace_s):
-                    await _wait_idle(connections)
+                    await state.wait_drained()
                 sessions.cancel_scope.cancel()
             outer.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(state.close)
             log.info("logs flushed and closed cleanly")
-
-
-async def _wait_idle(connections: trio.CapacityLimiter) -> None:
-    """Wait until no session is serving a request (idle sessions don't hold up shutdown)."""
-    while connections.borrowed_tokens:
-        await trio.sleep(0.01)
 
 
 async def _watch_signals(shutdown: trio.Event) -> None:

@@ -31,6 +31,7 @@ from protocol import messages as m
 from protocol.connection import BadRequest, RequestReceived, ServerConnection
 from protocol.errors import (
     ApiError,
+    BrokerShuttingDownError,
     FrameTooLargeError,
     InvalidRequestError,
     OversizedFrameError,
@@ -77,7 +78,7 @@ class Session:
                 event = self.conn.next_event()
             except RemoteProtocolError as exc:
                 log.warning("protocol error from %s: %s", self.peer, exc)
-                await self._outbox_send.send((-1, -1, _protocol_error(exc)))
+                await self._enqueue(-1, -1, _protocol_error(exc))
                 await self._outbox_send.send((-1, -1, _CLOSE))
                 return
             if event is CLOSED:
@@ -91,14 +92,28 @@ class Session:
                 self.conn.receive_data(data)
                 continue
             if isinstance(event, BadRequest):
-                await self._outbox_send.send((event.correlation_id, event.api, event.error))
+                await self._enqueue(event.correlation_id, event.api, event.error)
                 continue
             assert isinstance(event, RequestReceived)
-            outcome = self._handle(event.request)
+            if self.state.draining:
+                outcome = BrokerShuttingDownError("the broker is shutting down")
+                if not m.expects_response(event.request):
+                    continue
+            else:
+                outcome = self._handle(event.request)
             if outcome is not None:
-                await self._outbox_send.send((event.correlation_id, event.api, outcome))
+                await self._enqueue(event.correlation_id, event.api, outcome)
             else:
                 await trio.lowlevel.checkpoint()
+
+    async def _enqueue(self, correlation_id: int, api: int, outcome) -> None:
+        """Queue a response for the writer; it counts as in flight until sent or dropped."""
+        self.state.request_started()
+        try:
+            await self._outbox_send.send((correlation_id, api, outcome))
+        except BaseException:
+            self.state.request_finished()
+            raise
 
     def _handle(self, request):
         try:
@@ -114,9 +129,20 @@ class Session:
             async for correlation_id, api, outcome in self._outbox_receive:
                 if outcome is _CLOSE:
                     break
-                await self._deliver(correlation_id, api, outcome)
+                try:
+                    await self._deliver(correlation_id, api, outcome)
+                finally:
+                    self.state.request_finished()
         finally:
             scope.cancel()
+            # Responses still queued will never be sent: they are no longer in flight.
+            while True:
+                try:
+                    _, _, outcome = self._outbox_receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                if outcome is not _CLOSE:
+                    self.state.request_finished()
 
     async def _deliver(self, correlation_id: int, api, outcome) -> None:
         if isinstance(outcome, Deferred):

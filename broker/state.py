@@ -65,6 +65,10 @@ class BrokerState:
         self._scopes: dict[tuple[str, int], trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         self.open_connections = 0
+        self.draining = False
+        self._in_flight = 0
+        self._drained = trio.Event()
+        self._drained.set()
         self.advertised_host = config.host
         self.advertised_port = config.port
         meta = None if config.in_memory else config.data_dir / "meta"
@@ -83,6 +87,25 @@ class BrokerState:
                 OFFSETS_TOPIC, 0, manager.get_log(OFFSETS_TOPIC, 0)
             )
         self.groups = GroupCoordinator(self, self.partition(OFFSETS_TOPIC, 0))
+
+    # -- request accounting (for draining at shutdown) ------------------------------------------
+
+    def request_started(self) -> None:
+        if self._in_flight == 0:
+            self._drained = trio.Event()
+        self._in_flight += 1
+
+    def request_finished(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._drained.set()
+
+    async def wait_drained(self) -> None:
+        """Wait until no request is being served; wakes long polls so they answer now."""
+        self.draining = True
+        for partition in self.partitions.values():
+            partition.wake_watchers()
+        await self._drained.wait()
 
     # -- startup -----------------------------------------------------------------------------
 
