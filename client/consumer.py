@@ -161,10 +161,11 @@ class Consumer(ClientLifecycle):
             if records:
                 return records
 
-    async def batches(self):
-        """Async iterator of record lists: the fastest way to consume."""
-        while True:
-            yield await self.getmany()
+    def batches(self) -> _Batches:
+        """Async iterator of record lists (one per fetched chunk): the fastest way to consume.
+
+        A plain iterator object, not an async generator, so breaking out of it is safe."""
+        return _Batches(self)
 
     def __aiter__(self) -> Consumer:
         return self
@@ -210,3 +211,16 @@ class Consumer(ClientLifecycle):
         response = await self._cluster.request(request)
         for chunk in state.on_fetch(response, generation):
             await out.send((generation, chunk))
+
+
+class _Batches:
+    __slots__ = ("_consumer",)
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    def __aiter__(self) -> _Batches:
+        return self
+
+    async def __anext__(self) -> list[Record]:
+        return await self._consumer.getmany()
