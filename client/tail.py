@@ -94,9 +94,10 @@ async def run(args) -> int:
         if args.partition is not None and not 0 <= args.partition < count:
             raise ValueError(f"{args.topic} has partitions 0..{count - 1}, not {args.partition}")
         partitions = [(args.topic, p) for p in chosen]
-        consumer.assign(partitions)
         starts = await start_positions(consumer, args, partitions)
         ends = await consumer.end_offsets(partitions)
+        # Assign and seek with no await in between: the first fetch starts at the right place.
+        consumer.assign(partitions)
         for tp, offset in starts.items():
             consumer.seek(*tp, offset)
         open_parts = {tp for tp in partitions if args.follow or starts[tp] < ends[tp]}

@@ -1,0 +1,502 @@
+"""Blocking ``Producer``, ``Consumer`` and ``Admin`` for plain scripts: no trio, plain sockets.
+
+They drive the same sans-IO pieces as the trio clients -- ``protocol.connection`` for the
+wire, ``Accumulator``/``SendState`` for batching, sequencing and retries, ``FetchState`` for
+positions, ``admin_ops`` for topics -- so the semantics match. Without a background task,
+the sync producer does its I/O inside your calls: a batch goes out when it fills, when
+``linger_ms`` has passed at a later ``send``, on ``flush()``/``close()``, or when you wait on
+a handle's ``result()``. The sync consumer pipelines like the async one: it sends the next
+fetch before handing you the records of the current one.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import deque
+
+from client import admin_ops as ops
+from client.accumulator import Accumulator, ProducerBatch
+from client.connection import (
+    DEFAULT_BOOTSTRAP,
+    describe_connect_error,
+    parse_bootstrap,
+    raise_for_error,
+)
+from client.errors import BrokerUnreachableError, ConnectionLostError
+from client.fetcher import EARLIEST, LATEST, FetchState
+from client.partitioner import StickyPartitioner, partition_for_key
+from client.producer import check_config, now_ms
+from client.records import Record, RecordMetadata, decode_batches
+from client.sender import SendState
+from protocol import messages as m
+from protocol.connection import ClientConnection, ResponseReceived
+from protocol.errors import ProtocolError, error_for_code
+from protocol.framing import NEED_DATA
+
+RECEIVE_BYTES = 1 << 20
+
+
+class SyncConnection:
+    """A blocking, pipelined connection: ``send`` many, ``receive`` their answers in order."""
+
+    def __init__(self, bootstrap: str, client_id: str, reconnect_timeout_s: float = 30.0):
+        self.addresses = parse_bootstrap(bootstrap)
+        self.client_id = client_id
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.sock: socket.socket | None = None
+        self.proto = ClientConnection()
+        self.ever_connected = False
+
+    def connect(self) -> None:
+        """Open a connection, trying every address with backoff (once, on first connect)."""
+        deadline = time.monotonic() + (self.reconnect_timeout_s if self.ever_connected else 0)
+        delay = 0.05
+        while True:
+            errors = []
+            for host, port in self.addresses:
+                try:
+                    self.sock = socket.create_connection((host, port), timeout=30)
+                    self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self.proto = ClientConnection()
+                    self.ever_connected = True
+                    self.request(m.HandshakeRequest(client_id=self.client_id))
+                    return
+                except (OSError, ConnectionLostError) as exc:
+                    self.close()
+                    errors.append(f"{host}:{port} ({describe_connect_error(exc)})")
+            if time.monotonic() + delay > deadline:
+                raise BrokerUnreachableError(f"cannot connect to broker at {', '.join(errors)}")
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def ensure(self) -> None:
+        if self.sock is None:
+            self.connect()
+
+    def send(self, request) -> None:
+        self.ensure()
+        _cid, pieces = self.proto.send_request(request)
+        try:
+            self.sock.sendall(b"".join(pieces))
+        except OSError as exc:
+            self.close()
+            raise ConnectionLostError(f"connection lost: {exc}") from None
+
+    def receive(self):
+        """The next response in request order (``ConnectionLostError`` if the socket dies)."""
+        try:
+            while True:
+                event = self.proto.next_event()
+                if isinstance(event, ResponseReceived):
+                    return event.response
+                if event is not NEED_DATA:
+                    raise ConnectionLostError("broker closed the connection")
+                data = self.sock.recv(RECEIVE_BYTES)
+                self.proto.receive_data(data)
+        except (OSError, ProtocolError, AttributeError) as exc:
+            self.close()
+            raise ConnectionLostError(f"connection lost: {exc}") from None
+
+    def request(self, request):
+        self.send(request)
+        response = self.receive()
+        raise_for_error(response)
+        return response
+
+    def has_data(self) -> bool:
+        """Whether a response may be read without blocking."""
+        if self.sock is None:
+            return False
+        self.sock.setblocking(False)
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # let receive() see the error
+        finally:
+            if self.sock is not None:
+                self.sock.setblocking(True)
+
+    def partitions(self, topic: str) -> int:
+        response = self.request(ops.metadata([topic]))
+        meta = response.topics[0]
+        if meta.error:
+            raise error_for_code(meta.error, f"unknown topic {topic!r}")
+        return len(meta.partitions)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class SyncDeliveryHandle:
+    """Delivery result of one record; ``result()`` sends and waits as needed."""
+
+    __slots__ = ("producer", "batch", "index")
+
+    def __init__(self, producer: Producer, batch: ProducerBatch, index: int) -> None:
+        self.producer, self.batch, self.index = producer, batch, index
+
+    def done(self) -> bool:
+        return self.batch.done
+
+    def result(self) -> RecordMetadata:
+        self.producer._deliver(self.batch)
+        return self.batch.metadata(self.index)
+
+
+class Producer:
+    """Blocking producer: ``with Producer(...) as p: p.send(...).result()``."""
+
+    def __init__(
+        self,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        *,
+        acks=1,
+        linger_ms: float = 5,
+        batch_bytes: int = 1024 * 1024,
+        buffer_bytes: int = 32 * 1024 * 1024,
+        idempotent: bool | None = None,
+        retries: int = 2**31 - 1,
+        delivery_timeout_ms: int = 120_000,
+        request_timeout_ms: int = 30_000,
+        max_in_flight: int = 5,
+        partitioner=partition_for_key,
+        client_id: str = "sluice-producer",
+    ) -> None:
+        acks, idempotent = check_config(acks, idempotent, max_in_flight)
+        self.linger_s = linger_ms / 1000
+        self.buffer_bytes = buffer_bytes
+        self.max_in_flight = max_in_flight
+        self.partitioner = partitioner
+        self._sticky = StickyPartitioner()
+        self._conn = SyncConnection(bootstrap, client_id)
+        self._acc = Accumulator(batch_bytes, time.monotonic, self._on_seal)
+        self._state = SendState(
+            self._acc, acks=acks, idempotent=idempotent, retries=retries,
+            delivery_timeout_s=delivery_timeout_ms / 1000, request_timeout_ms=request_timeout_ms,
+        )
+        self._partitions: dict[str, int] = {}
+        self._in_flight: deque[list[ProducerBatch]] = deque()
+        self._linger_due = float("inf")
+
+    def __enter__(self) -> Producer:
+        self._conn.connect()
+        if self._state.idempotent:
+            response = self._conn.request(m.InitProducerIdRequest())
+            self._state.producer_id = response.producer_id
+            self._state.producer_epoch = response.producer_epoch
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Deliver everything accepted, then disconnect."""
+        try:
+            self.flush()
+        finally:
+            self._conn.close()
+
+    def send(self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None):
+        count = self._partitions.get(topic)
+        if count is None:
+            count = self._partitions[topic] = self._conn.partitions(topic)
+        if partition is None:
+            if key is None:
+                partition = self._sticky.partition(topic, count)
+            else:
+                partition = self.partitioner(key, count)
+        elif not 0 <= partition < count:
+            raise ValueError(f"{topic} has partitions 0..{count - 1}, not {partition}")
+        batch, index = self._acc.append(
+            topic, partition, key, value, headers, now_ms() if timestamp is None else timestamp
+        )
+        now = time.monotonic()
+        if index == 0:
+            self._linger_due = min(self._linger_due, now + self.linger_s)
+        if now >= self._linger_due:
+            self._linger_due = self._acc.seal_expired(now, self.linger_s) or float("inf")
+        if self._acc.ready:
+            self._pump(block=self._acc.pending_bytes >= self.buffer_bytes)
+        return SyncDeliveryHandle(self, batch, index)
+
+    def send_batch(self, topic: str, items, *, timestamp=None, partition=None) -> list:
+        """Send many values (or ``(key, value[, headers])`` tuples); one handle each."""
+        handles = []
+        for item in items:
+            if type(item) is tuple:
+                key, value, headers = item if len(item) == 3 else (*item, None)
+            else:
+                key, value, headers = None, item, None
+            handles.append(self.send(topic, value, key=key, headers=headers,
+                                     timestamp=timestamp, partition=partition))
+        return handles
+
+    def flush(self) -> None:
+        """Send everything queued and wait until all of it is delivered or failed."""
+        self._acc.seal_all()
+        self._linger_due = float("inf")
+        while self._acc.incomplete:
+            self._pump(block=True)
+
+    def _deliver(self, batch: ProducerBatch) -> None:
+        if batch.done:
+            return
+        if self._acc.open.get((batch.topic, batch.partition)) is batch:
+            self._acc.seal(batch)
+        while not batch.done:
+            self._pump(block=True)
+
+    def _on_seal(self, batch: ProducerBatch) -> None:
+        count = self._partitions.get(batch.topic)
+        if count:
+            self._sticky.batch_sealed(batch.topic, batch.partition, count)
+
+    def _pump(self, block: bool) -> None:
+        """Send what can be sent; read answers (waiting for one if ``block``)."""
+        state = self._state
+        while True:
+            while len(self._in_flight) < self.max_in_flight:
+                next_request = state.next_request(time.monotonic())
+                if next_request is None:
+                    break
+                request, batches = next_request
+                try:
+                    self._conn.send(request)
+                except ConnectionLostError as exc:
+                    state.on_failure(batches, exc)
+                    self._reconnect(exc)
+                    continue
+                if state.acks:
+                    self._in_flight.append(batches)
+            if not self._in_flight or not (block or self._conn.has_data()):
+                state.completed.clear()
+                return
+            batches = self._in_flight.popleft()
+            try:
+                state.on_response(batches, self._conn.receive())
+            except ConnectionLostError as exc:
+                state.on_failure(batches, exc)
+                self._reconnect(exc)
+            state.completed.clear()
+            if block:
+                return
+
+    def _reconnect(self, error: ConnectionLostError) -> None:
+        while self._in_flight:
+            self._state.on_failure(self._in_flight.popleft(), error)
+        try:
+            self._conn.connect()
+        except BrokerUnreachableError as exc:
+            self._state.fail_all(exc)
+
+
+class Consumer:
+    """Blocking consumer: ``with Consumer(..., topics=[...]) as c: for record in c: ...``."""
+
+    def __init__(
+        self,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        *,
+        topics=None,
+        group_id: str | None = None,
+        auto_offset_reset: str = "latest",
+        fetch_max_bytes: int = 50 * 1024 * 1024,
+        partition_max_bytes: int = 8 * 1024 * 1024,
+        fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int = 1,
+        client_id: str = "sluice-consumer",
+    ) -> None:
+        if group_id is not None:
+            raise NotImplementedError(
+                "consumer groups are not available yet: use assign() with explicit partitions"
+            )
+        self.topics = [topics] if isinstance(topics, str) else list(topics or [])
+        self._conn = SyncConnection(bootstrap, client_id)
+        self._state = FetchState(
+            auto_offset_reset=auto_offset_reset, fetch_max_bytes=fetch_max_bytes,
+            partition_max_bytes=partition_max_bytes, fetch_max_wait_ms=fetch_max_wait_ms,
+            fetch_min_bytes=fetch_min_bytes,
+        )
+        self._in_flight: int | None = None  # generation of the fetch on the wire
+        self._chunks: deque = deque()  # fetched, not yet decoded
+        self._records: list[Record] = []
+        self._index = 0
+
+    def __enter__(self) -> Consumer:
+        self._conn.connect()
+        if self.topics:
+            self.assign([(t, p) for t in self.topics for p in range(self._conn.partitions(t))])
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def partitions_for(self, topic: str) -> int:
+        return self._conn.partitions(topic)
+
+    def assign(self, partitions) -> None:
+        self._settle()
+        self._state.assign(partitions)
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return list(self._state.assignment)
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self._settle()
+        self._state.seek((topic, partition), offset)
+
+    def seek_to_beginning(self, *partitions) -> None:
+        self._seek_to(partitions, EARLIEST)
+
+    def seek_to_end(self, *partitions) -> None:
+        self._seek_to(partitions, LATEST)
+
+    def seek_to_time(self, timestamp_ms: int, *partitions) -> None:
+        self._seek_to(partitions, timestamp_ms)
+
+    def _seek_to(self, partitions, spec: int) -> None:
+        self._settle()
+        for tp in partitions or self._state.assignment:
+            self._state.seek_to(tuple(tp), spec)
+
+    def position(self, topic: str, partition: int) -> int | None:
+        records, index = self._records, self._index
+        if index < len(records) and records[0].topic == topic and records[0].partition == partition:
+            return records[index].offset
+        return self._state.positions.get((topic, partition))
+
+    def offsets_for_times(self, timestamps: dict) -> dict:
+        return self._list_offsets(timestamps)
+
+    def beginning_offsets(self, partitions) -> dict:
+        return {tp: v[0] for tp, v in self._list_offsets({tuple(tp): EARLIEST for tp in partitions}).items()}
+
+    def end_offsets(self, partitions) -> dict:
+        return {tp: v[0] for tp, v in self._list_offsets({tuple(tp): LATEST for tp in partitions}).items()}
+
+    def _list_offsets(self, specs: dict) -> dict:
+        self._drain_fetch()
+        return ops.offsets(self._conn.request(ops.list_offsets(specs)))
+
+    def _settle(self) -> None:
+        records, index = self._records, self._index
+        if index < len(records):
+            first = records[index]
+            self._state.consumed((first.topic, first.partition), first.offset)
+        self._records, self._index = [], 0
+
+    def _drain_fetch(self) -> None:
+        """Read the answer of the fetch on the wire (so a different request can be answered)."""
+        if self._in_flight is not None:
+            generation, self._in_flight = self._in_flight, None
+            try:
+                response = self._conn.receive()
+            except ConnectionLostError:
+                self._conn.connect()
+                return
+            self._chunks += self._state.on_fetch(response, generation)
+
+    def poll(self, timeout: float | None = None) -> list[Record]:
+        """The next records (one fetched chunk); [] if none arrived within ``timeout`` s."""
+        if self._index < len(self._records):
+            records = self._records[self._index:]
+            self._records, self._index = [], 0
+            return records
+        deadline = None if timeout is None else time.monotonic() + timeout
+        state = self._state
+        while True:
+            while self._chunks:
+                chunk = self._chunks.popleft()
+                records = decode_batches(chunk.topic, chunk.partition, chunk.data, chunk.start)
+                state.consumed((chunk.topic, chunk.partition), chunk.end)
+                if records:
+                    return records
+            if deadline is not None and time.monotonic() >= deadline:
+                return []
+            state.check_positions()
+            lookup = state.list_offsets_request()
+            if lookup is not None:
+                self._drain_fetch()
+                state.on_list_offsets(self._conn.request(lookup), state.generation)
+                continue
+            self._send_fetch()
+            if self._in_flight is None:
+                return []  # nothing assigned
+            self._drain_fetch()
+            self._send_fetch()  # the next fetch travels while the caller handles these
+
+    def _send_fetch(self) -> None:
+        request = self._state.fetch_request()
+        if request is not None and self._in_flight is None:
+            try:
+                self._conn.send(request)
+                self._in_flight = self._state.generation
+            except ConnectionLostError:
+                self._conn.connect()
+
+    def batches(self):
+        """Iterator of record lists, forever."""
+        while True:
+            records = self.poll()
+            if records:
+                yield records
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Record:
+        index = self._index
+        if index < len(self._records):
+            self._index = index + 1
+            return self._records[index]
+        records = []
+        while not records:
+            records = self.poll()
+        self._records, self._index = records, 1
+        return records[0]
+
+
+class Admin:
+    """Blocking admin: ``with Admin(bootstrap) as admin: admin.create_topic("t", 3)``."""
+
+    def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, client_id: str = "sluice-admin"):
+        self._conn = SyncConnection(bootstrap, client_id)
+
+    def __enter__(self) -> Admin:
+        self._conn.connect()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._conn.close()
+
+    def create_topic(self, name: str, partitions: int = 1, configs=None) -> None:
+        self.create_topics([(name, partitions, configs or {})])
+
+    def create_topics(self, specs) -> None:
+        ops.check_topic_results(self._conn.request(ops.create_topics(specs)))
+
+    def delete_topic(self, name: str) -> None:
+        self.delete_topics([name])
+
+    def delete_topics(self, names) -> None:
+        ops.check_topic_results(self._conn.request(ops.delete_topics(names)))
+
+    def list_topics(self) -> list[str]:
+        return ops.topic_names(self._conn.request(ops.metadata()))
+
+    def describe_topic(self, name: str) -> ops.TopicInfo:
+        return self.describe_topics([name])[0]
+
+    def describe_topics(self, names=None) -> list[ops.TopicInfo]:
+        return ops.topic_infos(self._conn.request(ops.describe_topics(names)))
+
+    def list_offsets(self, specs) -> dict:
+        return ops.offsets(self._conn.request(ops.list_offsets(specs)))
