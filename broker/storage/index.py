@@ -88,11 +88,16 @@ class _SparseIndex:
 
     def reset(self) -> None:
         """Empty the index in memory and on disk (start of a rebuild)."""
-        self._buf = bytearray()
-        self._written = 0
-        self._unsynced = True
+        try:
+            had_entries = self.path.stat().st_size > 0
+        except FileNotFoundError:
+            had_entries = False
         with open(self.path, "wb"):
             pass
+        self._buf = bytearray()
+        self._written = 0
+        # Emptying a file needs an fdatasync; creating one only the directory fsync.
+        self._unsynced = self._unsynced or had_entries
 
     # -- access ------------------------------------------------------------------------------
 

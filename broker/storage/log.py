@@ -215,7 +215,7 @@ class FileLog(BaseLog):
                 file, start, end = self._use(segment).headers_from(from_offset)
             try:
                 for _, header in iter_headers(file.fileno(), start, end):
-                    yield header
+                    yield BatchHeader(*header)
             finally:
                 file.release()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from broker.storage.files import (
     INDEX_SUFFIX,
@@ -28,6 +29,7 @@ from broker.storage.files import (
 )
 from broker.storage.index import U32_MAX, CorruptIndexError, OffsetIndex, TimeIndex
 from protocol.batch import (
+    HEADER,
     HEADER_SIZE,
     LOG_OVERHEAD,
     BatchHeader,
@@ -40,7 +42,7 @@ from protocol.batch import (
 from protocol.errors import StorageError
 from protocol.slices import FileSlice
 
-_SCAN_WINDOW = 64 * 1024  # header scans read this much at a time
+_SCAN_WINDOW = 16 * 1024  # header walks read this much at a time (~ a few index intervals)
 _RECOVERY_CHUNK = 8 * 1024 * 1024  # recovery reads (and CRCs) this much at a time
 I64_MAX = 2**63 - 1
 
@@ -48,24 +50,55 @@ I64_MAX = 2**63 - 1
 BatchSpan = tuple[int, int, int, int]
 
 
-def iter_headers(fd: int, start: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
+class RawHeader(NamedTuple):
+    """A batch header as a plain tuple (``protocol.batch.HEADER`` order, no validation): a
+    header walk makes one per batch, and this is several times cheaper than ``BatchHeader``."""
+
+    base_offset: int
+    batch_length: int
+    leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+
+def iter_headers(fd: int, start: int, end: int) -> Iterator[tuple[int, RawHeader]]:
     """Headers of the trusted batches in ``[start, end)``, reading a window at a time.
 
-    Only lengths are checked (a length running past ``end`` raises): this walks data that was
-    validated when it was written or recovered.
+    Only lengths are checked (a header or length running past ``end`` raises): this walks data
+    that was validated when it was written or recovered.
     """
     window = b""
     window_start = pos = start
+    make, unpack = RawHeader._make, HEADER.unpack_from
     while pos < end:
         rel = pos - window_start
         if rel + HEADER_SIZE > len(window):
             window = os.pread(fd, min(_SCAN_WINDOW, end - pos), pos)
             window_start, rel = pos, 0
-        header = parse_header(window, rel)
-        if header.size < HEADER_SIZE or pos + header.size > end:
+            if len(window) < HEADER_SIZE:
+                raise StorageError(f"truncated batch header at position {pos} (segment end {end})")
+        header = make(unpack(window, rel))
+        size = header.batch_length + LOG_OVERHEAD
+        if size < HEADER_SIZE or pos + size > end:
             raise StorageError(f"batch at position {pos} runs past the end of its segment ({end})")
         yield pos, header
-        pos += header.size
+        pos += size
 
 
 def _valid_batches(fd: int, pos: int, file_size: int, expected: int) -> Iterator[tuple[int, BatchHeader]]:
@@ -299,7 +332,7 @@ class Segment:
                 self._last_batch_offset = header.base_offset
                 if self._max_timestamp is None or header.max_timestamp > self._max_timestamp:
                     self._max_timestamp = header.max_timestamp
-        except (StorageError, InvalidBatchError):
+        except StorageError:
             self.recover(0, self.base_offset)
             return
         self.end_offset = end
@@ -409,7 +442,7 @@ class Segment:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _locate(self, offset: int) -> tuple[int, BatchHeader]:
+    def _locate(self, offset: int) -> tuple[int, RawHeader]:
         """Position and header of the batch containing ``offset`` (index lookup, header walk)."""
         self._ensure_indexes()
         entry = self.offset_index.lookup(offset - self.base_offset)
@@ -418,7 +451,7 @@ class Segment:
                 return pos, header
         raise StorageError(f"offset {offset} is not in {self!r}")
 
-    def _walk_from(self, entry: tuple[int, int] | None) -> Iterator[tuple[int, BatchHeader]]:
+    def _walk_from(self, entry: tuple[int, int] | None) -> Iterator[tuple[int, RawHeader]]:
         """Headers from an index entry's batch (checked against the entry) to the end. A
         mismatch means the index is corrupt: rebuild it, then walk from the segment start."""
         start = entry[1] if entry else 0
