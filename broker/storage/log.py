@@ -107,25 +107,26 @@ class FileLog(BaseLog):
 
     def _recover(self, recovery_point: int) -> None:
         first = max(bisect_right(self._bases, recovery_point) - 1, 0)
-        recovered: list[Segment] = []
         for i in range(first, len(self._segments)):
             segment = self._segments[i]
             start = segment.recovery_start(recovery_point) if i == first else (0, segment.base_offset)
             truncated = segment.recover(*start)
-            recovered.append(segment)
             is_last = i + 1 == len(self._segments)
-            if not is_last and (truncated or segment.end_offset != self._bases[i + 1]):
+            cut = not is_last and (truncated or segment.end_offset != self._bases[i + 1])
+            if cut:
                 for later in self._segments[i + 1 :]:
                     later.delete()
                 del self._segments[i + 1 :], self._bases[i + 1 :]
-                break
-        for segment in recovered:
-            if segment is not self._segments[-1]:
+            elif not is_last:
                 segment.seal()
-                self._use(segment)
-            synced = segment.prepare_sync()
-            _sync(*synced)
-            synced[0].release()
+            file, index_paths = segment.prepare_sync()
+            try:
+                _sync(file, index_paths)
+            finally:
+                file.release()
+            self._use(segment)  # caps descriptors while recovering many segments
+            if cut:
+                break
         fsync_dir(self.directory)
 
     # -- lazy loading ------------------------------------------------------------------------

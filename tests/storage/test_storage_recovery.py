@@ -346,3 +346,16 @@ def test_delete_removes_the_directory(tmp_path):
     fill(log, 3)
     log.delete()
     assert not (tmp_path / "t-0").exists()
+
+
+def test_full_recovery_of_many_segments_keeps_descriptors_capped(tmp_path):
+    path = tmp_path / "t-0"
+    config = TopicConfig(segment_bytes=1)
+    log = open_log(path, config=config)
+    fill(log, 50, records=1)
+    crash(log)
+    before = open_fds()
+    log = open_log(path, recovery_point=0, config=config, max_open_segments=4)
+    assert log.segment_count == 50 and log.open_segment_count <= 5
+    assert open_fds() - before <= 5
+    log.sanity_check()
