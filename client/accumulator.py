@@ -12,6 +12,7 @@ appending; a batch's bytes are released when it completes (delivered or failed).
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from collections.abc import Callable
 from itertools import repeat
@@ -159,8 +160,13 @@ class Accumulator:
             rows = batch.rows
             start = len(rows)
             ts_delta = timestamp - batch.base_ts
+            # A burst of row tuples would set off collections that find no garbage; defer.
+            collecting = gc.isenabled()
+            gc.disable()
             rows += zip(range(start, start + k), repeat(ts_delta), repeat(None), chunk,
                         repeat(NO_HEADERS))
+            if collecting:
+                gc.enable()
             if timestamp > batch.max_ts:
                 batch.max_ts = timestamp
             elif timestamp < batch.min_ts:

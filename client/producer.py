@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import AsyncExitStack
+from time import time_ns as _time_ns
 
 import trio
 
@@ -170,12 +171,13 @@ class Producer(ClientLifecycle):
     ) -> DeliveryHandle:
         """Queue one record; raises ``trio.WouldBlock`` if the buffer is full or the topic's
         partition count is not known yet (``await send(...)`` waits for both instead)."""
-        if self._closing:
-            raise ClientClosedError("producer is closed")
-        if self._acc.pending_bytes >= self.buffer_bytes:
+        acc = self._acc
+        if acc.pending_bytes >= self.buffer_bytes:
             raise trio.WouldBlock
         count = self._partitions.get(topic)
-        if count is None:
+        if count is None or self._closing:
+            if self._closing:
+                raise ClientClosedError("producer is closed")
             raise trio.WouldBlock
         if partition is None:
             if key is None:
@@ -184,10 +186,11 @@ class Producer(ClientLifecycle):
                 partition = self.partitioner(key, count)
         elif not 0 <= partition < count:
             raise ValueError(f"{topic} has partitions 0..{count - 1}, not {partition}")
-        batch, index = self._acc.append(
-            topic, partition, key, value, headers, now_ms() if timestamp is None else timestamp
+        batch, index = acc.append(
+            topic, partition, key, value, headers,
+            _time_ns() // 1_000_000 if timestamp is None else timestamp,
         )
-        if index == 0:
+        if not index:
             self._wake.set()
         return DeliveryHandle(batch, index)
 
