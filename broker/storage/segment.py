@@ -13,7 +13,7 @@ largest timestamp.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,6 +29,7 @@ from broker.storage.files import (
 )
 from broker.storage.index import U32_MAX, CorruptIndexError, OffsetIndex, TimeIndex
 from protocol.batch import (
+    BASE_OFFSET,
     HEADER,
     HEADER_SIZE,
     LOG_OVERHEAD,
@@ -442,28 +443,29 @@ class Segment:
 
     # -- reading -----------------------------------------------------------------------------
 
+    def _entry(self, find: Callable[[int], tuple[int, int] | None], key: int) -> tuple[int, int] | None:
+        """An offset-index lookup whose entry is checked against its batch header; a mismatch
+        means a corrupt index: rebuild it from the log and look up again."""
+        self._ensure_indexes()
+        entry = find(key)
+        if entry is not None:
+            rel, position = entry
+            stored = BASE_OFFSET.unpack(os.pread(self.file().fileno(), BASE_OFFSET.size, position))[0]
+            if stored != self.base_offset + rel:
+                self.rebuild_indexes()
+                entry = find(key)
+        return entry
+
+    def _walk(self, entry: tuple[int, int] | None, start: int = 0) -> Iterator[tuple[int, RawHeader]]:
+        """Headers from an index entry's batch (or ``start``) to the end of the segment."""
+        return iter_headers(self.file().fileno(), entry[1] if entry else start, self.size)
+
     def _locate(self, offset: int) -> tuple[int, RawHeader]:
         """Position and header of the batch containing ``offset`` (index lookup, header walk)."""
-        self._ensure_indexes()
-        entry = self.offset_index.lookup(offset - self.base_offset)
-        for pos, header in self._walk_from(entry):
+        for pos, header in self._walk(self._entry(self.offset_index.lookup, offset - self.base_offset)):
             if header.next_offset > offset:
                 return pos, header
         raise StorageError(f"offset {offset} is not in {self!r}")
-
-    def _walk_from(self, entry: tuple[int, int] | None) -> Iterator[tuple[int, RawHeader]]:
-        """Headers from an index entry's batch (checked against the entry) to the end. A
-        mismatch means the index is corrupt: rebuild it, then walk from the segment start."""
-        start = entry[1] if entry else 0
-        headers = iter_headers(self.file().fileno(), start, self.size)
-        if entry is not None:
-            pos, header = next(headers)
-            if header.base_offset != self.base_offset + entry[0]:
-                self.rebuild_indexes()
-                yield from iter_headers(self.file().fileno(), 0, self.size)
-                return
-            yield pos, header
-        yield from headers
 
     def read(self, offset: int, max_bytes: int) -> FileSlice:
         """Whole batches from the one containing ``offset``: as many as fit in ``max_bytes``,
@@ -474,14 +476,10 @@ class Segment:
         if limit >= self.size:
             end = max(end, self.size)
         elif end < limit:
-            # Batches before an indexed batch start at or below the limit all fit: jump there.
-            entry = self.offset_index.lookup_position(limit)
-            if entry is not None and entry[1] > end:
-                scan = self._walk_from(entry)
-                end = entry[1]
-            else:
-                scan = iter_headers(self.file().fileno(), end, self.size)
-            for pos, batch in scan:
+            # Every batch before an indexed batch starting within the budget fits: jump there.
+            entry = self._entry(self.offset_index.lookup_position, limit)
+            end = max(end, entry[1]) if entry else end
+            for pos, batch in self._walk(None, end):
                 if pos + batch.size > limit:
                     break
                 end = pos + batch.size
@@ -490,9 +488,9 @@ class Segment:
     def find_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """``(base offset, max timestamp)`` of the first batch with max timestamp >= ``timestamp``."""
         self._ensure_indexes()
-        entry = self.time_index.last_below(timestamp)
-        start = self.offset_index.lookup(entry[1]) if entry else None
-        for _, header in self._walk_from(start):
+        below = self.time_index.last_below(timestamp)  # every batch up to it is earlier
+        entry = self._entry(self.offset_index.lookup, below[1]) if below else None
+        for _, header in self._walk(entry):
             if header.max_timestamp >= timestamp:
                 return header.base_offset, header.max_timestamp
         return None
