@@ -95,7 +95,7 @@ class _OneOf(_Kind):
         self.expected = "one of " + ", ".join(map(str, values))
 
     def ok(self, value: object) -> bool:
-        return type(value) is int and value in self.values
+        return isinstance(value, int) and not isinstance(value, bool) and value in self.values
 
 
 class _Str(_Kind):

@@ -203,7 +203,7 @@ msgpack_values = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(
-            st.sampled_from(["api", "v", "cid", "topics", "partitions", "topic", "partition"])
+            st.sampled_from(["topics", "partitions", "topic", "partition", "length", "offset"])
             | st.text(max_size=4),
             inner,
             max_size=6,
