@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from e2e.conftest import BrokerProcess, subprocess_env
+
+from tests.processes import BrokerProcess, subprocess_env
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

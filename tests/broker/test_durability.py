@@ -10,7 +10,14 @@ from protocol import messages as m
 from protocol.batch import decode_records, iter_batches
 from protocol.errors import OutOfOrderSequenceError
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce
-from tests.broker.process import BrokerProcess
+from tests.processes import BrokerProcess
+
+
+def start_broker(tmp_path) -> BrokerProcess:
+    """A broker process on the data dir ``tmp_path/data`` (restartable on the same dir)."""
+    process = BrokerProcess(tmp_path / "data", tmp_path / "broker.log")
+    process.start()
+    return process
 
 
 async def read_all(client: RawClient, topic: str, partition: int = 0) -> list[bytes]:
@@ -30,7 +37,7 @@ async def read_all(client: RawClient, topic: str, partition: int = 0) -> list[by
 
 
 async def test_sigkill_during_acks_all_loses_nothing_acknowledged(tmp_path):
-    broker = await BrokerProcess(tmp_path / "data").start()
+    broker = start_broker(tmp_path)
     async with await RawClient.connect(broker.port) as setup:
         await create_topic(setup, "t", partitions=2)
     acked: dict[int, list[bytes]] = {0: [], 1: []}
@@ -64,37 +71,34 @@ async def test_sigkill_during_acks_all_loses_nothing_acknowledged(tmp_path):
             nursery.start_soon(producer, 1)
             await enough.wait()
             broker.kill()
-        await broker.wait_killed()
-        restarted = await BrokerProcess(tmp_path / "data").start()
+        restarted = start_broker(tmp_path)
         reader = await RawClient.connect(restarted.port)
         for partition in (0, 1):
             stored = await read_all(reader, "t", partition)
             assert len(stored) == len(set(stored)), "duplicates after recovery"
             assert stored[: len(acked[partition])] == acked[partition], "acked records lost"
         await reader.aclose()
-        assert await restarted.stop() == 0
+        assert restarted.stop() == 0
 
 
 async def test_sigterm_shuts_down_cleanly_and_restart_needs_no_recovery(tmp_path):
-    data = tmp_path / "data"
-    broker = await BrokerProcess(data).start()
+    broker = start_broker(tmp_path)
     client = await RawClient.connect(broker.port)
     await create_topic(client, "t")
     await produce(client, "t", make_batch([b"kept"]), acks=1)
     await client.aclose()
-    assert await broker.stop(signal.SIGTERM) == 0
-    assert (data / ".clean-shutdown").exists()
-    assert "flushed and closed cleanly" in broker.log()
-    again = await BrokerProcess(data).start()
+    assert broker.stop(signal.SIGTERM) == 0
+    assert (tmp_path / "data" / ".clean-shutdown").exists()
+    assert "flushed and closed cleanly" in broker.log_text()
+    again = start_broker(tmp_path)
     client = await RawClient.connect(again.port)
     assert await read_all(client, "t") == [b"kept"]
     await client.aclose()
-    assert await again.stop(signal.SIGINT) == 0
+    assert again.stop(signal.SIGINT) == 0
 
 
 async def test_idempotent_producer_state_survives_crash(tmp_path):
-    data = tmp_path / "data"
-    broker = await BrokerProcess(data).start()
+    broker = start_broker(tmp_path)
     client = await RawClient.connect(broker.port)
     await create_topic(client, "t")
     init = await client.request(m.InitProducerIdRequest())
@@ -108,8 +112,7 @@ async def test_idempotent_producer_state_survives_crash(tmp_path):
         assert response.partitions[0].error == 0
     await client.aclose()
     broker.kill()
-    await broker.wait_killed()
-    restarted = await BrokerProcess(data).start()
+    restarted = start_broker(tmp_path)
     client = await RawClient.connect(restarted.port)
     retry = await produce(client, "t", batch(2, b"v2"), acks=-1)
     assert retry.partitions[0].error == 0 and retry.partitions[0].base_offset == 2
@@ -121,4 +124,4 @@ async def test_idempotent_producer_state_survives_crash(tmp_path):
     assert (await client.request(m.InitProducerIdRequest())).producer_id != pid
     assert await read_all(client, "t") == [b"v0", b"v1", b"v2", b"v3"]
     await client.aclose()
-    assert await restarted.stop() == 0
+    assert restarted.stop() == 0

@@ -8,7 +8,8 @@ import subprocess
 import pytest
 import trio
 
-from e2e.conftest import SLUICE, subprocess_env
+from tests.e2e.conftest import SLUICE
+from tests.processes import subprocess_env
 
 
 async def sluice(*args: str, env, stdin: bytes = b"", check: bool = True):

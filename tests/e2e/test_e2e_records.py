@@ -11,8 +11,8 @@ import trio
 from client.admin import Admin
 from client.consumer import Consumer
 from client.partitioner import partition_for_key
-from e2e.conftest import subprocess_env
-from e2e.workers import expected_record
+from tests.e2e.workers import expected_record
+from tests.processes import subprocess_env
 
 WORKER = str(Path(__file__).with_name("workers.py"))
 

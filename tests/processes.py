@@ -1,0 +1,92 @@
+"""Real broker processes (``python -m broker``) for end-to-end tests, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 20
+STOP_TIMEOUT_S = 20
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes: the repo importable, no stray bootstrap."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("SLUICE_BOOTSTRAP", None)
+    env.update(extra)
+    return env
+
+
+class BrokerProcess:
+    """A ``python -m broker`` child on 127.0.0.1; ``start`` returns once it is listening.
+
+    ``start`` again after ``kill``/``stop`` brings it back on the same port and data dir.
+    """
+
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "broker", "--data-dir", str(self.data_dir),
+             "--port", str(self.port)],
+            stdout=subprocess.PIPE, stderr=log, env=subprocess_env(), cwd=REPO,
+        )
+        log.close()
+        line = self._read_line()
+        prefix = b"listening on "
+        if not line.startswith(prefix):
+            self.kill()
+            raise RuntimeError(f"broker did not start: {line!r}; log: {self.log_text()}")
+        self.port = int(line[len(prefix):].strip().rsplit(b":", 1)[1])
+
+    def _read_line(self) -> bytes:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while time.monotonic() < deadline:
+                if sel.select(deadline - time.monotonic()):
+                    return self.proc.stdout.readline()
+        return b""
+
+    def kill(self) -> None:
+        """kill -9: no clean shutdown, no flush."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self._reap()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Ask the broker to shut down (SIGTERM or SIGINT); returns its exit code."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self._reap()
+
+    def _reap(self) -> int | None:
+        if self.proc is None:
+            return None
+        code = self.proc.wait()
+        self.proc.stdout.close()
+        self.proc = None
+        return code
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
