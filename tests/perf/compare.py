@@ -17,7 +17,9 @@ Workload per system and repetition (one partition / stream, N records of --value
   e2e       --e2e-rate records/s for --e2e-seconds (after a warm-up) from a producer process
             to a consumer process; latency p50/p99/max from the timestamp in the value
 Sluice runs as two variants, acks=1 and acks=all (fsync before the ack). Sluice's "raw fetch"
-reads the produced partition through the client's connection layer without decoding records.
+reads the produced partition again and again (as many bytes as the sendfile test) without
+decoding records, once with a plain socket reader (recv_into, like the sendfile baseline) and
+once through the client library's connection layer.
 Raw limits: loopback sendfile of a page-cached file, disk append with and without fdatasync.
 """
 
@@ -45,6 +47,8 @@ from peers import raw  # noqa: E402
 from peers.common import READY_LINE, RESULT_PREFIX  # noqa: E402
 from peers.servers import SERVERS, Skipped  # noqa: E402
 
+FETCH_SOCKET = "raw fetch MB/s (socket reader, no decode)"
+FETCH_CLIENT = "raw fetch MB/s (client connection, no decode)"
 PYTHON_CLIENTS = {"redis": ("redis", "hiredis"), "nats": ("nats",)}
 
 
@@ -222,8 +226,11 @@ class Run:
                      (p["client_cpu_s"] + p["server_cpu_s"]) / a.records * 1e6)
             self.add(col, "produce failed sends", a.records - p["acked"])
             if variant.system == "sluice" and variant.params.get("acks") == 1:
-                f = run_worker("sluice", "raw-fetch", base, budget)
-                self.add(col, "raw fetch MB/s (batches, no decode)", f["mb_per_s"])
+                passes = {**base, "min_bytes": a.sendfile_mib << 20}
+                f = run_worker("sluice", "raw-fetch", {**passes, "reader": "socket"}, budget)
+                self.add(col, FETCH_SOCKET, f["mb_per_s"])
+                f = run_worker("sluice", "raw-fetch", {**passes, "reader": "client"}, budget)
+                self.add(col, FETCH_CLIENT, f["mb_per_s"])
             c = run_worker(variant.system, "consume", {**base, "delete": True}, budget)
             self.add(col, "consume records/s", c["records_per_s"])
             self.add(col, "consume MB/s", c["mb_per_s"])
@@ -277,6 +284,11 @@ class Run:
                     if ours is None or theirs is None:
                         continue
                     rows.append((f"{sluice_col} / {peer}: {fig}", ours / theirs))
+        sendfile = med["raw"].get("loopback sendfile MB/s")
+        for fig in (FETCH_SOCKET, FETCH_CLIENT):
+            fetch = med.get("sluice acks=1", {}).get(fig)
+            if fetch is not None and sendfile:
+                rows.append((f"{fig.replace(' MB/s', '')} / loopback sendfile", fetch / sendfile))
         return rows
 
     def targets(self) -> list[dict]:
@@ -314,7 +326,7 @@ class Run:
         p99 = s1.get("e2e p99 ms")
         target("e2e p99 (acks=1)", "<= 2 ms", None if p99 is None else f"{p99:.2f} ms",
                None if p99 is None else p99 <= 2.0)
-        fetch = s1.get("raw fetch MB/s (batches, no decode)")
+        fetch = s1.get(FETCH_SOCKET)
         sendfile = med["raw"].get("loopback sendfile MB/s")
         if fetch is None or not sendfile:
             target("raw fetch vs loopback sendfile", ">= 70%", None, None, "not measured")

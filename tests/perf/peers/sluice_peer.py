@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 import os
 import time
 
@@ -141,35 +142,117 @@ def _ok(handle) -> bool:
 
 
 async def raw_fetch(p: dict) -> dict:
-    """Fetch a partition from the beginning through the client's connection layer, without
-    decoding records: what the broker's zero-copy fetch path delivers to a socket reader."""
+    """Fetch a partition from the beginning, again and again until ``min_bytes`` were read,
+    without decoding records: what the broker's zero-copy fetch delivers to a reader.
+
+    ``reader="socket"``: a blocking socket reading each response with ``recv_into`` into one
+    reused buffer, like the loopback sendfile baseline (requests encoded by the sans-IO
+    ``protocol.ClientConnection``): the broker's fetch path alone. ``reader="client"``: the
+    client library's connection layer (``Cluster`` + ``FetchState``), one fetch at a time.
+    """
+    if p.get("reader", "client") == "socket":
+        return _raw_fetch_socket(p)
     from client.connection import Cluster
     from client.fetcher import FetchState
 
-    address, topic = p["address"], p["topic"]
-    total = 0
-    requests = 0
+    address, topic, max_bytes = p["address"], p["topic"], p.get("max_bytes", 8 << 20)
+    min_total = p.get("min_bytes", 0)
+    total = requests = 0
     async with trio.open_nursery() as nursery:
         cluster = Cluster(address, nursery)
-        state = FetchState(
-            auto_offset_reset="earliest", partition_max_bytes=p.get("max_bytes", 8 << 20),
-            fetch_max_bytes=p.get("max_bytes", 8 << 20), fetch_max_wait_ms=0,
-        )
-        state.assign([(topic, 0)])
-        lookup = state.list_offsets_request()
-        if lookup is not None:
-            state.on_list_offsets(await cluster.request(lookup), state.generation)
-        with Timer(p.get("server_pid")) as timer:
-            while True:
-                response = await cluster.request(state.fetch_request())
-                requests += 1
-                chunks = state.on_fetch(response, state.generation)
-                if not chunks:
-                    break
-                for chunk in chunks:
-                    total += len(chunk.data)
+        await cluster.connection()
+        end = None
+        for timed in (False, True):  # the untimed pass learns the end offset
+            timer = Timer(p.get("server_pid"))
+            with timer if timed else nullcontext():
+                for _ in range(p.get("max_passes", 20) if timed else 1):
+                    state = FetchState(
+                        auto_offset_reset="earliest", partition_max_bytes=max_bytes,
+                        fetch_max_bytes=max_bytes, fetch_max_wait_ms=0,
+                    )
+                    state.assign([(topic, 0)])
+                    state.seek((topic, 0), 0)
+                    while end is None or state.fetch_positions[(topic, 0)] < end:
+                        response = await cluster.request(state.fetch_request())
+                        chunks = state.on_fetch(response, state.generation)
+                        if timed:
+                            requests += 1
+                            total += sum(len(chunk.data) for chunk in chunks)
+                        if not chunks:
+                            break
+                    if not timed:
+                        end = state.fetch_positions[(topic, 0)]
+                    elif total >= min_total:
+                        break
         await cluster.aclose()
         nursery.cancel_scope.cancel()
+    out = timer.figures()
+    out.update(bytes=total, requests=requests, mb_per_s=total / timer.elapsed / 1e6)
+    return out
+
+
+def _raw_fetch_socket(p: dict) -> dict:
+    import socket
+    import struct
+
+    from client.records import next_offset_after
+    from protocol import messages as m
+    from protocol.connection import ClientConnection
+
+    host, port = p["address"].rsplit(":", 1)
+    topic, max_bytes = p["topic"], p.get("max_bytes", 8 << 20)
+    min_total = p.get("min_bytes", 0)
+    buf = bytearray(max_bytes + (1 << 20))
+    prefix = bytearray(8)
+    proto = ClientConnection()
+
+    def recv_exact(sock, view) -> None:
+        got = 0
+        while got < len(view):
+            n = sock.recv_into(view[got:])
+            if not n:
+                raise ConnectionError("broker closed the connection")
+            got += n
+
+    def round_trip(sock, request) -> memoryview:
+        """The response frame's body (its header is skipped, not decoded)."""
+        _, pieces = proto.send_request(request)
+        sock.sendall(b"".join(pieces))
+        recv_exact(sock, memoryview(prefix))
+        frame_length, header_length = struct.unpack(">II", prefix)
+        size = frame_length - 4
+        view = memoryview(buf)[:size] if size <= len(buf) else memoryview(bytearray(size))
+        recv_exact(sock, view)
+        return view[header_length:]
+
+    def one_pass(sock, end: int | None) -> tuple[int, int, int]:
+        """Read the partition from offset 0 to ``end`` (None: until an empty fetch)."""
+        offset = got = count = 0
+        while end is None or offset < end:
+            body = round_trip(sock, m.FetchRequest(
+                max_wait_ms=0, min_bytes=1, max_bytes=max_bytes,
+                partitions=[m.FetchPartition(
+                    topic=topic, partition=0, offset=offset, max_bytes=max_bytes)],
+            ))
+            count += 1
+            following = next_offset_after(body) if len(body) else None
+            if following is None:
+                break
+            got += len(body)
+            offset = following
+        return offset, got, count
+
+    total = requests = 0
+    with socket.create_connection((host, int(port))) as sock:
+        round_trip(sock, m.HandshakeRequest(client_id="perf-raw-fetch"))
+        end, _, _ = one_pass(sock, None)  # untimed: learns the end offset, warms the cache
+        with Timer(p.get("server_pid")) as timer:
+            for _ in range(p.get("max_passes", 20)):
+                _, got, count = one_pass(sock, end)
+                total += got
+                requests += count
+                if total >= min_total:
+                    break
     out = timer.figures()
     out.update(bytes=total, requests=requests, mb_per_s=total / timer.elapsed / 1e6)
     return out
