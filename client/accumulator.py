@@ -1,9 +1,9 @@
 """Producer batching, sans-IO: records go into one open batch per partition.
 
-Per record, ``append`` does a dict lookup, a list append and some arithmetic: the row
-``(offset_delta, timestamp_delta, key, value, headers)`` is stored as given. All real work is
-per batch: ``seal`` closes a batch, and ``ProducerBatch.encode`` packs every row with ONE
-msgpack call and frames it with ``protocol.batch.assemble``. The encoded bytes are kept, so a
+Per record, ``append`` does a dict lookup and appends the record's timestamp, key, value and
+headers to the batch's four columns (the batch payload is columnar, see ``protocol.batch``).
+All real work is per batch: ``seal`` closes a batch, and ``ProducerBatch.encode`` packs the
+columns with ONE msgpack call and frames them with ``protocol.batch.assemble``. The encoded bytes are kept, so a
 retry resends exactly the same bytes (same sequence numbers) and the broker can deduplicate.
 
 Memory is bounded by the caller checking ``pending_bytes`` against its budget before
@@ -12,36 +12,36 @@ appending; a batch's bytes are released when it completes (delivered or failed).
 
 from __future__ import annotations
 
-import gc
 from collections import deque
 from collections.abc import Callable
 from itertools import repeat
 
-import msgpack
-
 from client.records import RecordMetadata
-from protocol.batch import NO_PRODUCER_ID, NO_SEQUENCE, assemble
+from protocol.batch import NO_PRODUCER_ID, NO_SEQUENCE, assemble, pack_records
 
 # Approximate per-record framing cost in the msgpack payload (array header, ints, nils).
 RECORD_OVERHEAD = 16
 NO_HEADERS = ()
-_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
 class ProducerBatch:
     """Records for one partition, from first append to delivery or failure."""
 
     __slots__ = (
-        "topic", "partition", "rows", "size", "base_ts", "min_ts", "max_ts", "created",
-        "data", "base_sequence", "attempts", "base_offset", "error", "done", "waiter",
+        "topic", "partition", "timestamps", "keys", "values", "headers", "size", "min_ts",
+        "max_ts", "created", "data", "base_sequence", "attempts", "base_offset", "error",
+        "done", "waiter",
     )
 
     def __init__(self, topic: str, partition: int, timestamp: int, created: float) -> None:
         self.topic = topic
         self.partition = partition
-        self.rows: list[tuple] = []
+        self.timestamps: list[int] = []
+        self.keys: list[bytes | None] = []
+        self.values: list[bytes | None] = []
+        self.headers: list = []
         self.size = 0
-        self.base_ts = self.min_ts = self.max_ts = timestamp
+        self.min_ts = self.max_ts = timestamp
         self.created = created
         self.data: bytearray | None = None  # encoded once, resent as is
         self.base_sequence = NO_SEQUENCE
@@ -51,18 +51,16 @@ class ProducerBatch:
         self.done = False
         self.waiter = None  # set by the I/O layer to be woken on completion
 
+    def __len__(self) -> int:
+        return len(self.values)
+
     def encode(self, producer_id: int = NO_PRODUCER_ID, producer_epoch: int = -1) -> bytearray:
         """The batch's bytes (built on first call, then reused for every retry)."""
         if self.data is None:
-            rows = self.rows
-            if self.min_ts < self.base_ts:  # an explicit timestamp went backwards: rebase
-                shift = self.base_ts - self.min_ts
-                rows = [(od, td + shift, k, v, h) for od, td, k, v, h in rows]
-                self.base_ts = self.min_ts
             self.data = assemble(
-                _packb(rows),
-                record_count=len(rows),
-                base_timestamp=self.base_ts,
+                pack_records(self.timestamps, self.keys, self.values, self.headers, self.min_ts),
+                record_count=len(self.values),
+                base_timestamp=self.min_ts,
                 max_timestamp=self.max_ts,
                 producer_id=producer_id,
                 producer_epoch=producer_epoch,
@@ -71,12 +69,11 @@ class ProducerBatch:
         return self.data
 
     def metadata(self, index: int) -> RecordMetadata:
-        """The delivery result of row ``index`` (raises the batch's error if it failed)."""
+        """The delivery result of record ``index`` (raises the batch's error if it failed)."""
         if self.error is not None:
             raise self.error
-        row = self.rows[index]
         offset = self.base_offset + index if self.base_offset >= 0 else -1
-        return RecordMetadata(self.topic, self.partition, offset, self.base_ts + row[1])
+        return RecordMetadata(self.topic, self.partition, offset, self.timestamps[index])
 
 
 class Accumulator:
@@ -112,14 +109,16 @@ class Accumulator:
             headers = NO_HEADERS
         tp = (topic, partition)
         batch = self.open.get(tp)
-        if batch is None or (batch.size + size > self.batch_bytes and batch.rows):
+        if batch is None or (batch.size + size > self.batch_bytes and batch.values):
             if batch is not None:
                 self.seal(batch)
             batch = self.open[tp] = ProducerBatch(topic, partition, timestamp, self.clock())
             self.incomplete += 1
-        rows = batch.rows
-        index = len(rows)
-        rows.append((index, timestamp - batch.base_ts, key, value, headers))
+        index = len(batch.values)
+        batch.timestamps.append(timestamp)
+        batch.keys.append(key)
+        batch.values.append(value)
+        batch.headers.append(headers)
         batch.size += size
         self.pending_bytes += size
         if timestamp > batch.max_ts:
@@ -131,14 +130,14 @@ class Accumulator:
     def append_values(
         self, topic: str, partition: int, values: list, timestamp: int
     ) -> list[tuple[ProducerBatch, int, int]]:
-        """Add keyless, headerless ``values`` (no None) in bulk: rows are built by C-level
-        iterators, batch by batch. Returns ``(batch, first index, count)`` segments."""
+        """Add keyless, headerless ``values`` (no None) in bulk: the columns are extended by
+        C-level iterators, batch by batch. Returns ``(batch, first index, count)`` segments."""
         segments = []
         tp = (topic, partition)
         i, n = 0, len(values)
         while i < n:
             batch = self.open.get(tp)
-            if batch is None or (batch.size >= self.batch_bytes and batch.rows):
+            if batch is None or (batch.size >= self.batch_bytes and batch.values):
                 if batch is not None:
                     self.seal(batch)
                 batch = self.open[tp] = ProducerBatch(topic, partition, timestamp, self.clock())
@@ -148,7 +147,7 @@ class Accumulator:
             while True:
                 chunk = values[i : i + k]
                 size = sum(map(len, chunk)) + k * RECORD_OVERHEAD
-                if size <= room or (k == 1 and not batch.rows):
+                if size <= room or (k == 1 and not batch.values):
                     break
                 if k == 1:  # not even one more fits: seal and start a new batch
                     k = 0
@@ -157,16 +156,11 @@ class Accumulator:
             if k == 0:
                 self.seal(batch)
                 continue
-            rows = batch.rows
-            start = len(rows)
-            ts_delta = timestamp - batch.base_ts
-            # A burst of row tuples would set off collections that find no garbage; defer.
-            collecting = gc.isenabled()
-            gc.disable()
-            rows += zip(range(start, start + k), repeat(ts_delta), repeat(None), chunk,
-                        repeat(NO_HEADERS))
-            if collecting:
-                gc.enable()
+            start = len(batch.values)
+            batch.timestamps += repeat(timestamp, k)
+            batch.keys += repeat(None, k)
+            batch.values += chunk
+            batch.headers += repeat(NO_HEADERS, k)
             if timestamp > batch.max_ts:
                 batch.max_ts = timestamp
             elif timestamp < batch.min_ts:

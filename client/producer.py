@@ -210,7 +210,7 @@ class Producer(ClientLifecycle):
         """Queue many records at once; ``await`` the result for their ``RecordMetadata``.
 
         ``items`` are values (bytes), or ``(key, value)`` / ``(key, value, headers)`` tuples.
-        Plain values take a bulk path that builds rows without per-record Python code.
+        Plain values take a bulk path that extends the batch columns without per-record Python code.
         """
         items = items if isinstance(items, list) else list(items)
         await self._ready_for(topic)

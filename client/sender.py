@@ -88,7 +88,7 @@ class SendState:
             if self.idempotent and batch.base_sequence == NO_SEQUENCE:
                 seq = self.next_sequence.get(tp, 0)
                 batch.base_sequence = seq
-                self.next_sequence[tp] = (seq + len(batch.rows)) % SEQUENCE_WRAP
+                self.next_sequence[tp] = (seq + len(batch)) % SEQUENCE_WRAP
             data = batch.encode(self.producer_id, self.producer_epoch)
             batch.attempts += 1
             total += len(data)
@@ -160,7 +160,7 @@ class SendState:
                     if batch.base_sequence > hole:
                         batch.data = None  # never written: safe to re-encode renumbered
                         batch.base_sequence = seq
-                        seq = (seq + len(batch.rows)) % SEQUENCE_WRAP
+                        seq = (seq + len(batch)) % SEQUENCE_WRAP
                 self.next_sequence[tp] = seq
             queue = self.acc.ready.setdefault(tp, deque())
             queue.extendleft(reversed(batches))

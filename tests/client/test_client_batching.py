@@ -1,4 +1,4 @@
-"""Producer batching: rows in, one valid record batch per partition out; sequencing/retries."""
+"""Producer batching: records in, one valid record batch per partition out; sequencing/retries."""
 
 import pytest
 
@@ -55,7 +55,7 @@ def test_a_full_batch_is_sealed_and_memory_is_accounted():
     acc, _, sealed = make(batch_bytes=100)
     for i in range(10):
         acc.append("t", 0, None, b"x" * 30, None, i)
-    assert len(sealed) == 4 and all(len(b.rows) == 2 for b in sealed)
+    assert len(sealed) == 4 and all(len(b) == 2 for b in sealed)
     assert acc.incomplete == 5
     pending = acc.pending_bytes
     acc.finish(sealed[0], 0)

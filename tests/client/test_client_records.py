@@ -26,3 +26,15 @@ def test_since_accepts_ms_relative_and_iso():
     assert parse_since("1700000000000") == 1_700_000_000_000
     assert parse_since("15m", now_ms=1_000_000) == 100_000
     assert parse_since("2024-01-01T00:00:00+00:00") == 1_704_067_200_000
+
+
+def test_batch_with_inconsistent_columns_is_a_named_error():
+    import msgpack
+    import pytest
+
+    from protocol.batch import BatchRecordsError, assemble
+
+    payload = msgpack.packb([None, [b"k"], [b"a", b"b"], None], use_bin_type=True)
+    batch = assemble(payload, record_count=2, base_timestamp=0, max_timestamp=0)
+    with pytest.raises(BatchRecordsError, match="malformed records"):
+        decode_batches("t", 0, batch, 0)

@@ -3,6 +3,7 @@
 import dataclasses
 import struct
 
+import msgpack
 import pytest
 from crc32c import crc32c
 from hypothesis import given
@@ -55,7 +56,7 @@ def test_golden_batch():
         "0000004a"  # batch_length 74
         "ffffffff"  # leader_epoch -1
         "01"  # magic
-        "633d7186"  # crc
+        "d92d9e86"  # crc
         "0000"  # attributes
         "00000001"  # last_offset_delta
         "00000000000003e7"  # base_timestamp 999 (the smallest)
@@ -64,10 +65,11 @@ def test_golden_batch():
         "0001"  # producer_epoch
         "00000003"  # base_sequence
         "00000002"  # record_count
-        # [[0, 1, b"k", b"v", [["h", b"1"]]], [1, 0, nil, b"w", []]]
-        "92950001c4016bc401769192a168c40131950100c0c4017790"
+        # columns [timestamp_deltas, keys, values, headers]:
+        # [[1, 0], [b"k", nil], [b"v", b"w"], [[["h", b"1"]], []]]
+        "9492010092c4016bc092c40176c40177929192a168c4013190"
     )
-    assert crc32c(SMALL[21:]) == 0x633D7186
+    assert crc32c(SMALL[21:]) == 0xD92D9E86
     header = validate_batch(SMALL)
     assert (header.size, header.last_offset, header.next_offset, header.last_sequence) == (
         86,
@@ -243,7 +245,7 @@ def test_stamp_keeps_the_crc_valid():
     batch = bytearray(SMALL)
     stamp(batch, 1234, leader_epoch=5)
     header = validate_batch(batch)
-    assert (header.base_offset, header.leader_epoch, header.crc) == (1234, 5, 0x633D7186)
+    assert (header.base_offset, header.leader_epoch, header.crc) == (1234, 5, 0xD92D9E86)
     stamp(memoryview(batch), 99)
     assert validate_batch(batch).leader_epoch == 5
     assert [r.offset for r in decode_records(batch)] == [99, 100]
@@ -266,3 +268,33 @@ def test_split_batches_stops_at_a_partial_tail():
 def test_split_batches_refuses_an_impossible_length():
     with pytest.raises(BatchLengthError):
         split_batches(SMALL + bytes(rebuilt(SMALL, fix_crc=False, batch_length=3)))
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        [None, None, [b"a"]],  # three columns
+        [None, None, None, None],  # values may not be nil
+        [None, None, [b"a", b"b", b"c"], None],  # values longer than record_count
+        [[0], None, [b"a", b"b"], None],  # a timestamp column of the wrong length
+        [None, [b"k"], [b"a", b"b"], None],  # a key column of the wrong length
+        [None, None, [b"a", b"b"], [[]]],  # a headers column of the wrong length
+        {"values": [b"a", b"b"]},  # not an array
+    ],
+)
+def test_malformed_columns_are_named_errors(columns):
+    payload = msgpack.packb(columns, use_bin_type=True)
+    batch = assemble(payload, record_count=2, base_timestamp=0, max_timestamp=0)
+    validate_batch(batch)  # the CRC is right: only decoding can tell
+    with pytest.raises(BatchRecordsError):
+        decode_records(batch)
+
+
+def test_nil_columns_mean_defaults():
+    payload = msgpack.packb([None, None, [b"a", None], None], use_bin_type=True)
+    batch = assemble(payload, record_count=2, base_timestamp=42, max_timestamp=42)
+    stamp(batch, 10)
+    assert [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in decode_records(batch)] == [
+        (10, 42, None, b"a", []),
+        (11, 42, None, None, []),
+    ]
