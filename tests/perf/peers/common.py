@@ -52,7 +52,9 @@ def wait_for_port(port: int, timeout: float = 10.0, proc=None) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+                raise TimeoutError(
+                    f"nothing listening on 127.0.0.1:{port} after {timeout} s"
+                ) from None
             time.sleep(0.02)
 
 

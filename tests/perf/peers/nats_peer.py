@@ -12,8 +12,15 @@ import nats
 from nats.js.api import StorageType
 
 from peers.common import (
-    Timer, check_sequence, emit_ready, latency_summary, make_values, seq_of, stamp_of,
-    stamped_value, throughput,
+    Timer,
+    check_sequence,
+    emit_ready,
+    latency_summary,
+    make_values,
+    seq_of,
+    stamp_of,
+    stamped_value,
+    throughput,
 )
 
 IN_FLIGHT = 1000
@@ -78,7 +85,7 @@ async def _read(js, subject: str, expected: int, timeout_s: float, on_batch) -> 
     sub = await js.subscribe(subject, cb=handler, ordered_consumer=True)
     try:
         await asyncio.wait_for(done.wait(), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     await sub.unsubscribe()
 

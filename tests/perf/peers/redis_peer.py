@@ -12,8 +12,16 @@ import time
 import redis
 
 from peers.common import (
-    Timer, check_sequence, emit_ready, latency_summary, make_key, make_values, seq_of,
-    stamp_of, stamped_value, throughput,
+    Timer,
+    check_sequence,
+    emit_ready,
+    latency_summary,
+    make_key,
+    make_values,
+    seq_of,
+    stamp_of,
+    stamped_value,
+    throughput,
 )
 
 PIPELINE = 1000

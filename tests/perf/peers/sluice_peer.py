@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import inspect
-from contextlib import nullcontext
 import os
 import time
+from contextlib import nullcontext
 
 import trio
 
 import client
 from peers.common import (
-    Timer, check_sequence, emit_ready, latency_summary, make_key, make_values, seq_of,
-    stamp_of, stamped_value, throughput,
+    Timer,
+    check_sequence,
+    emit_ready,
+    latency_summary,
+    make_key,
+    make_values,
+    seq_of,
+    stamp_of,
+    stamped_value,
+    throughput,
 )
 
 CHUNK = 10_000  # records handed to send_batch per call
