@@ -165,7 +165,7 @@ async def perf_e2e(args) -> int:
     latencies: list[float] = []
     async with (
         Consumer(args.bootstrap, fetch_max_wait_ms=100) as consumer,
-        Producer(args.bootstrap, acks=args.acks, linger_ms=0) as producer,
+        Producer(args.bootstrap, acks=args.acks, linger_ms=args.linger_ms) as producer,
     ):
         count = await consumer.partitions_for(args.topic)
         consumer.assign([(args.topic, p) for p in range(count)])
@@ -213,7 +213,8 @@ def add_parser(commands, add_bootstrap, acks_value) -> None:
         mode.add_argument("--partitions", type=int, default=1,
                           help="partitions if the topic is created (default 1)")
         mode.add_argument("--acks", type=acks_value, default=1, help="0, 1 or all (default 1)")
-        mode.add_argument("--linger-ms", type=float, default=5)
+        mode.add_argument("--linger-ms", type=float, default=0 if name == "e2e" else 5,
+                          help="producer linger (default 5; 0 for e2e)")
         mode.add_argument("--api", choices=["batch", "record"], default="batch",
                           help="batch: send_batch()/batches(); record: send()/async for")
         mode.add_argument("--rate", type=int, default=5000, help="e2e: records/s (default 5000)")
