@@ -1,4 +1,4 @@
-"""The trio ``Admin``: topics and offsets. Request building and result checking live in
+"""The trio ``Admin``: topics, offsets and consumer groups. Request building and result checking live in
 ``client.admin_ops`` so the blocking ``client.sync.Admin`` shares them."""
 
 from __future__ import annotations
@@ -42,3 +42,20 @@ class Admin(ClientLifecycle):
         """``{(topic, partition): timestamp or "earliest"/"latest"}`` ->
         ``{(topic, partition): (offset, timestamp) or None}``."""
         return ops.offsets(await self._cluster.request(ops.list_offsets(specs)))
+
+    async def list_groups(self) -> list[ops.GroupListing]:
+        """Every group the broker knows: ``(group_id, state, members)``."""
+        return ops.group_listings(await self._cluster.request(ops.list_groups()))
+
+    async def describe_group(self, group_id: str) -> ops.GroupInfo:
+        """Members and their partitions; per partition committed offset, log end and lag
+        (``end_offset - committed``), and the total lag. ``GroupIdNotFoundError`` if unknown."""
+        response = await self._cluster.request(ops.describe_groups([group_id]))
+        description = ops.group_description(response, group_id)
+        missing = ops.unlisted_assigned(description)
+        ends = {}
+        if missing:
+            found = ops.offsets(await self._cluster.request(
+                ops.list_offsets({tp: "latest" for tp in missing})))
+            ends = {tp: v[0] for tp, v in found.items() if v is not None}
+        return ops.group_info(description, ends)

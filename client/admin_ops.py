@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from protocol import messages as m
-from protocol.errors import error_for_code
+from protocol.errors import GroupIdNotFoundError, error_for_code
 
 OFFSET_SPECS = {"earliest": -2, "latest": -1}
 
@@ -81,3 +81,89 @@ def offsets(response: m.ListOffsetsResponse) -> dict:
             raise error_for_code(r.error, f"{r.topic}[{r.partition}]: offset lookup failed")
         out[(r.topic, r.partition)] = None if r.offset < 0 else (r.offset, r.timestamp)
     return out
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+
+class GroupListing(NamedTuple):
+    group_id: str
+    state: str  # "empty", "stable" or "reconciling"
+    members: int
+
+
+class MemberInfo(NamedTuple):
+    member_id: str
+    client_id: str
+    partitions: list[tuple[str, int]]
+
+
+class GroupPartitionInfo(NamedTuple):
+    topic: str
+    partition: int
+    committed: int | None  # None: assigned but nothing committed yet
+    end_offset: int
+    lag: int | None  # end_offset - committed; None without a commit
+    member_id: str | None  # the member it is assigned to, if any
+
+
+class GroupInfo(NamedTuple):
+    group_id: str
+    state: str
+    epoch: int
+    members: list[MemberInfo]
+    partitions: list[GroupPartitionInfo]
+    total_lag: int
+
+
+def list_groups() -> m.ListGroupsRequest:
+    return m.ListGroupsRequest()
+
+
+def group_listings(response: m.ListGroupsResponse) -> list[GroupListing]:
+    return [GroupListing(g.group_id, g.state, g.members) for g in response.groups]
+
+
+def describe_groups(group_ids) -> m.DescribeGroupsRequest:
+    return m.DescribeGroupsRequest(groups=list(group_ids))
+
+
+def group_description(response: m.DescribeGroupsResponse, group_id: str) -> m.GroupDescription:
+    for g in response.groups:
+        if g.group_id == group_id:
+            if g.error:
+                raise error_for_code(g.error, g.message or f"no group {group_id!r}")
+            return g
+    raise GroupIdNotFoundError(f"no group {group_id!r}")
+
+
+def unlisted_assigned(description: m.GroupDescription) -> list[tuple[str, int]]:
+    """Partitions assigned to a member that have no committed offset (so no lag row yet)."""
+    listed = {(o.topic, o.partition) for o in description.offsets}
+    return sorted(
+        (a.topic, p) for mem in description.members for a in mem.assignment
+        for p in a.partitions if (a.topic, p) not in listed
+    )
+
+
+def group_info(description: m.GroupDescription, end_offsets: dict) -> GroupInfo:
+    """``end_offsets``: log end of each ``unlisted_assigned`` partition."""
+    owner = {}
+    members = []
+    for mem in description.members:
+        parts = sorted((a.topic, p) for a in mem.assignment for p in a.partitions)
+        members.append(MemberInfo(mem.member_id, mem.client_id, parts))
+        owner.update((tp, mem.member_id) for tp in parts)
+    rows = [
+        GroupPartitionInfo(o.topic, o.partition, o.offset, o.log_end_offset,
+                           o.lag if o.lag >= 0 else None, owner.get((o.topic, o.partition)))
+        for o in description.offsets
+    ]
+    rows += [
+        GroupPartitionInfo(t, p, None, end_offsets.get((t, p), -1), None, owner.get((t, p)))
+        for t, p in unlisted_assigned(description)
+    ]
+    rows.sort(key=lambda r: (r.topic, r.partition))
+    total = sum(r.lag for r in rows if r.lag is not None)
+    return GroupInfo(description.group_id, description.state, description.epoch,
+                     sorted(members, key=lambda mem: mem.member_id), rows, total)

@@ -1,32 +1,47 @@
-"""The trio ``Consumer``: assigned partitions, pipelined fetches, records by the batch.
+"""The trio ``Consumer``: assigned partitions or a consumer group, pipelined fetches, records
+by the batch.
 
 A fetch task keeps the next fetch in flight while the application works through the current
 one: fetched chunks go through a one-slot channel, and are decoded (one msgpack call per
 batch) only when the application reaches them. ``async for`` hands out buffered records
 without awaiting anything; it yields to the scheduler once per fetched chunk.
+
+With ``group_id`` a heartbeat task keeps the membership (``client.group``) and follows the
+broker's assignment. A revoked partition stops being fetched at once; the records of it
+already handed out are the application's to finish, so the rest of the revoke (commit in
+auto-commit mode, ``on_revoke``, reporting it released) runs when the application next asks
+for a record -- or right away if it is waiting for one. Auto-commits follow the same rule:
+they only ever commit records the application has finished with.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import AsyncExitStack
 
 import trio
 
 from client import admin_ops as ops
 from client.connection import DEFAULT_BOOTSTRAP
-from client.errors import ConnectionLostError
+from client.errors import ClientClosedError, ConnectionLostError, SluiceError, is_retriable
 from client.fetcher import EARLIEST, LATEST, FetchState
+from client.group import REJOIN_ERRORS, GroupMembership, call_back, normalize_offsets
 from client.lifecycle import ClientLifecycle
 from client.records import Record, decode_batches
 
+log = logging.getLogger("sluice.consumer")
+
 RETRY_BACKOFF_S = 0.1
+CLOSE_TIMEOUT_S = 10.0
 
 
 class Consumer(ClientLifecycle):
     """Async consumer; ``async with Consumer(...) as consumer: async for record in consumer``.
 
-    ``topics`` assigns every partition of those topics; or call ``assign`` explicitly.
-    Consumer groups (``group_id``) arrive with the groups feature.
+    Without ``group_id``: ``topics`` assigns every partition of those topics; or call
+    ``assign`` explicitly. With ``group_id``: joins the group, subscribed to ``topics``, and
+    consumes the partitions the broker assigns (see docs/GROUPS.md). ``on_assign`` /
+    ``on_revoke`` get a sorted list of ``(topic, partition)``; they may be sync or async.
     """
 
     def __init__(
@@ -35,6 +50,11 @@ class Consumer(ClientLifecycle):
         *,
         topics=None,
         group_id: str | None = None,
+        auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5_000,
+        session_timeout_ms: int = 10_000,
+        on_assign=None,
+        on_revoke=None,
         auto_offset_reset: str = "latest",
         fetch_max_bytes: int = 50 * 1024 * 1024,
         partition_max_bytes: int = 8 * 1024 * 1024,
@@ -42,13 +62,26 @@ class Consumer(ClientLifecycle):
         fetch_min_bytes: int = 1,
         client_id: str = "sluice-consumer",
     ) -> None:
-        if group_id is not None:
-            raise NotImplementedError(
-                "consumer groups are not available yet: use assign() with explicit partitions"
-            )
         self.bootstrap = bootstrap
         self.client_id = client_id
         self.topics = [topics] if isinstance(topics, str) else list(topics or [])
+        self._group = None
+        if group_id is not None:
+            self._group = GroupMembership(
+                group_id, self.topics, session_timeout_ms=session_timeout_ms,
+                auto_commit=auto_commit, auto_commit_interval_ms=auto_commit_interval_ms,
+            )
+        self.on_assign, self.on_revoke = on_assign, on_revoke
+        # Group bookkeeping (see the module docstring): ``_due`` makes the next record
+        # request run ``_maintenance`` first; ``_holding`` is true while the application may
+        # still be working on records handed out to it.
+        self._due = False
+        self._holding = False
+        self._claimed: set = set()
+        self._hb_wake = trio.Event()
+        self._hb_done = trio.Event()
+        self._closing = False
+        self._hb_scope: trio.CancelScope | None = None
         self._state = FetchState(
             auto_offset_reset=auto_offset_reset,
             fetch_max_bytes=fetch_max_bytes,
@@ -62,6 +95,14 @@ class Consumer(ClientLifecycle):
         self._index = 0
 
     async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
+        if self._group is not None:
+            for topic in self.topics:
+                await self._cluster.partitions(topic)  # unknown topic: fail here, clearly
+            send, self._chunks_in = trio.open_memory_channel(1)
+            nursery.start_soon(self._fetch_loop, send)
+            nursery.start_soon(self._heartbeat_loop)
+            stack.push_async_exit(self._close_group)
+            return
         if self.topics:
             parts = []
             for topic in self.topics:
@@ -75,6 +116,8 @@ class Consumer(ClientLifecycle):
 
     def assign(self, partitions) -> None:
         """Consume exactly these ``(topic, partition)`` pairs (replacing any assignment)."""
+        if self._group is not None:
+            raise ValueError("a group consumer's partitions are assigned by the group")
         self._settle()
         self._state.assign(partitions)
         self._changed.set()
@@ -84,7 +127,13 @@ class Consumer(ClientLifecycle):
         return await self._cluster.partitions(topic)
 
     def assignment(self) -> list[tuple[str, int]]:
+        """The partitions being consumed (in a group: the ones assigned and set up)."""
         return list(self._state.assignment)
+
+    @property
+    def member_id(self) -> str:
+        """This consumer's member id in its group ("" until joined, or without a group)."""
+        return self._group.member_id if self._group is not None else ""
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """The next record returned for this partition will be the one at ``offset``."""
@@ -145,11 +194,17 @@ class Consumer(ClientLifecycle):
 
     async def getmany(self) -> list[Record]:
         """The next non-empty list of records (from one fetched chunk)."""
+        self._holding = False
+        if self._due:
+            await self._maintenance()
         while True:
             if self._index < len(self._records):
                 records = self._records[self._index:] if self._index else self._records
                 self._records, self._index = [], 0
+                self._holding = True
                 return records
+            if self._chunks_in is None:
+                raise ClientClosedError("the consumer is not open (use `async with`)")
             item = await self._chunks_in.receive()
             if isinstance(item, BaseException):
                 raise item
@@ -159,6 +214,7 @@ class Consumer(ClientLifecycle):
             records = decode_batches(chunk.topic, chunk.partition, chunk.data, chunk.start)
             self._state.consumed((chunk.topic, chunk.partition), chunk.end)
             if records:
+                self._holding = True
                 return records
 
     def batches(self) -> _Batches:
@@ -171,6 +227,9 @@ class Consumer(ClientLifecycle):
         return self
 
     async def __anext__(self) -> Record:
+        if self._due:  # the previous record is finished: a safe point for group work
+            self._holding = False
+            await self._maintenance()
         index = self._index
         records = self._records
         if index < len(records):
@@ -179,6 +238,192 @@ class Consumer(ClientLifecycle):
         self._records = await self.getmany()
         self._index = 1
         return self._records[0]
+
+    # -- groups ------------------------------------------------------------------------------
+
+    async def commit(self, offsets=None) -> None:
+        """Commit group offsets; returns once the broker has fsync'd them.
+
+        ``offsets``: ``{(topic, partition): offset}``, the offset being the next one to read.
+        Default: the position of every partition this member owns, i.e. everything handed
+        out so far counts as processed -- call it after processing.
+        """
+        if self._group is None:
+            raise ValueError("commit() needs a consumer with a group_id")
+        if offsets is None:
+            offsets = {tp: o for tp, o in self._positions().items() if o is not None}
+        else:
+            offsets = normalize_offsets(offsets)
+        if offsets:
+            await self._commit(offsets)
+
+    async def committed(self, partitions=None) -> dict:
+        """The group's committed offsets: ``{(topic, partition): offset or None}``."""
+        if self._group is None:
+            raise ValueError("committed() needs a consumer with a group_id")
+        wanted = sorted(self._positions() if partitions is None else map(tuple, partitions))
+        response = await self._cluster.request(self._group.fetch_offsets_request(wanted))
+        found = self._group.on_fetch_offsets(response)
+        return {tp: found.get(tp) for tp in wanted}
+
+    def _positions(self) -> dict:
+        """Positions of every partition this member owns, including ones being revoked."""
+        out = {tp: self.position(*tp) for tp in self._state.assignment}
+        out.update(self._group.revoking)
+        return out
+
+    async def _commit(self, offsets: dict) -> None:
+        group = self._group
+        response = await self._cluster.request(group.commit_request(offsets))
+        group.on_commit(response, offsets)
+
+    async def _commit_quietly(self, offsets: dict, why: str) -> None:
+        """Background commits (auto, on revoke, on close) log failures instead of raising."""
+        if not offsets:
+            return
+        try:
+            await self._commit(offsets)
+        except SluiceError as exc:
+            log.warning("group %s: %s commit failed: %s", self._group.group_id, why, exc)
+
+    async def _heartbeat_loop(self) -> None:
+        group = self._group
+        try:
+            with trio.CancelScope() as self._hb_scope:
+                while not self._closing:
+                    now = trio.current_time()
+                    if now >= group.next_heartbeat:
+                        await self._heartbeat()
+                        continue
+                    if not self._holding:  # the application is not inside a record: act now
+                        await self._finish_revokes()
+                        if group.auto_commit_due(now):
+                            await self._auto_commit()
+                    elif group.revoking or group.auto_commit_due(now):
+                        self._due = True  # ... else at its next request for records
+                    self._hb_wake = trio.Event()
+                    wake_at = min(group.next_heartbeat, group.next_auto_commit)
+                    with trio.move_on_at(wake_at):
+                        await self._hb_wake.wait()
+        finally:
+            self._hb_done.set()
+
+    async def _heartbeat(self) -> None:
+        group = self._group
+        try:
+            response = await self._cluster.request(group.heartbeat_request(trio.current_time()))
+        except REJOIN_ERRORS as exc:
+            log.info("group %s: %s; rejoining", group.group_id, exc)
+            await self._lose_all()
+            return
+        except SluiceError as exc:
+            if not is_retriable(exc):
+                raise
+            group.next_heartbeat = trio.current_time() + RETRY_BACKOFF_S
+            return
+        plan = group.on_heartbeat(response, trio.current_time())
+        if plan.revoke:
+            self._start_revoke(plan.revoke)
+        if plan.assign:
+            await self._take(plan.assign)
+
+    def _start_revoke(self, partitions) -> None:
+        """Stop fetching ``partitions`` at once; commit and release follow (_finish_revokes)."""
+        records, index = self._records, self._index
+        if index < len(records) and (records[0].topic, records[0].partition) in partitions:
+            self._settle()  # unread records of it are dropped: its position is the first one
+        positions = {tp: self.position(*tp) for tp in partitions}
+        self._state.assign([tp for tp in self._state.assignment if tp not in partitions])
+        self._changed.set()
+        self._group.start_revoke(positions)
+        self._due = True
+
+    async def _finish_revokes(self) -> None:
+        """Commit (auto-commit mode), ``on_revoke``, and report released; then heartbeat."""
+        group = self._group
+        todo = {tp: o for tp, o in group.revoking.items() if tp not in self._claimed}
+        if not todo:
+            return
+        self._claimed.update(todo)
+        try:
+            if group.auto_commit:
+                await self._commit_quietly(group.uncommitted(todo), "revoke")
+            await call_back(self.on_revoke, sorted(todo))
+        finally:
+            self._claimed.difference_update(todo)
+        group.released(todo)
+        self._hb_wake.set()
+
+    async def _take(self, partitions) -> None:
+        """New partitions: start at their committed offsets (else auto_offset_reset)."""
+        group = self._group
+        response = await self._cluster.request(group.fetch_offsets_request(partitions))
+        committed = group.on_fetch_offsets(response)
+        new = sorted(partitions)
+        self._state.assign(self._state.assignment + new)
+        for tp in new:
+            if tp in committed:
+                self._state.seek(tp, committed[tp])
+        group.took(new)
+        await call_back(self.on_assign, new)
+        self._changed.set()
+
+    async def _lose_all(self) -> None:
+        """The broker forgot or fenced us: drop every partition (no commit), rejoin."""
+        lost = self._group.reset()
+        records, index = self._records, self._index
+        if index < len(records):
+            self._settle()
+        self._state.assign([])
+        self._changed.set()
+        if lost:
+            await call_back(self.on_revoke, lost)
+
+    async def _auto_commit(self) -> None:
+        group = self._group
+        group.auto_committed(trio.current_time())
+        positions = {tp: self.position(*tp) for tp in self._state.assignment}
+        await self._commit_quietly(group.uncommitted(positions), "auto")
+
+    async def _maintenance(self) -> None:
+        """Group work that must happen between records: finish revokes, auto-commit."""
+        group = self._group
+        with trio.CancelScope(shield=True):  # a half-done revoke must not be abandoned
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await self._finish_revokes()
+                if group.auto_commit_due(trio.current_time()):
+                    await self._auto_commit()
+        self._due = group.auto_commit_due(trio.current_time()) or any(
+            tp not in self._claimed for tp in group.revoking
+        )
+
+    async def _close_group(self, exc_type, exc, tb) -> bool:
+        """On leaving ``async with``: commit (auto-commit, clean exit), ``on_revoke``, leave."""
+        group = self._group
+        self._closing = True
+        self._hb_wake.set()
+        clean = exc_type is None
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                with trio.move_on_after(group.heartbeat_interval_s * 2):
+                    await self._hb_done.wait()
+                if not self._hb_done.is_set() and self._hb_scope is not None:
+                    self._hb_scope.cancel()
+                owned = sorted(group.owned)
+                if clean and group.auto_commit and group.joined:
+                    await self._commit_quietly(group.uncommitted(self._positions()), "final")
+                if clean and owned:
+                    await call_back(self.on_revoke, owned)
+                self._state.assign([])
+                self._changed.set()
+                leave = group.leave_request()
+                if leave is not None:
+                    try:
+                        await self._cluster.request(leave)
+                    except SluiceError as exc:
+                        log.info("group %s: leave failed: %s", group.group_id, exc)
+                group.reset()
+        return False
 
     # -- the fetch task ----------------------------------------------------------------------
 
