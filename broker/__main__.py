@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   sluice broker                                  # ./sluice-data, 127.0.0.1:9092
   sluice broker --data-dir /var/lib/sluice --port 9093
   sluice broker --config sluice.toml --log-level DEBUG
+  sluice broker --repair-truncate orders-3       # once, after it refused a corrupt partition
 """
 
 
@@ -56,6 +57,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument(
         "--in-memory", action="store_true", default=None, help="keep logs in memory (no files)"
     )
+    parser.add_argument(
+        "--repair-truncate", action="append", metavar="TOPIC-P", default=None,
+        help="a partition refused at startup for corruption below its flushed point: truncate it "
+        "at the first invalid byte anyway, discarding the records after it (repeatable; use once)",
+    )
     return parser
 
 
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             log_level=args.log_level,
             in_memory=args.in_memory,
+            repair_truncate=args.repair_truncate,
         )
     except SluiceError as exc:
         print(f"sluice broker: {exc}", file=sys.stderr)

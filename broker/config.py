@@ -52,8 +52,16 @@ class BrokerConfig:
     use_sendfile: bool = True
     log_level: str = "INFO"
     topic_defaults: dict[str, int] = field(default_factory=dict)
+    # "topic-partition" names whose recovery may truncate below the flushed (recovery) point,
+    # discarding acknowledged records: an operator's deliberate repair, for one start only.
+    repair_truncate: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.repair_truncate, str) or not all(
+            isinstance(name, str) for name in self.repair_truncate
+        ):
+            raise InvalidConfigError("repair_truncate must be a list of TOPIC-PARTITION names")
+        object.__setattr__(self, "repair_truncate", tuple(self.repair_truncate))
         if not isinstance(self.data_dir, Path):
             object.__setattr__(self, "data_dir", Path(self.data_dir))
         if not (0 <= self.port <= 65535):

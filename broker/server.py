@@ -50,7 +50,9 @@ class ServerHandle:
 def open_state(config: BrokerConfig) -> BrokerState:
     """Open (and recover) the data directory and build the broker's shared state."""
     defaults = TopicConfig.from_mapping(config.topic_defaults)
-    manager = LogManager(config.data_dir, defaults, memory=config.in_memory)
+    manager = LogManager(
+        config.data_dir, defaults, memory=config.in_memory, repair=config.repair_truncate
+    )
     manager.open()
     return BrokerState(config, manager)
 

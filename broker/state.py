@@ -185,6 +185,8 @@ class BrokerState:
         try:
             return self.partitions[(topic, index)]
         except KeyError:
+            if (topic, index) in self.manager.offline:  # refused at startup: say why
+                self.manager.get_log(topic, index)
             raise UnknownTopicOrPartitionError(
                 f"unknown topic or partition {topic}[{index}]"
             ) from None

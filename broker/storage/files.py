@@ -11,6 +11,8 @@ import os
 import threading
 from pathlib import Path
 
+from protocol.errors import StorageError
+
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIMEINDEX_SUFFIX = ".timeindex"
@@ -78,6 +80,11 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+class CorruptLogError(StorageError):
+    """Invalid data below a log's flushed offset: recovery refuses to truncate acknowledged
+    records away (the operator may, deliberately: ``sluice broker --repair-truncate T-P``)."""
 
 
 class SegmentFile:

@@ -25,6 +25,7 @@ from broker.storage.base import AppendResult, BaseLog, ReadResult, wall_clock_ms
 from broker.storage.config import TopicConfig
 from broker.storage.files import (
     LOG_SUFFIX,
+    CorruptLogError,
     SEGMENT_SUFFIXES,
     SegmentFile,
     fdatasync_path,
@@ -73,8 +74,14 @@ class FileLog(BaseLog):
         recovery_point: int | None,
         now_ms: Callable[[], int] = wall_clock_ms,
         max_open_segments: int = DEFAULT_MAX_OPEN_SEGMENTS,
+        flushed_floor: int | None = None,
     ) -> FileLog:
-        """Open (creating if needed) the log in ``directory``; see the module docstring."""
+        """Open (creating if needed) the log in ``directory``; see the module docstring.
+
+        ``flushed_floor``: offsets below it are known to have been flushed (the checkpointed
+        recovery point). Recovery never cuts below it: invalid data or missing offsets there
+        raise ``CorruptLogError`` (naming the file and position) and leave the log files as
+        they were. None (the operator's ``--repair-truncate``) cuts wherever the data ends."""
         directory.mkdir(parents=True, exist_ok=True)
         sizes = _list_segments(directory)
         bases = sorted(sizes)
@@ -94,25 +101,40 @@ class FileLog(BaseLog):
         else:
             segments = [Segment.create(directory, 0, interval)]
         log = cls(directory, config, now_ms, segments, max_open_segments)
-        if not bases:
-            log._dir_dirty = True
-        elif recovery_point is None:
-            segments[-1].open_active()
-        else:
-            log._recover(recovery_point)
+        try:
+            if not bases:
+                log._dir_dirty = True
+            elif recovery_point is None:
+                segments[-1].open_active(flushed_floor)
+            else:
+                log._recover(recovery_point, flushed_floor)
+            if flushed_floor is not None and log.log_end_offset < flushed_floor:
+                raise CorruptLogError(
+                    f"{directory}: the log ends at offset {log.log_end_offset} but offsets "
+                    f"below {flushed_floor} were flushed (segment files missing or cut short?)"
+                )
+        except CorruptLogError:
+            for segment in log._segments:
+                segment.release_file()
+            raise
         if segments[-1].size:
             segments[-1].created_ms = now_ms()  # a restart restarts the segment_ms clock
         log._flushed = log.log_end_offset
         return log
 
-    def _recover(self, recovery_point: int) -> None:
+    def _recover(self, recovery_point: int, floor: int | None = None) -> None:
         first = max(bisect_right(self._bases, recovery_point) - 1, 0)
         for i in range(first, len(self._segments)):
             segment = self._segments[i]
             start = segment.recovery_start(recovery_point) if i == first else (0, segment.base_offset)
-            truncated = segment.recover(*start)
+            truncated = segment.recover(*start, floor)
             is_last = i + 1 == len(self._segments)
             cut = not is_last and (truncated or segment.end_offset != self._bases[i + 1])
+            if cut and floor is not None and segment.end_offset < floor:
+                raise CorruptLogError(
+                    f"{segment.log_path}: ends at offset {segment.end_offset} but the next "
+                    f"segment starts at {self._bases[i + 1]}; offsets below {floor} were flushed"
+                )
             if cut:
                 for later in self._segments[i + 1 :]:
                     later.delete()

@@ -5,25 +5,35 @@ atomically *before* partition directories are created or removed, and ``open`` r
 difference (creates missing partition directories, removes ones of unknown topics). The
 ``.clean-shutdown`` marker is written last at ``close`` and removed at ``open``; without it,
 every partition re-validates from its checkpointed recovery point.
+
+Corruption below a partition's checkpointed recovery point (data that was flushed, so maybe
+acknowledged) is never truncated silently: that partition is left *offline* (``offline``
+maps it to the error, naming the file and position), every other partition serves, the
+clean-shutdown marker is withheld so the next start checks it again, and its recovery point
+is kept. The operator can cut it deliberately by naming it in ``repair``
+(``sluice broker --repair-truncate TOPIC-P``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from broker.storage.base import wall_clock_ms
 from broker.storage.config import TopicConfig
-from broker.storage.files import atomic_write, fsync_dir
+from broker.storage.files import CorruptLogError, atomic_write, fsync_dir
 from broker.storage.log import DEFAULT_MAX_OPEN_SEGMENTS, FileLog
 from broker.storage.memory import MemoryLog
 from protocol.errors import (
     InvalidTopicError,
+    StorageError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
@@ -38,6 +48,7 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _PARTITION_DIR = re.compile(r"(.+)-([0-9]+)")
 
 Log = FileLog | MemoryLog
+storage_log = logging.getLogger("sluice.storage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,7 @@ class LogManager:
         now_ms: Callable[[], int] = wall_clock_ms,
         memory: bool = False,
         max_open_segments: int = DEFAULT_MAX_OPEN_SEGMENTS,
+        repair: Collection[str] = (),
     ) -> None:
         if data_dir is None and not memory:
             raise ValueError("a data directory is required unless memory=True")
@@ -87,6 +99,10 @@ class LogManager:
         self._topics: dict[str, TopicInfo] = {}
         self._overrides: dict[str, dict[str, int]] = {}
         self._logs: dict[tuple[str, int], Log] = {}
+        # Partitions refused at open: (topic, p) -> (flushed floor kept in checkpoints, error).
+        self.offline: dict[tuple[str, int], tuple[int, str]] = {}
+        self.repair = set(repair)  # "topic-p" names whose recovery may cut below the floor
+        self._checkpoint_lock = threading.Lock()  # checkpoints run in threads and on the loop
         self.was_clean = True  # how the last open found the data directory
 
     # -- paths -------------------------------------------------------------------------------
@@ -107,20 +123,36 @@ class LogManager:
         self._path(META_DIR).mkdir(parents=True, exist_ok=True)
         marker = self._path(CLEAN_SHUTDOWN_FILE)
         self.was_clean = marker.exists()
-        recovery_points = {} if self.was_clean else self._read_json(RECOVERY_POINTS_FILE)
+        recovery_points = self._read_json(RECOVERY_POINTS_FILE)
         for name, entry in self._read_json(TOPICS_FILE).items():
             self._overrides[name] = dict(entry["configs"])
             config = TopicConfig.from_mapping({**entry["configs"], "partitions": entry["partitions"]}, self.defaults)
             self._topics[name] = TopicInfo(name, config)
             for partition in range(config.partitions):
-                point = None if self.was_clean else recovery_points.get(f"{name}-{partition}", 0)
-                self._logs[name, partition] = FileLog.open(
-                    self._partition_dir(name, partition),
-                    config,
-                    recovery_point=point,
-                    now_ms=self._now_ms,
-                    max_open_segments=self._max_open_segments,
-                )
+                key = f"{name}-{partition}"
+                floor = recovery_points.get(key, 0)
+                repairing = key in self.repair
+                try:
+                    self._logs[name, partition] = FileLog.open(
+                        self._partition_dir(name, partition),
+                        config,
+                        recovery_point=None if self.was_clean else floor,
+                        now_ms=self._now_ms,
+                        max_open_segments=self._max_open_segments,
+                        flushed_floor=None if repairing else floor,
+                    )
+                except CorruptLogError as exc:
+                    message = f"partition {key} is offline: {exc.message}; to truncate it there " \
+                        f"deliberately, restart once with --repair-truncate {key}"
+                    storage_log.error("%s", message)
+                    self.offline[name, partition] = (floor, message)
+                    continue
+                if repairing:
+                    end = self._logs[name, partition].log_end_offset
+                    lost = f"; offsets {end}..{floor - 1} (flushed) were discarded" if end < floor else ""
+                    storage_log.warning("repaired %s: the log now ends at offset %d%s", key, end, lost)
+        for key in self.repair - {f"{t}-{p}" for t, p in [*self._logs, *self.offline]}:
+            storage_log.warning("--repair-truncate %s: no such partition", key)
         self._remove_stray_directories()
         if self.was_clean:
             marker.unlink()
@@ -138,7 +170,7 @@ class LogManager:
 
     def _remove_stray_directories(self) -> None:
         """Partition directories of topics no longer in topics.json (a delete cut short)."""
-        known = {f"{topic}-{partition}" for topic, partition in self._logs}
+        known = {f"{topic}-{partition}" for topic, partition in [*self._logs, *self.offline]}
         with os.scandir(self._path()) as entries:
             for entry in entries:
                 if entry.is_dir() and entry.name not in known and _PARTITION_DIR.fullmatch(entry.name):
@@ -151,14 +183,22 @@ class LogManager:
         if self.memory:
             return
         self.checkpoint_recovery_points()
+        if self.offline:  # the next start must look at them again
+            storage_log.warning("not marking a clean shutdown: %d partition(s) offline", len(self.offline))
+            return
         atomic_write(self._path(CLEAN_SHUTDOWN_FILE), b"")
 
     def checkpoint_recovery_points(self) -> None:
         """Persist each log's ``flushed_offset``: recovery re-validates from there."""
         if self.memory:
             return
-        points = {f"{topic}-{partition}": log.flushed_offset for (topic, partition), log in self._logs.items()}
-        self._write_json(RECOVERY_POINTS_FILE, points)
+        with self._checkpoint_lock:  # a snapshot older than a topic delete/create never lands last
+            points = {f"{t}-{p}": floor for (t, p), (floor, _) in list(self.offline.items())}
+            points.update(
+                (f"{topic}-{partition}", log.flushed_offset)
+                for (topic, partition), log in list(self._logs.items())
+            )
+            self._write_json(RECOVERY_POINTS_FILE, points)
 
     def _persist_topics(self) -> None:
         self._write_json(
@@ -191,6 +231,8 @@ class LogManager:
         self._topics[name] = info
         self._overrides[name] = overrides
         if not self.memory:
+            # Forget any recovery point of an earlier topic of this name before it exists again.
+            self.checkpoint_recovery_points()
             self._persist_topics()
         for partition in range(config.partitions):
             self._logs[name, partition] = self._new_log(name, partition, config)
@@ -213,7 +255,11 @@ class LogManager:
         if not self.memory:
             self._persist_topics()
         for partition in range(info.config.partitions):
-            self._logs.pop((name, partition)).delete()
+            log = self._logs.pop((name, partition), None)
+            if log is not None:
+                log.delete()
+            elif self.offline.pop((name, partition), None) is not None:
+                shutil.rmtree(self._partition_dir(name, partition), ignore_errors=True)
 
     def topics(self) -> dict[str, TopicInfo]:
         return dict(self._topics)
@@ -228,6 +274,8 @@ class LogManager:
         try:
             return self._logs[topic, partition]
         except KeyError:
+            if (topic, partition) in self.offline:
+                raise StorageError(self.offline[topic, partition][1]) from None
             raise UnknownTopicOrPartitionError(f"unknown topic or partition {topic!r}/{partition}") from None
 
     def logs(self) -> Iterator[tuple[tuple[str, int], Log]]:

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from broker.storage.files import (
     INDEX_SUFFIX,
+    CorruptLogError,
     LOG_SUFFIX,
     SEGMENT_SUFFIXES,
     TIMEINDEX_SUFFIX,
@@ -311,15 +312,16 @@ class Segment:
 
     # -- opening -----------------------------------------------------------------------------
 
-    def open_active(self) -> None:
+    def open_active(self, floor: int | None = None) -> None:
         """Clean open of the last segment: trust the files, find the end from the last index
         entry with a header walk. A walk that does not land on the file's end falls back to
-        ``recover`` (the files were not as clean as claimed)."""
+        ``recover`` (the files were not as clean as claimed), protecting offsets below
+        ``floor``."""
         try:
             self.offset_index.load(max_key=U32_MAX, max_value=self.size - 1)
             self.time_index.load(max_key=I64_MAX, max_value=U32_MAX)
         except CorruptIndexError:
-            self.recover(0, self.base_offset)
+            self.recover(0, self.base_offset, floor)
             return
         entry = self.offset_index.last()
         time_entry = self.time_index.last()
@@ -334,7 +336,7 @@ class Segment:
                 if self._max_timestamp is None or header.max_timestamp > self._max_timestamp:
                     self._max_timestamp = header.max_timestamp
         except StorageError:
-            self.recover(0, self.base_offset)
+            self.recover(0, self.base_offset, floor)
             return
         self.end_offset = end
 
@@ -361,10 +363,14 @@ class Segment:
             return start
         return position, header.base_offset
 
-    def recover(self, start: int, expected_offset: int) -> bool:
+    def recover(self, start: int, expected_offset: int, floor: int | None = None) -> bool:
         """Re-validate batches (length, header, CRC, dense offsets) from ``start`` (a batch whose
         index entries are kept), rebuild the index entries after it, and cut the file at the
-        first invalid byte. Returns True if bytes were cut."""
+        first invalid byte. Returns True if bytes were cut.
+
+        ``floor``: offsets below it were flushed (and maybe acknowledged). If the first invalid
+        byte lies below it, raise ``CorruptLogError`` naming the file and position instead of
+        cutting (the log files are left as they were; only derived index files may change)."""
         rel = expected_offset - self.base_offset
         if start:
             self.offset_index.truncate(self.offset_index.count_through_offset(rel))
@@ -390,7 +396,13 @@ class Segment:
         self._index(valid())
         valid_end, next_offset = reached
         if start and valid_end == start:
-            return self.recover(0, self.base_offset)  # the trusted entry's batch is bad after all
+            return self.recover(0, self.base_offset, floor)  # the trusted entry's batch is bad
+        if valid_end < file_size and floor is not None and next_offset < floor:
+            raise CorruptLogError(
+                f"{self.log_path}: invalid data at byte {valid_end} of {file_size} (expected the "
+                f"batch with offset {next_offset}); offsets below {floor} were flushed, so "
+                "truncating there would delete acknowledged records"
+            )
         self.size, self.end_offset = valid_end, next_offset
         self.sealed = False
         if valid_end < file_size:
@@ -538,6 +550,12 @@ class Segment:
         self.write_indexes()
         paths = [idx.path for idx in (self.offset_index, self.time_index) if idx.take_unsynced()]
         return self.file().retain(), paths
+
+    def release_file(self) -> None:
+        """Close the descriptor without writing anything (a refused open)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def unload(self) -> None:
         """Close the descriptor (readers keep theirs) and drop index entries; reloaded on demand."""

@@ -1,0 +1,127 @@
+"""Shared pieces of the torture suite: configurable broker processes, /proc probes, figures.
+
+Modes: the quick mode runs by default (CI); the long mode runs with ``-m slow`` or with
+``SLUICE_TORTURE=long`` (each scenario has a ``long`` parameter marked ``slow``). Figures every
+scenario measures are collected in ``FIGURES`` and printed at the end of the run (and written as
+JSON to ``$SLUICE_TORTURE_REPORT`` if set); RELIABILITY.md quotes the last long run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.processes import REPO, BrokerProcess, subprocess_env
+
+LONG = os.environ.get("SLUICE_TORTURE", "").lower() == "long"
+MODES = ["quick", pytest.param("long", marks=pytest.mark.slow)]
+FIGURES: dict[str, dict] = {}
+
+
+def record(scenario: str, **figures) -> None:
+    """Remember figures for the end-of-run summary (and the JSON report)."""
+    FIGURES.setdefault(scenario, {}).update(figures)
+    path = os.environ.get("SLUICE_TORTURE_REPORT")
+    if path:
+        Path(path).write_text(json.dumps(FIGURES, indent=1, sort_keys=True))
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+class Broker(BrokerProcess):
+    """A ``python -m broker`` child with a settings file, extra flags and resource limits."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        data_dir: Path | None = None,
+        settings: dict | None = None,
+        topic_defaults: dict | None = None,
+        args: list[str] | None = None,
+        fsize_limit: int | None = None,
+        nofile: int | None = None,
+    ) -> None:
+        super().__init__(data_dir or tmp_path / "data", tmp_path / "broker.log")
+        self.config_path = tmp_path / "broker.toml"
+        lines = [f"{k} = {_toml_value(v)}" for k, v in (settings or {}).items()]
+        if topic_defaults:
+            lines.append("[topic_defaults]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in topic_defaults.items()]
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self.args = list(args or [])
+        self.fsize_limit = fsize_limit
+        self.nofile = nofile
+        self.starts = 0
+        self.start_seconds: list[float] = []
+
+    def _limits(self) -> None:
+        if self.fsize_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.fsize_limit, self.fsize_limit))
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+
+    def start(self, args: list[str] | None = None) -> None:
+        log = open(self.log_path, "ab")
+        began = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "broker", "--data-dir", str(self.data_dir),
+             "--port", str(self.port), "--config", str(self.config_path),
+             *self.args, *(args or [])],
+            stdout=subprocess.PIPE, stderr=log, env=subprocess_env(), cwd=REPO,
+            preexec_fn=self._limits,
+        )
+        log.close()
+        line = self._read_line()
+        prefix = b"listening on "
+        if not line.startswith(prefix):
+            self.kill()
+            raise RuntimeError(f"broker did not start: {line!r}; log: {self.log_text()}")
+        self.port = int(line[len(prefix):].strip().rsplit(b":", 1)[1])
+        self.start_seconds.append(time.monotonic() - began)
+        self.starts += 1
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self, field: str) -> int:
+        """A ``kB`` figure from /proc/PID/status (``VmRSS``, ``VmHWM`` = peak RSS)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def rss_mib(self) -> float:
+        return self.status("VmRSS") / 1024
+
+    def peak_rss_mib(self) -> float:
+        return self.status("VmHWM") / 1024
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def log_since(self, start: int) -> str:
+        return self.log_path.read_bytes()[start:].decode(errors="replace")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0

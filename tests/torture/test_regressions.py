@@ -1,0 +1,116 @@
+"""Unit-level regression tests for the broker bugs the torture suite found."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from broker.storage import FileLog, LogManager, TopicConfig
+from broker.storage.files import CorruptLogError
+from protocol.batch import build_batch, iter_batches
+from protocol.errors import StorageError
+
+CONFIG = TopicConfig(segment_bytes=2_000, index_interval_bytes=150)
+
+
+def batch(start: int, count: int = 3) -> bytearray:
+    return build_batch([(b"k", str(start + i).zfill(10).encode(), [], 1000 + i) for i in range(count)])
+
+
+def crashed_log(path, batches: int = 30, flushed_batches: int = 20) -> int:
+    """A log written and flushed up to ``flushed_batches`` batches, then more, then dropped
+    without a clean close. Returns the flushed offset."""
+    log = FileLog.open(path, CONFIG, recovery_point=None)
+    for _ in range(flushed_batches):
+        log.append(batch(log.log_end_offset))
+    flushed = log.flush()
+    for _ in range(batches - flushed_batches):
+        log.append(batch(log.log_end_offset))
+    for segment in log._segments:  # crash: descriptors dropped, nothing more written
+        segment.release_file()
+    return flushed
+
+
+def flip_in_batch_before(path, offset: int) -> None:
+    for log_file in sorted(path.glob("*.log")):
+        data = bytearray(log_file.read_bytes())
+        position = 0
+        for b in iter_batches(bytes(data)):
+            first = int.from_bytes(b[:8], "big")
+            if first <= offset < first + 3:
+                data[position + len(b) - 2] ^= 0xFF
+                log_file.write_bytes(data)
+                return
+            position += len(b)
+    raise AssertionError(offset)
+
+
+def test_recovery_refuses_to_cut_below_the_flushed_floor(tmp_path):
+    """Found by scenario 2: recovery used to truncate flushed (acknowledged) data silently."""
+    path = tmp_path / "t-0"
+    flushed = crashed_log(path)
+    flip_in_batch_before(path, flushed - 1)
+    sizes = {p.name: p.stat().st_size for p in path.iterdir()}
+    with pytest.raises(CorruptLogError, match=r"\.log: invalid data at byte \d+"):
+        FileLog.open(path, CONFIG, recovery_point=flushed, flushed_floor=flushed)
+    assert {p.name: p.stat().st_size for p in path.glob("*.log")} == {
+        k: v for k, v in sizes.items() if k.endswith(".log")
+    }
+    # Without a floor (the operator's repair) it truncates at the first invalid byte.
+    log = FileLog.open(path, CONFIG, recovery_point=flushed, flushed_floor=None)
+    assert log.log_end_offset == flushed - 3
+    log.sanity_check()
+    log.close()
+
+
+def test_torn_tail_above_the_floor_is_still_cut(tmp_path):
+    path = tmp_path / "t-0"
+    flushed = crashed_log(path)
+    last = sorted(path.glob("*.log"))[-1]
+    with open(last, "ab") as f:
+        f.write(b"\0" * 500)
+    log = FileLog.open(path, CONFIG, recovery_point=flushed, flushed_floor=flushed)
+    assert log.log_end_offset == 90
+    log.close()
+
+
+def test_manager_keeps_a_refused_partition_offline_and_its_recovery_point(tmp_path):
+    manager = LogManager(tmp_path).open()
+    manager.create_topic("a", 1, {"segment_bytes": 2_000, "index_interval_bytes": 150})
+    manager.create_topic("b", 1)
+    for name in ("a", "b"):
+        log = manager.get_log(name, 0)
+        for _ in range(20):
+            log.append(batch(log.log_end_offset))
+    manager.close()
+    (tmp_path / ".clean-shutdown").unlink()  # pretend a crash right after the checkpoint
+    flip_in_batch_before(tmp_path / "a-0", 59)
+    manager = LogManager(tmp_path).open()
+    with pytest.raises(StorageError, match="--repair-truncate a-0"):
+        manager.get_log("a", 0)
+    assert manager.get_log("b", 0).log_end_offset == 60
+    manager.close()
+    assert json.loads((tmp_path / "meta" / "recovery-points.json").read_text())["a-0"] == 60
+    assert not (tmp_path / ".clean-shutdown").exists()
+    assert (tmp_path / "a-0").exists()  # not removed as a stray directory
+    manager = LogManager(tmp_path, repair=["a-0"]).open()
+    assert manager.get_log("a", 0).log_end_offset == 57
+    manager.close()
+
+
+def test_recreated_topic_does_not_inherit_the_old_recovery_point(tmp_path):
+    manager = LogManager(tmp_path).open()
+    manager.create_topic("a", 1)
+    log = manager.get_log("a", 0)
+    for _ in range(10):
+        log.append(batch(log.log_end_offset))
+    log.flush()
+    manager.checkpoint_recovery_points()
+    manager.delete_topic("a")
+    manager.create_topic("a", 1)
+    manager.get_log("a", 0).append(batch(0))
+    # crash before the next checkpoint: the old topic's point (30) must not be the floor
+    manager = LogManager(tmp_path).open()
+    assert manager.get_log("a", 0).log_end_offset in (0, 3)
+    manager.close()
