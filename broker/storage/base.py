@@ -15,8 +15,8 @@ from typing import Any
 
 from broker.storage.config import TopicConfig
 from broker.storage.index import U32_MAX
-from broker.storage.segment import BatchSpan, RawHeader
-from protocol.batch import HEADER, split_batches, stamp
+from broker.storage.segment import BatchSpan
+from protocol.batch import HEADER, BatchHeader, split_batches, stamp
 from protocol.errors import (
     CorruptRecordError,
     OffsetOutOfRangeError,
@@ -133,7 +133,7 @@ class BaseLog:
         chunk_start = spans[0][0]
         pending: list[BatchSpan] = []
         for pos, size in spans:
-            header = RawHeader._make(HEADER.unpack_from(view, pos))
+            header = BatchHeader._make(HEADER.unpack_from(view, pos))
             last = offset + header.last_offset_delta
             if self._should_roll(active, pos - chunk_start, size, last, now):
                 if pending:

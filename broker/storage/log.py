@@ -25,8 +25,8 @@ from broker.storage.base import AppendResult, BaseLog, ReadResult, wall_clock_ms
 from broker.storage.config import TopicConfig
 from broker.storage.files import (
     LOG_SUFFIX,
-    CorruptLogError,
     SEGMENT_SUFFIXES,
+    CorruptLogError,
     SegmentFile,
     fdatasync_path,
     fsync_dir,
@@ -238,7 +238,7 @@ class FileLog(BaseLog):
                 file, start, end = self._use(segment).headers_from(from_offset)
             try:
                 for _, header in iter_headers(file.fileno(), start, end):
-                    yield BatchHeader(*header)
+                    yield header
             finally:
                 file.release()
 

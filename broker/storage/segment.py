@@ -15,14 +15,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 from broker.storage.files import (
     INDEX_SUFFIX,
-    CorruptLogError,
     LOG_SUFFIX,
     SEGMENT_SUFFIXES,
     TIMEINDEX_SUFFIX,
+    CorruptLogError,
     SegmentFile,
     open_append,
     segment_path,
@@ -52,34 +51,7 @@ I64_MAX = 2**63 - 1
 BatchSpan = tuple[int, int, int, int]
 
 
-class RawHeader(NamedTuple):
-    """A batch header as a plain tuple (``protocol.batch.HEADER`` order, no validation): a
-    header walk makes one per batch, and this is several times cheaper than ``BatchHeader``."""
-
-    base_offset: int
-    batch_length: int
-    leader_epoch: int
-    magic: int
-    crc: int
-    attributes: int
-    last_offset_delta: int
-    base_timestamp: int
-    max_timestamp: int
-    producer_id: int
-    producer_epoch: int
-    base_sequence: int
-    record_count: int
-
-    @property
-    def size(self) -> int:
-        return self.batch_length + LOG_OVERHEAD
-
-    @property
-    def next_offset(self) -> int:
-        return self.base_offset + self.last_offset_delta + 1
-
-
-def iter_headers(fd: int, start: int, end: int) -> Iterator[tuple[int, RawHeader]]:
+def iter_headers(fd: int, start: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
     """Headers of the trusted batches in ``[start, end)``, reading a window at a time.
 
     Only lengths are checked (a header or length running past ``end`` raises): this walks data
@@ -87,7 +59,7 @@ def iter_headers(fd: int, start: int, end: int) -> Iterator[tuple[int, RawHeader
     """
     window = b""
     window_start = pos = start
-    make, unpack = RawHeader._make, HEADER.unpack_from
+    make, unpack = BatchHeader._make, HEADER.unpack_from
     while pos < end:
         rel = pos - window_start
         if rel + HEADER_SIZE > len(window):
@@ -468,11 +440,11 @@ class Segment:
                 entry = find(key)
         return entry
 
-    def _walk(self, entry: tuple[int, int] | None, start: int = 0) -> Iterator[tuple[int, RawHeader]]:
+    def _walk(self, entry: tuple[int, int] | None, start: int = 0) -> Iterator[tuple[int, BatchHeader]]:
         """Headers from an index entry's batch (or ``start``) to the end of the segment."""
         return iter_headers(self.file().fileno(), entry[1] if entry else start, self.size)
 
-    def _locate(self, offset: int) -> tuple[int, RawHeader]:
+    def _locate(self, offset: int) -> tuple[int, BatchHeader]:
         """Position and header of the batch containing ``offset`` (index lookup, header walk)."""
         for pos, header in self._walk(self._entry(self.offset_index.lookup, offset - self.base_offset)):
             if header.next_offset > offset:

@@ -1,6 +1,5 @@
 """protocol/batch.py: the golden layout, round trips, and a named error for every corruption."""
 
-import dataclasses
 import struct
 
 import msgpack
@@ -42,9 +41,9 @@ SMALL = bytes(build_batch(RECORDS, **PRODUCER))
 
 def rebuilt(batch: bytes, *, fix_crc: bool = True, **changes: int) -> bytearray:
     """``batch`` with header fields replaced, the CRC recomputed unless ``fix_crc`` is False."""
-    fields = dataclasses.asdict(parse_header(batch)) | changes
+    fields = parse_header(batch)._asdict() | changes
     out = bytearray(batch)
-    HEADER.pack_into(out, 0, *(fields[f.name] for f in dataclasses.fields(BatchHeader)))
+    HEADER.pack_into(out, 0, *(fields[name] for name in BatchHeader._fields))
     if fix_crc:
         struct.pack_into(">I", out, CRC_OFFSET, compute_crc(out))
     return out
