@@ -144,6 +144,46 @@ async def produce(args) -> int:
     return 0
 
 
+# -- groups ------------------------------------------------------------------------------------
+
+
+async def groups_list(args) -> int:
+    async with Admin(args.bootstrap) as admin:
+        groups = await admin.list_groups()
+    if groups:
+        width = max(5, *(len(g.group_id) for g in groups))
+        print(f"{'GROUP':<{width}} {'STATE':<11} {'MEMBERS':>7}")
+        for g in groups:
+            print(f"{g.group_id:<{width}} {g.state:<11} {g.members:>7}")
+    return 0
+
+
+def dash(value) -> str:
+    return "-" if value is None else str(value)
+
+
+async def groups_describe(args) -> int:
+    async with Admin(args.bootstrap) as admin:
+        info = await admin.describe_group(args.group)
+    print(f"group {info.group_id}  state={info.state}  epoch={info.epoch}  "
+          f"members={len(info.members)}")
+    rows = [(r.topic, str(r.partition), dash(r.committed), str(r.end_offset), dash(r.lag),
+             r.member_id or "-") for r in info.partitions]
+    header = ("TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "MEMBER")
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        print(f"{row[0]:<{widths[0]}}  " + "  ".join(
+            f"{cell:>{w}}" for cell, w in zip(row[1:5], widths[1:5], strict=True)) + f"  {row[5]}")
+    print(f"total lag {info.total_lag}")
+    if info.members:
+        print("members:")
+    for mem in info.members:
+        parts = ", ".join(f"{t}[{p}]" for t, p in mem.partitions) or "(none)"
+        print(f"  {mem.member_id}  {mem.client_id or '-'}  {parts}")
+    return 0
+
+
 # -- the parser --------------------------------------------------------------------------------
 
 TOPICS_EXAMPLES = """examples:
@@ -156,6 +196,12 @@ PRODUCE_EXAMPLES = """examples:
   echo hello | sluice produce orders
   printf 'user1:clicked\\nuser2:paid\\n' | sluice produce orders --key-separator :
   sluice produce orders --acks all --header source=cli < events.txt
+"""
+
+GROUPS_EXAMPLES = """examples:
+  sluice groups list
+  sluice groups describe billing
+  sluice tail orders --group billing -f     # consume as a member of billing, committing
 """
 
 
@@ -213,6 +259,19 @@ def build_parser() -> Parser:
                       help="a header on every record (repeatable)")
     prod.set_defaults(run=produce)
     add_bootstrap(prod)
+
+    groups = commands.add_parser("groups", help="list consumer groups, describe one with lag",
+                                 epilog=GROUPS_EXAMPLES)
+    group_actions = groups.add_subparsers(dest="action", metavar="ACTION", required=True)
+    glist = group_actions.add_parser("list", help="groups with state and member count",
+                                     epilog=GROUPS_EXAMPLES)
+    glist.set_defaults(run=groups_list)
+    gdescribe = group_actions.add_parser(
+        "describe", help="members, committed offsets, end offsets and lag", epilog=GROUPS_EXAMPLES)
+    gdescribe.add_argument("group")
+    gdescribe.set_defaults(run=groups_describe)
+    for sub in (groups, glist, gdescribe):
+        add_bootstrap(sub)
 
     tail.add_parser(commands, add_bootstrap)
     perf.add_parser(commands, add_bootstrap, acks_value)

@@ -7,10 +7,17 @@ the sync producer does its I/O inside your calls: a batch goes out when it fills
 ``linger_ms`` has passed at a later ``send``, on ``flush()``/``close()``, or when you wait on
 a handle's ``result()``. The sync consumer pipelines like the async one: it sends the next
 fetch before handing you the records of the current one.
+
+A sync group consumer (``Consumer(group_id=...)``) has no background task either: it
+heartbeats, follows rebalances and auto-commits inside ``poll()`` (and so inside iteration),
+between batches of records -- at least every ``fetch_max_wait_ms`` while it waits for records.
+A sync consumer that stops polling for longer than ``session_timeout_ms`` is removed from the
+group by the broker and its partitions go to the other members; it rejoins at its next poll.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections import deque
@@ -23,8 +30,9 @@ from client.connection import (
     parse_bootstrap,
     raise_for_error,
 )
-from client.errors import BrokerUnreachableError, ConnectionLostError
+from client.errors import BrokerUnreachableError, ConnectionLostError, SluiceError, is_retriable
 from client.fetcher import EARLIEST, LATEST, FetchState
+from client.group import REJOIN_ERRORS, GroupMembership, call_back_sync, normalize_offsets
 from client.partitioner import StickyPartitioner, partition_for_key
 from client.producer import check_config, now_ms
 from client.records import Record, RecordMetadata, decode_batches
@@ -35,6 +43,7 @@ from protocol.errors import ProtocolError, error_for_code
 from protocol.framing import NEED_DATA
 
 RECEIVE_BYTES = 1 << 20
+log = logging.getLogger("sluice.sync")
 
 
 class SyncConnection:
@@ -296,7 +305,12 @@ class Producer:
 
 
 class Consumer:
-    """Blocking consumer: ``with Consumer(..., topics=[...]) as c: for record in c: ...``."""
+    """Blocking consumer: ``with Consumer(..., topics=[...]) as c: for record in c: ...``.
+
+    With ``group_id`` it is a group member (same options and semantics as the trio
+    ``Consumer``; callbacks must be plain functions). Group work happens inside ``poll()``:
+    poll at least once per ``session_timeout_ms`` or lose your partitions.
+    """
 
     def __init__(
         self,
@@ -304,6 +318,11 @@ class Consumer:
         *,
         topics=None,
         group_id: str | None = None,
+        auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5_000,
+        session_timeout_ms: int = 10_000,
+        on_assign=None,
+        on_revoke=None,
         auto_offset_reset: str = "latest",
         fetch_max_bytes: int = 50 * 1024 * 1024,
         partition_max_bytes: int = 8 * 1024 * 1024,
@@ -311,11 +330,14 @@ class Consumer:
         fetch_min_bytes: int = 1,
         client_id: str = "sluice-consumer",
     ) -> None:
-        if group_id is not None:
-            raise NotImplementedError(
-                "consumer groups are not available yet: use assign() with explicit partitions"
-            )
         self.topics = [topics] if isinstance(topics, str) else list(topics or [])
+        self._group = None
+        if group_id is not None:
+            self._group = GroupMembership(
+                group_id, self.topics, session_timeout_ms=session_timeout_ms,
+                auto_commit=auto_commit, auto_commit_interval_ms=auto_commit_interval_ms,
+            )
+        self.on_assign, self.on_revoke = on_assign, on_revoke
         self._conn = SyncConnection(bootstrap, client_id)
         self._state = FetchState(
             auto_offset_reset=auto_offset_reset, fetch_max_bytes=fetch_max_bytes,
@@ -329,20 +351,31 @@ class Consumer:
 
     def __enter__(self) -> Consumer:
         self._conn.connect()
-        if self.topics:
+        if self._group is not None:
+            for topic in self.topics:
+                self._conn.partitions(topic)  # unknown topic: fail here, clearly
+            self._group_tick()  # join now, so partitions may be assigned by the first poll
+        elif self.topics:
             self.assign([(t, p) for t in self.topics for p in range(self._conn.partitions(t))])
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(commit=exc_type is None)
 
-    def close(self) -> None:
-        self._conn.close()
+    def close(self, *, commit: bool = True) -> None:
+        """Leave the group (after a final auto-commit and ``on_revoke`` if ``commit``)."""
+        try:
+            if self._group is not None and self._conn.sock is not None:
+                self._leave(commit)
+        finally:
+            self._conn.close()
 
     def partitions_for(self, topic: str) -> int:
         return self._conn.partitions(topic)
 
     def assign(self, partitions) -> None:
+        if self._group is not None:
+            raise ValueError("a group consumer's partitions are assigned by the group")
         self._settle()
         self._state.assign(partitions)
 
@@ -387,11 +420,131 @@ class Consumer:
         return ops.offsets(self._conn.request(ops.list_offsets(specs)))
 
     def _settle(self) -> None:
+        """Drop what is buffered but not handed out; positions stay at the first record not
+        handed out, and the next fetch starts there."""
         records, index = self._records, self._index
         if index < len(records):
             first = records[index]
             self._state.consumed((first.topic, first.partition), first.offset)
         self._records, self._index = [], 0
+        self._chunks.clear()
+
+    # -- groups ------------------------------------------------------------------------------
+
+    @property
+    def member_id(self) -> str:
+        return self._group.member_id if self._group is not None else ""
+
+    def commit(self, offsets=None) -> None:
+        """Commit group offsets (default: every owned partition's position); returns once the
+        broker has fsync'd them. Call it after processing what ``poll`` returned."""
+        if self._group is None:
+            raise ValueError("commit() needs a consumer with a group_id")
+        if offsets is None:
+            offsets = {tp: o for tp, o in self._positions().items() if o is not None}
+        else:
+            offsets = normalize_offsets(offsets)
+        if offsets:
+            self._commit(offsets)
+
+    def committed(self, partitions=None) -> dict:
+        """The group's committed offsets: ``{(topic, partition): offset or None}``."""
+        if self._group is None:
+            raise ValueError("committed() needs a consumer with a group_id")
+        wanted = sorted(self._positions() if partitions is None else map(tuple, partitions))
+        self._drain_fetch()
+        found = self._group.on_fetch_offsets(
+            self._conn.request(self._group.fetch_offsets_request(wanted)))
+        return {tp: found.get(tp) for tp in wanted}
+
+    def _positions(self) -> dict:
+        out = {tp: self.position(*tp) for tp in self._state.assignment}
+        out.update(self._group.revoking)
+        return out
+
+    def _commit(self, offsets: dict) -> None:
+        self._drain_fetch()
+        response = self._conn.request(self._group.commit_request(offsets))
+        self._group.on_commit(response, offsets)
+
+    def _commit_quietly(self, offsets: dict, why: str) -> None:
+        if not offsets:
+            return
+        try:
+            self._commit(offsets)
+        except SluiceError as exc:
+            log.warning("group %s: %s commit failed: %s", self._group.group_id, why, exc)
+
+    def _group_tick(self) -> None:
+        """Heartbeat when due, follow the assignment, auto-commit: run between batches, when
+        everything handed out so far has been processed."""
+        group = self._group
+        while time.monotonic() >= group.next_heartbeat:
+            self._heartbeat()
+        if group.auto_commit_due(time.monotonic()):
+            group.auto_committed(time.monotonic())
+            positions = {tp: self.position(*tp) for tp in self._state.assignment}
+            self._commit_quietly(group.uncommitted(positions), "auto")
+
+    def _heartbeat(self) -> None:
+        group = self._group
+        self._drain_fetch()
+        try:
+            response = self._conn.request(group.heartbeat_request(time.monotonic()))
+        except REJOIN_ERRORS as exc:
+            log.info("group %s: %s; rejoining", group.group_id, exc)
+            lost = group.reset()
+            self._settle()
+            self._state.assign([])
+            if lost:
+                call_back_sync(self.on_revoke, lost)
+            return
+        except SluiceError as exc:
+            if not is_retriable(exc):
+                raise
+            if self._conn.sock is None:
+                self._conn.connect()
+            group.next_heartbeat = time.monotonic() + 0.1
+            return
+        plan = group.on_heartbeat(response, time.monotonic())
+        if plan.revoke:
+            # The application has processed everything handed out: revoke right away.
+            self._settle()
+            positions = {tp: self.position(*tp) for tp in plan.revoke}
+            self._state.assign([tp for tp in self._state.assignment if tp not in plan.revoke])
+            group.start_revoke(positions)
+            if group.auto_commit:
+                self._commit_quietly(group.uncommitted(positions), "revoke")
+            call_back_sync(self.on_revoke, sorted(plan.revoke))
+            group.released(plan.revoke)  # heartbeat again at once: the new owner may start
+        if plan.assign:
+            new = sorted(plan.assign)
+            committed = group.on_fetch_offsets(
+                self._conn.request(group.fetch_offsets_request(new)))
+            self._settle()
+            self._state.assign(self._state.assignment + new)
+            for tp in new:
+                if tp in committed:
+                    self._state.seek(tp, committed[tp])
+            group.took(new)
+            call_back_sync(self.on_assign, new)
+
+    def _leave(self, commit: bool) -> None:
+        group = self._group
+        try:
+            owned = sorted(group.owned)
+            if commit and group.auto_commit and group.joined:
+                self._commit_quietly(group.uncommitted(self._positions()), "final")
+            if commit and owned:
+                call_back_sync(self.on_revoke, owned)
+            leave = group.leave_request()
+            if leave is not None:
+                self._drain_fetch()
+                self._conn.request(leave)
+        except SluiceError as exc:
+            log.info("group %s: leave failed: %s", group.group_id, exc)
+        finally:
+            group.reset()
 
     def _drain_fetch(self) -> None:
         """Read the answer of the fetch on the wire (so a different request can be answered)."""
@@ -412,7 +565,10 @@ class Consumer:
             return records
         deadline = None if timeout is None else time.monotonic() + timeout
         state = self._state
+        group = self._group
         while True:
+            if group is not None:
+                self._group_tick()
             while self._chunks:
                 chunk = self._chunks.popleft()
                 records = decode_batches(chunk.topic, chunk.partition, chunk.data, chunk.start)
@@ -428,8 +584,12 @@ class Consumer:
                 state.on_list_offsets(self._conn.request(lookup), state.generation)
                 continue
             self._send_fetch()
-            if self._in_flight is None:
-                return []  # nothing assigned
+            if self._in_flight is None:  # nothing assigned
+                if group is None:
+                    return []
+                wake = group.next_heartbeat if deadline is None else min(group.next_heartbeat, deadline)
+                time.sleep(max(0.0, wake - time.monotonic()))
+                continue
             self._drain_fetch()
             self._send_fetch()  # the next fetch travels while the caller handles these
 
@@ -500,3 +660,17 @@ class Admin:
 
     def list_offsets(self, specs) -> dict:
         return ops.offsets(self._conn.request(ops.list_offsets(specs)))
+
+    def list_groups(self) -> list[ops.GroupListing]:
+        return ops.group_listings(self._conn.request(ops.list_groups()))
+
+    def describe_group(self, group_id: str) -> ops.GroupInfo:
+        """Members, committed offsets, log ends and lag (see ``client.Admin.describe_group``)."""
+        description = ops.group_description(
+            self._conn.request(ops.describe_groups([group_id])), group_id)
+        missing = ops.unlisted_assigned(description)
+        ends = {}
+        if missing:
+            found = self.list_offsets({tp: "latest" for tp in missing})
+            ends = {tp: v[0] for tp, v in found.items() if v is not None}
+        return ops.group_info(description, ends)

@@ -5,6 +5,11 @@ Where it starts: ``--from-beginning``, ``--offset N``, ``--since TIME``, else th
 seen when it started; with ``-f``, never (Ctrl-C). With an explicit start, ``-n N`` also stops
 it after N records. Output is written and flushed per fetched batch, so records show up as
 they arrive.
+
+With ``--group G`` it consumes as a member of group G: it reads the partitions the group
+assigns it, from the group's committed offsets (partitions without one: the first record with
+``--from-beginning``, else the end), and commits what it has printed after every batch; ``-n N``
+stops after N records; without ``-f`` it stops once its partitions are caught up.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import sys
 import time
 from datetime import datetime
 
+import trio
+
 from client.consumer import Consumer
 
 DEFAULT_LAST = 10
@@ -26,6 +33,7 @@ EXAMPLES = """examples:
   sluice tail orders --offset 42 --partition 1
   sluice tail orders --since 15m --format json
   sluice tail orders --since 2024-05-01T12:00:00
+  sluice tail orders --group billing -f  # as a member of group billing, committing as it prints
 """
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -84,8 +92,51 @@ async def start_positions(consumer: Consumer, args, partitions) -> dict:
     return {tp: max(begins[tp], ends[tp] - last) for tp in partitions}
 
 
+def caught_up(consumer: Consumer, ends: dict) -> bool:
+    """Joined, assignment settled, and every owned partition read up to ``ends``."""
+    group = consumer._group
+    if not group.joined or any(group.plan()) or group.revoking:
+        return False
+    for tp in consumer.assignment():
+        pos = consumer.position(*tp)
+        if pos is None or pos < ends.get(tp, 0):
+            return False
+    return True
+
+
+async def run_group(args, out) -> int:
+    if args.partition is not None or args.offset is not None or args.since is not None:
+        raise ValueError("--group starts at the group's committed offsets and the group picks "
+                         "the partitions: drop --partition/--offset/--since")
+    reset = "earliest" if args.from_beginning else "latest"
+    async with Consumer(args.bootstrap, group_id=args.group, topics=[args.topic],
+                        auto_offset_reset=reset, auto_commit=False,
+                        client_id="sluice-tail") as consumer:
+        count = await consumer.partitions_for(args.topic)
+        ends = await consumer.end_offsets([(args.topic, p) for p in range(count)])
+        printed = 0
+        while args.n is None or printed < args.n:
+            if not args.follow and caught_up(consumer, ends):
+                break
+            records = None
+            with trio.move_on_after(float("inf") if args.follow else 0.1):
+                records = await consumer.getmany()
+            if not records:
+                continue
+            if args.n is not None:
+                records = records[: args.n - printed]
+            printed += len(records)
+            out.write(render(records, args.format))
+            out.flush()
+            last = records[-1]
+            await consumer.commit({(last.topic, last.partition): last.offset + 1})
+    return 0
+
+
 async def run(args) -> int:
     out = sys.stdout.buffer
+    if args.group:
+        return await run_group(args, out)
     explicit_start = args.from_beginning or args.offset is not None or args.since is not None
     limit = args.n if explicit_start else None
     async with Consumer(args.bootstrap, auto_offset_reset="latest") as consumer:
@@ -133,6 +184,8 @@ def add_parser(commands, add_bootstrap) -> None:
     tail.add_argument("-n", type=int, metavar="N",
                       help="with a start flag: stop after N records; else: the last N records")
     tail.add_argument("--format", choices=["text", "json"], default="text")
+    tail.add_argument("--group", metavar="G",
+                      help="consume as a member of group G, committing what is printed")
     tail.set_defaults(run=run)
     add_bootstrap(tail)
 

@@ -11,6 +11,7 @@ import trio
 
 from client import Admin, Consumer
 from tests.e2e.group_helpers import Member, create_topic, produce, wait_for
+from tests.processes import subprocess_env
 
 PARTS = 6
 PER_PART = 50
@@ -69,3 +70,117 @@ async def test_three_members_balance_rebalance_without_duplicates(broker):
     assert {(p.partition, p.committed) for p in info.partitions} == {
         (p, 3 * PER_PART) for p in range(PARTS)
     }
+
+
+async def read(consumer, count: int, timeout: float = 10.0) -> list:
+    out = []
+    with trio.fail_after(timeout):
+        async for record in consumer:
+            out.append((record.partition, record.offset))
+            if len(out) == count:
+                break
+    return out
+
+
+def first_offsets(seen) -> dict:
+    out = {}
+    for partition, offset in seen:
+        out.setdefault(partition, offset)
+    return out
+
+
+async def test_restart_resumes_after_commit_also_after_broker_kill(broker):
+    bs = broker.bootstrap
+    await create_topic(bs, "events", 2)
+    await produce(bs, "events", 2, 30)
+    options = dict(group_id="r", topics=["events"], auto_offset_reset="earliest", auto_commit=False)
+    async with Consumer(bs, **options) as consumer:
+        first = await read(consumer, 25)
+        await consumer.commit()
+        committed = {p: consumer.position("events", p) for p in range(2)}
+    assert sum(committed.values()) == 25
+    # A restarted member resumes right after the commit: nothing lost, nothing repeated.
+    async with Consumer(bs, **options) as consumer:
+        second = await read(consumer, 35)
+        assert await consumer.committed() == {("events", p): committed[p] for p in range(2)}
+        await consumer.commit()
+    assert {p: o for p, o in first_offsets(second).items()} == committed
+    assert sorted(first + second) == [(p, o) for p in range(2) for o in range(30)]
+
+    # Commit, kill -9 the broker, restart it: a new member continues exactly after the commit.
+    await produce(bs, "events", 2, 10, start=30)
+    async with Consumer(bs, **options) as consumer:
+        third = await read(consumer, 7)
+        await consumer.commit()
+        committed = {p: consumer.position("events", p) for p in range(2)}
+    broker.kill()
+    broker.start()
+    async with Consumer(bs, **options) as consumer:
+        fourth = await read(consumer, 13)
+    assert first_offsets(fourth) == {p: o for p, o in committed.items() if o < 40}
+    assert sorted(third + fourth) == [(p, o) for p in range(2) for o in range(30, 40)]
+
+
+async def test_member_rejoins_after_broker_restart(broker):
+    """The broker forgets members on restart: a live member rejoins (UnknownMemberIdError) and
+    goes on from the committed offsets."""
+    bs = broker.bootstrap
+    await create_topic(bs, "live", 1)
+    await produce(bs, "live", 1, 10)
+    async with Consumer(bs, group_id="j", topics=["live"], auto_offset_reset="earliest",
+                        auto_commit=False) as consumer:
+        assert await read(consumer, 10) == [(0, o) for o in range(10)]
+        await consumer.commit()
+        before = consumer.member_id
+        broker.kill()
+        broker.start()
+        await wait_for(lambda: consumer.member_id not in ("", before)
+                       and consumer.assignment() == [("live", 0)])
+        await produce(bs, "live", 1, 5, start=10)
+        assert await read(consumer, 5) == [(0, o) for o in range(10, 15)]
+
+
+async def test_two_groups_each_see_every_record(broker):
+    bs = broker.bootstrap
+    await create_topic(bs, "shared", 3)
+    await produce(bs, "shared", 3, 20)
+    seen = {"one": [], "two": []}
+    async with trio.open_nursery() as nursery:
+        members = [await nursery.start(Member(bs, g, "shared", seen[g]).run) for g in seen]
+        await wait_for(lambda: all(len(s) >= 60 for s in seen.values()))
+        for m in members:
+            m.stop.set()
+    everything = {(p, o) for p in range(3) for o in range(20)}
+    for s in seen.values():
+        assert len(s) == 60 and set(s) == everything
+
+
+async def test_session_timeout_moves_a_dead_members_partitions(broker):
+    bs = broker.bootstrap
+    await create_topic(bs, "beats", 4)
+    processed: list = []
+    worker = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tests.e2e.group_worker", bs, "hb", "beats", "1500"],
+        stdout=subprocess.PIPE, env=subprocess_env(),
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            member = await nursery.start(
+                Member(bs, "hb", "beats", processed, session_timeout_ms=1500).run)
+            lines = b""
+            with trio.fail_after(10):
+                while not (lines.endswith(b"assigned 2\n") and len(member.assignment()) == 2):
+                    chunk = await worker.stdout.receive_some()
+                    assert chunk, "group worker exited"
+                    lines += chunk
+            worker.kill()  # SIGKILL: no leave, no more heartbeats
+            await worker.wait()
+            took = await wait_for(lambda: len(member.assignment()) == 4, timeout=6)
+            assert took < 1.5 + 1.5  # session timeout, plus a heartbeat and reconcile round
+            await produce(bs, "beats", 4, 5)
+            await wait_for(lambda: len(processed) == 20)
+            member.stop.set()
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
