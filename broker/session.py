@@ -34,6 +34,7 @@ from protocol.errors import (
     BrokerShuttingDownError,
     FrameTooLargeError,
     InvalidRequestError,
+    LocalProtocolError,
     OversizedFrameError,
     RemoteProtocolError,
     UnknownServerError,
@@ -153,7 +154,13 @@ class Session:
         if isinstance(outcome, ApiError):
             pieces = self.conn.send_error(correlation_id, api, outcome)
         else:
-            pieces = self.conn.send_response(correlation_id, outcome)
+            try:
+                pieces = self.conn.send_response(correlation_id, outcome)
+            except LocalProtocolError as exc:  # e.g. a header over max_header_bytes
+                log.warning("response to %s cannot be sent: %s", self.peer, exc)
+                pieces = self.conn.send_error(correlation_id, api, InvalidRequestError(
+                    f"the response cannot be encoded ({exc}); ask for fewer items per request"
+                ))
         try:
             with trio.fail_after(self.config.send_timeout_s):
                 await self.transport.send(pieces)

@@ -114,3 +114,21 @@ def test_recreated_topic_does_not_inherit_the_old_recovery_point(tmp_path):
     manager = LogManager(tmp_path).open()
     assert manager.get_log("a", 0).log_end_offset in (0, 3)
     manager.close()
+
+
+# -- scenario 4 ----------------------------------------------------------------------------------
+
+from tests.broker.conftest import RawClient, broker, broker_config  # noqa: E402,F401 - fixtures
+from protocol import messages as m  # noqa: E402
+from protocol.errors import InvalidRequestError  # noqa: E402
+
+
+async def test_response_too_large_to_encode_is_an_error_not_a_crash(broker):  # noqa: F811
+    """Found by scenario 4: a metadata request naming 50,000 topics produced a response header
+    over max_header_bytes; the LocalProtocolError escaped the session and took the whole broker
+    down. Now that request gets an InvalidRequestError and the connection carries on."""
+    async with await RawClient.connect(broker.port) as client:
+        response = await client.request(m.MetadataRequest(topics=[f"t{i}" for i in range(50_000)]))
+        assert response.error == InvalidRequestError.code
+        assert "fewer items" in response.message
+        assert (await client.request(m.MetadataRequest())).error == 0
