@@ -2,8 +2,11 @@
 
 A frame is ``frame_length u32 | header_length u32 | header | body``. The decoder checks
 ``frame_length`` as soon as its 4 bytes arrive, so an oversized frame is refused before any of
-it is buffered; it then fills one ``bytearray`` preallocated to exactly the frame's size. So
-each received byte is copied once into place (twice if the caller hands in a mutable buffer),
+it is buffered; it then fills one ``bytearray`` preallocated to exactly the frame's size, or,
+for a frame over ``PREALLOCATE_BYTES``, one that grows as its bytes arrive: an 8-byte prefix
+announcing a huge frame must not make the receiver commit that much memory up front (a peer
+could do it on every connection). So each received byte is copied once into place (twice if the
+caller hands in a mutable buffer; a growing frame's reallocations add amortised linear time),
 a 64 MiB frame costs linear time however it is chunked, and the body is a writable view the
 broker stamps offsets into in place. The header stays packed here: a header that is not valid
 msgpack leaves the framing intact, so it is ``protocol.messages``' business, not a
@@ -25,6 +28,9 @@ PREFIX = struct.Struct(">II")  # frame_length, header_length
 FRAME_LENGTH = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 1024 * 1024
+# Frames up to this size are allocated whole when their prefix arrives; larger ones grow with
+# the bytes actually received (memory follows what the peer sent, not what it announced).
+PREALLOCATE_BYTES = 1024 * 1024
 _U32_MAX = 2**32 - 1
 
 
@@ -69,6 +75,7 @@ class FrameDecoder:
         self._eof = False
         self._error: RemoteProtocolError | None = None
         self._frame: bytearray | None = None  # header + body of the frame being filled
+        self._size = 0  # the frame's full size (header + body)
         self._filled = 0
         self._header_length = 0
 
@@ -98,7 +105,7 @@ class FrameDecoder:
         if self._frame is None and not self._start_frame():
             return self._starved()
         frame = self._fill()
-        if self._filled < len(frame):
+        if self._filled < self._size:
             return self._starved()
         self._frame = None
         view = memoryview(frame)
@@ -129,7 +136,8 @@ class FrameDecoder:
             raise RemoteProtocolError(
                 f"header of {header_length} bytes exceeds max_header_bytes={self.max_header_bytes}"
             )
-        self._frame = bytearray(frame_length - 4)
+        self._size = frame_length - 4
+        self._frame = bytearray(self._size if self._size <= PREALLOCATE_BYTES else 0)
         self._filled = 0
         self._header_length = header_length
         return True
@@ -138,11 +146,15 @@ class FrameDecoder:
         """Move buffered bytes into the current frame, consuming whole or partial chunks."""
         frame = self._frame
         assert frame is not None
-        filled, size, chunks = self._filled, len(frame), self._chunks
+        filled, size, chunks = self._filled, self._size, self._chunks
+        growing = len(frame) < size
         while filled < size and chunks:
             chunk = chunks[0]
             n = min(size - filled, len(chunk))
-            frame[filled : filled + n] = chunk[:n]
+            if growing:
+                frame += chunk[:n]
+            else:
+                frame[filled : filled + n] = chunk[:n]
             filled += n
             if n < len(chunk):
                 chunks[0] = chunk[n:]
