@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections import Counter
+from functools import partial
 
 import trio
 
 from client import Admin, Consumer
+from client.sync import Consumer as SyncConsumer
+from tests.e2e.conftest import SLUICE
 from tests.e2e.group_helpers import Member, create_topic, produce, wait_for
 from tests.processes import subprocess_env
 
@@ -184,3 +188,77 @@ async def test_session_timeout_moves_a_dead_members_partitions(broker):
         if worker.returncode is None:
             worker.kill()
             await worker.wait()
+
+
+async def sluice(*args: str, env, check: bool = True):
+    with trio.fail_after(30):
+        result = await trio.run_process([*SLUICE, *args], capture_stdout=True,
+                                        capture_stderr=True, env=env, check=False)
+    if check:
+        assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+async def test_lag_in_admin_and_cli_and_tail_with_group(broker, cli_env):
+    bs = broker.bootstrap
+    await create_topic(bs, "lagged", 2)
+    await produce(bs, "lagged", 2, 10)
+    async with Consumer(bs, group_id="lag", topics=["lagged"], auto_commit=False) as consumer:
+        await wait_for(lambda: len(consumer.assignment()) == 2)
+        await consumer.commit({("lagged", 0): 3, ("lagged", 1): 7})
+    async with Admin(bs) as admin:
+        info = await admin.describe_group("lag")
+        assert [(g.group_id, g.members) for g in await admin.list_groups()] == [("lag", 0)]
+    assert [(r.partition, r.committed, r.end_offset, r.lag) for r in info.partitions] == [
+        (0, 3, 10, 7), (1, 7, 10, 3)]
+    assert info.total_lag == 10 and info.members == []
+
+    described = (await sluice("groups", "describe", "lag", env=cli_env)).stdout.decode()
+    rows = [line.split() for line in described.splitlines() if line.startswith("lagged")]
+    assert [row[1:5] for row in rows] == [["0", "3", "10", "7"], ["1", "7", "10", "3"]]
+    assert "total lag 10" in described
+    listed = (await sluice("groups", "list", env=cli_env)).stdout.decode()
+    assert listed.splitlines()[1].split() == ["lag", "empty", "0"]
+    missing = await sluice("groups", "describe", "nope", env=cli_env, check=False)
+    assert missing.returncode == 1 and missing.stdout == b""
+    assert missing.stderr.decode().count("\n") == 1 and "nope" in missing.stderr.decode()
+
+    # tail --group prints from the committed offsets and commits what it printed.
+    tailed = await sluice("tail", "lagged", "--group", "lag", env=cli_env)
+    assert sorted(tailed.stdout.splitlines()) == sorted(
+        [b"0:%d" % i for i in range(3, 10)] + [b"1:%d" % i for i in range(7, 10)])
+    async with Admin(bs) as admin:
+        info = await admin.describe_group("lag")
+    assert info.total_lag == 0 and [r.committed for r in info.partitions] == [10, 10]
+    again = await sluice("tail", "lagged", "--group", "lag", env=cli_env)
+    assert again.stdout == b""
+
+
+async def test_sync_and_async_members_share_a_group(broker):
+    bs = broker.bootstrap
+    await create_topic(bs, "mix", 4)
+    await produce(bs, "mix", 4, 25)
+    processed: list = []
+    stop = threading.Event()
+    sync_owned: list = []
+
+    def sync_member():
+        with SyncConsumer(bs, group_id="mixed", topics=["mix"], auto_offset_reset="earliest",
+                          session_timeout_ms=3000) as consumer:
+            while not stop.is_set():
+                for record in consumer.poll(timeout=0.1):
+                    processed.append((record.partition, record.offset))
+                sync_owned[:] = consumer.assignment()
+
+    async with trio.open_nursery() as nursery:
+        member = await nursery.start(Member(bs, "mixed", "mix", processed).run)
+        nursery.start_soon(partial(trio.to_thread.run_sync, sync_member, abandon_on_cancel=True))
+        await wait_for(lambda: len(sync_owned) == 2 and len(member.assignment()) == 2
+                       and len(processed) == 100)
+        assert not set(sync_owned) & member.assignment()
+        stop.set()  # the sync member leaves cleanly: its partitions move at once
+        await wait_for(lambda: len(member.assignment()) == 4, timeout=5)
+        await produce(bs, "mix", 4, 25, start=25)
+        await wait_for(lambda: len(processed) == 200)
+        member.stop.set()
+    assert sorted(processed) == [(p, o) for p in range(4) for o in range(50)]
