@@ -140,6 +140,8 @@ async def _run_session(state: BrokerState, stream, connections) -> None:
     state.open_connections += 1
     try:
         await Session(state, stream, peer).run()
+    except Exception:  # a bug serving one connection must not take down every other one
+        log.exception("connection %s failed; closed it", peer)
     finally:
         state.open_connections -= 1
         connections.release_on_behalf_of(stream)

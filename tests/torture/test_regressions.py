@@ -132,3 +132,26 @@ async def test_response_too_large_to_encode_is_an_error_not_a_crash(broker):  # 
         assert response.error == InvalidRequestError.code
         assert "fewer items" in response.message
         assert (await client.request(m.MetadataRequest())).error == 0
+
+
+async def test_a_failing_session_does_not_take_the_broker_down(broker, monkeypatch):  # noqa: F811
+    """Found by scenario 4: any unexpected exception in one connection's session (above, a
+    response too large to encode) propagated out of the sessions nursery and stopped the broker.
+    Now the connection is closed and logged; everyone else is served."""
+    from broker.session import Session
+
+    original = Session._read_loop
+    calls = []
+
+    async def failing(self):
+        calls.append(self.peer)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in one session")
+        return await original(self)
+
+    monkeypatch.setattr(Session, "_read_loop", failing)
+    doomed = await RawClient.connect(broker.port)
+    assert await doomed.stream.receive_some(10) == b""  # closed
+    await doomed.aclose()
+    async with await RawClient.connect(broker.port) as client:
+        assert (await client.request(m.MetadataRequest())).error == 0
