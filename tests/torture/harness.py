@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import REPO, BrokerProcess, subprocess_env
+from tests.processes import BrokerProcess, subprocess_env
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/ is a package in it)
+
+
+def child_env() -> dict[str, str]:
+    """Environment for helper processes that import ``tests.*``."""
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
 
 LONG = os.environ.get("SLUICE_TORTURE", "").lower() == "long"
 MODES = ["quick", pytest.param("long", marks=pytest.mark.slow)]
@@ -83,7 +92,7 @@ class Broker(BrokerProcess):
             [sys.executable, "-m", "broker", "--data-dir", str(self.data_dir),
              "--port", str(self.port), "--config", str(self.config_path),
              *self.args, *(args or [])],
-            stdout=subprocess.PIPE, stderr=log, env=subprocess_env(), cwd=REPO,
+            stdout=subprocess.PIPE, stderr=log, env=child_env(), cwd=ROOT,
             preexec_fn=self._limits,
         )
         log.close()
