@@ -54,6 +54,11 @@ def open_state(config: BrokerConfig) -> BrokerState:
         config.data_dir, defaults, memory=config.in_memory, repair=config.repair_truncate
     )
     manager.open()
+    if not config.in_memory:
+        if manager.was_clean:
+            log.info("clean shutdown marker found: no recovery needed")
+        elif manager.topics():
+            log.warning("no clean shutdown marker: recovered every partition from its recovery point")
     return BrokerState(config, manager)
 
 
