@@ -24,7 +24,7 @@ from broker.partition import Partition
 from broker.producers import ProducerStates
 from broker.storage.files import atomic_write
 from broker.storage.manager import LogManager
-from protocol.errors import InvalidRequestError, UnknownTopicOrPartitionError
+from protocol.errors import InvalidRequestError, StorageError, UnknownTopicOrPartitionError
 
 log = logging.getLogger("sluice.broker")
 
@@ -161,7 +161,10 @@ class BrokerState:
     async def _periodic(interval: float, job) -> None:
         while True:
             await trio.sleep(interval)
-            await trio.to_thread.run_sync(job)
+            try:
+                await trio.to_thread.run_sync(job)
+            except (OSError, StorageError) as exc:  # e.g. disk full: keep serving, try again
+                log.error("%s failed: %s", job.__name__, exc)
 
     def checkpoint(self) -> None:
         """Persist recovery points and producer state, so a crash replays only the tail."""
@@ -218,5 +221,8 @@ class BrokerState:
 
     def close(self) -> None:
         """Checkpoint and close every log; the manager writes the clean-shutdown marker."""
-        self.checkpoint()
+        try:
+            self.checkpoint()
+        except OSError as exc:  # the logs still get flushed and closed
+            log.error("producer-state checkpoint failed at shutdown: %s", exc)
         self.manager.close()

@@ -155,3 +155,26 @@ async def test_a_failing_session_does_not_take_the_broker_down(broker, monkeypat
     await doomed.aclose()
     async with await RawClient.connect(broker.port) as client:
         assert (await client.request(m.MetadataRequest())).error == 0
+
+
+# -- scenario 3 ----------------------------------------------------------------------------------
+
+
+async def test_a_failing_periodic_checkpoint_does_not_stop_the_broker():
+    """Found by scenario 3: with the disk full, the periodic checkpoint's OSError (ENOSPC)
+    escaped the background nursery and shut the broker down. Now it is logged and retried."""
+    import errno
+
+    import trio
+
+    from broker.state import BrokerState
+
+    calls = []
+
+    def checkpoint() -> None:
+        calls.append(1)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with trio.move_on_after(0.3):
+        await BrokerState._periodic(0.01, checkpoint)
+    assert len(calls) > 3
