@@ -165,6 +165,7 @@ class Run:
     def execute(self) -> None:
         args = self.args
         workdir = Path(tempfile.mkdtemp(prefix="sluice-compare-", dir=args.tmp_dir))
+        self.workdir = workdir
         servers = {}
         try:
             for system in args.systems:
@@ -186,7 +187,7 @@ class Run:
             for rep in range(args.reps):
                 self.add_raw("load average (1 min) at start", os.getloadavg()[0])
                 log(f"repetition {rep + 1}/{args.reps} (load average {os.getloadavg()[0]:.2f})")
-                self.measure_raw(workdir)
+                self.measure_raw(workdir, sendfile="sluice" not in servers)
                 for variant in variants:
                     self.measure(variant, servers[variant.system], rep)
         finally:
@@ -201,15 +202,22 @@ class Run:
         self.skipped[system] = message
         print(f"{system}: {message}", flush=True)
 
-    def measure_raw(self, workdir: Path) -> None:
-        a = self.args
-        r = raw.loopback_sendfile(workdir, a.sendfile_mib << 20)
+    def measure_sendfile(self) -> None:
+        r = raw.loopback_sendfile(self.workdir, self.args.sendfile_mib << 20)
         self.add_raw("loopback sendfile MB/s", r["mb_per_s"])
+        log(f"  raw: loopback sendfile {r['mb_per_s']:.0f} MB/s")
+
+    def measure_raw(self, workdir: Path, sendfile: bool) -> None:
+        """Disk appends at the start of a repetition; loopback sendfile too unless it is
+        measured right before Sluice's raw fetch (the pair the target compares)."""
+        a = self.args
+        if sendfile:
+            self.measure_sendfile()
         r = raw.disk_append(workdir, a.append_mib << 20, sync=False)
         self.add_raw("disk append MB/s (1 MiB writes)", r["mb_per_s"])
         r = raw.disk_append(workdir, a.append_sync_mib << 20, sync=True)
         self.add_raw("disk append + fdatasync per MiB, MB/s", r["mb_per_s"])
-        log(f"  raw: sendfile {self.raw['loopback sendfile MB/s'][-1]:.0f} MB/s, append "
+        log(f"  raw: append "
             f"{self.raw['disk append MB/s (1 MiB writes)'][-1]:.0f} MB/s, append+fdatasync "
             f"{self.raw['disk append + fdatasync per MiB, MB/s'][-1]:.0f} MB/s")
 
@@ -231,6 +239,7 @@ class Run:
                      (p["client_cpu_s"] + p["server_cpu_s"]) / a.records * 1e6, rep=rep)
             self.add(col, "produce failed sends", a.records - p["acked"], rep=rep)
             if variant.system == "sluice" and variant.params.get("acks") == 1:
+                self.measure_sendfile()  # the baseline, measured right before the fetch
                 passes = {**base, "min_bytes": a.sendfile_mib << 20}
                 f = run_worker("sluice", "raw-fetch", {**passes, "reader": "socket"}, budget)
                 self.add(col, FETCH_SOCKET, f["mb_per_s"], rep=rep)
