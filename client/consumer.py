@@ -22,7 +22,7 @@ from contextlib import AsyncExitStack
 import trio
 
 from client import admin_ops as ops
-from client.connection import DEFAULT_BOOTSTRAP
+from client.connection import DEFAULT_BOOTSTRAP, Cluster
 from client.errors import ClientClosedError, ConnectionLostError, SluiceError, is_retriable
 from client.fetcher import EARLIEST, LATEST, FetchState
 from client.group import REJOIN_ERRORS, GroupMembership, call_back, normalize_offsets
@@ -82,6 +82,7 @@ class Consumer(ClientLifecycle):
         self._hb_done = trio.Event()
         self._closing = False
         self._hb_scope: trio.CancelScope | None = None
+        self._coordinator: Cluster | None = None
         self._state = FetchState(
             auto_offset_reset=auto_offset_reset,
             fetch_max_bytes=fetch_max_bytes,
@@ -98,6 +99,11 @@ class Consumer(ClientLifecycle):
         if self._group is not None:
             for topic in self.topics:
                 await self._cluster.partitions(topic)  # unknown topic: fail here, clearly
+            # Group requests get their own connection: on the fetch connection they would
+            # queue behind a long-polling fetch (answers come in request order).
+            self._coordinator = Cluster(self.bootstrap, nursery, client_id=self.client_id)
+            stack.push_async_callback(self._coordinator.aclose)
+            await self._coordinator.connection()
             send, self._chunks_in = trio.open_memory_channel(1)
             nursery.start_soon(self._fetch_loop, send)
             nursery.start_soon(self._heartbeat_loop)
@@ -262,7 +268,7 @@ class Consumer(ClientLifecycle):
         if self._group is None:
             raise ValueError("committed() needs a consumer with a group_id")
         wanted = sorted(self._positions() if partitions is None else map(tuple, partitions))
-        response = await self._cluster.request(self._group.fetch_offsets_request(wanted))
+        response = await self._coordinator.request(self._group.fetch_offsets_request(wanted))
         found = self._group.on_fetch_offsets(response)
         return {tp: found.get(tp) for tp in wanted}
 
@@ -274,7 +280,7 @@ class Consumer(ClientLifecycle):
 
     async def _commit(self, offsets: dict) -> None:
         group = self._group
-        response = await self._cluster.request(group.commit_request(offsets))
+        response = await self._coordinator.request(group.commit_request(offsets))
         group.on_commit(response, offsets)
 
     async def _commit_quietly(self, offsets: dict, why: str) -> None:
@@ -311,7 +317,7 @@ class Consumer(ClientLifecycle):
     async def _heartbeat(self) -> None:
         group = self._group
         try:
-            response = await self._cluster.request(group.heartbeat_request(trio.current_time()))
+            response = await self._coordinator.request(group.heartbeat_request(trio.current_time()))
         except REJOIN_ERRORS as exc:
             log.info("group %s: %s; rejoining", group.group_id, exc)
             await self._lose_all()
@@ -357,7 +363,7 @@ class Consumer(ClientLifecycle):
     async def _take(self, partitions) -> None:
         """New partitions: start at their committed offsets (else auto_offset_reset)."""
         group = self._group
-        response = await self._cluster.request(group.fetch_offsets_request(partitions))
+        response = await self._coordinator.request(group.fetch_offsets_request(partitions))
         committed = group.on_fetch_offsets(response)
         new = sorted(partitions)
         self._state.assign(self._state.assignment + new)
@@ -419,7 +425,7 @@ class Consumer(ClientLifecycle):
                 leave = group.leave_request()
                 if leave is not None:
                     try:
-                        await self._cluster.request(leave)
+                        await self._coordinator.request(leave)
                     except SluiceError as exc:
                         log.info("group %s: leave failed: %s", group.group_id, exc)
                 group.reset()

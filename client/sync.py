@@ -339,6 +339,8 @@ class Consumer:
             )
         self.on_assign, self.on_revoke = on_assign, on_revoke
         self._conn = SyncConnection(bootstrap, client_id)
+        # Group requests on their own connection, so they never wait behind a long poll.
+        self._coord = SyncConnection(bootstrap, client_id)
         self._state = FetchState(
             auto_offset_reset=auto_offset_reset, fetch_max_bytes=fetch_max_bytes,
             partition_max_bytes=partition_max_bytes, fetch_max_wait_ms=fetch_max_wait_ms,
@@ -354,6 +356,7 @@ class Consumer:
         if self._group is not None:
             for topic in self.topics:
                 self._conn.partitions(topic)  # unknown topic: fail here, clearly
+            self._coord.connect()
             self._group_tick()  # join now, so partitions may be assigned by the first poll
         elif self.topics:
             self.assign([(t, p) for t in self.topics for p in range(self._conn.partitions(t))])
@@ -365,10 +368,11 @@ class Consumer:
     def close(self, *, commit: bool = True) -> None:
         """Leave the group (after a final auto-commit and ``on_revoke`` if ``commit``)."""
         try:
-            if self._group is not None and self._conn.sock is not None:
+            if self._group is not None and self._coord.sock is not None:
                 self._leave(commit)
         finally:
             self._conn.close()
+            self._coord.close()
 
     def partitions_for(self, topic: str) -> int:
         return self._conn.partitions(topic)
@@ -452,9 +456,8 @@ class Consumer:
         if self._group is None:
             raise ValueError("committed() needs a consumer with a group_id")
         wanted = sorted(self._positions() if partitions is None else map(tuple, partitions))
-        self._drain_fetch()
         found = self._group.on_fetch_offsets(
-            self._conn.request(self._group.fetch_offsets_request(wanted)))
+            self._coord.request(self._group.fetch_offsets_request(wanted)))
         return {tp: found.get(tp) for tp in wanted}
 
     def _positions(self) -> dict:
@@ -463,8 +466,7 @@ class Consumer:
         return out
 
     def _commit(self, offsets: dict) -> None:
-        self._drain_fetch()
-        response = self._conn.request(self._group.commit_request(offsets))
+        response = self._coord.request(self._group.commit_request(offsets))
         self._group.on_commit(response, offsets)
 
     def _commit_quietly(self, offsets: dict, why: str) -> None:
@@ -488,9 +490,8 @@ class Consumer:
 
     def _heartbeat(self) -> None:
         group = self._group
-        self._drain_fetch()
         try:
-            response = self._conn.request(group.heartbeat_request(time.monotonic()))
+            response = self._coord.request(group.heartbeat_request(time.monotonic()))
         except REJOIN_ERRORS as exc:
             log.info("group %s: %s; rejoining", group.group_id, exc)
             lost = group.reset()
@@ -502,8 +503,8 @@ class Consumer:
         except SluiceError as exc:
             if not is_retriable(exc):
                 raise
-            if self._conn.sock is None:
-                self._conn.connect()
+            if self._coord.sock is None:
+                self._coord.connect()
             group.next_heartbeat = time.monotonic() + 0.1
             return
         plan = group.on_heartbeat(response, time.monotonic())
@@ -520,7 +521,7 @@ class Consumer:
         if plan.assign:
             new = sorted(plan.assign)
             committed = group.on_fetch_offsets(
-                self._conn.request(group.fetch_offsets_request(new)))
+                self._coord.request(group.fetch_offsets_request(new)))
             self._settle()
             self._state.assign(self._state.assignment + new)
             for tp in new:
@@ -539,8 +540,7 @@ class Consumer:
                 call_back_sync(self.on_revoke, owned)
             leave = group.leave_request()
             if leave is not None:
-                self._drain_fetch()
-                self._conn.request(leave)
+                self._coord.request(leave)
         except SluiceError as exc:
             log.info("group %s: leave failed: %s", group.group_id, exc)
         finally:
