@@ -135,14 +135,18 @@ class GroupCoordinator:
     def heartbeat(self, request: m.GroupHeartbeatRequest, client_id: str = "") -> m.GroupHeartbeatResponse:
         if not request.group_id:
             raise InvalidGroupIdError("group_id must not be empty")
-        group = self.groups.setdefault(request.group_id, Group(request.group_id, empty_since_ms=now_ms()))
+        joining = request.member_epoch == 0 and not request.member_id
+        group = self.groups.get(request.group_id)
+        if group is None and joining:
+            group = self.groups[request.group_id] = Group(request.group_id, empty_since_ms=now_ms())
         if request.member_epoch == -1:
-            self._remove(group, request.member_id, reason="left")
+            if group is not None:
+                self._remove(group, request.member_id, reason="left")
             return m.GroupHeartbeatResponse(member_id=request.member_id, member_epoch=-1)
-        if request.member_epoch == 0 and not request.member_id:
+        if joining:
             member = self._join(group, request, client_id)
         else:
-            member = group.members.get(request.member_id)
+            member = group.members.get(request.member_id) if group is not None else None
             if member is None:
                 raise UnknownMemberIdError(
                     f"member {request.member_id} is not in group {group.group_id}; rejoin"

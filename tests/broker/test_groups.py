@@ -124,3 +124,16 @@ async def test_committed_offsets_survive_restart(tmp_path, broker_config):
         assert [p.offset for p in fetched.partitions] == [7]
         await client.aclose()
         handle.shutdown()
+
+
+async def test_heartbeat_from_unknown_member_creates_no_group(client):
+    response = await client.request(
+        m.GroupHeartbeatRequest(group_id="ghosts", member_id="nobody", member_epoch=3,
+                                session_timeout_ms=10_000)
+    )
+    assert response.error == UnknownMemberIdError.code
+    await client.request(
+        m.GroupHeartbeatRequest(group_id="ghosts", member_id="nobody", member_epoch=-1,
+                                session_timeout_ms=10_000)
+    )
+    assert (await client.request(m.ListGroupsRequest())).groups == []
