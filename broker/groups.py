@@ -149,7 +149,7 @@ class GroupCoordinator:
             member = group.members.get(request.member_id) if group is not None else None
             if member is None:
                 raise UnknownMemberIdError(
-                    f"member {request.member_id} is not in group {group.group_id}; rejoin"
+                    f"member {request.member_id} is not in group {request.group_id}; rejoin"
                 )
             if request.member_epoch > member.epoch:
                 raise FencedMemberEpochError(
