@@ -14,16 +14,16 @@ import pytest
 import trio
 
 from protocol import messages as m
-from protocol.errors import BrokerShuttingDownError
+from protocol.errors import BrokerShuttingDownError, ProtocolError
 from tests.broker.conftest import RawClient, create_topic, make_batch
 from tests.torture.crashcheck import read_values
 from tests.torture.harness import MODES, Broker, record
 
 SCALE = {"quick": dict(rounds=1, producers=4, fetchers=4), "long": dict(rounds=5, producers=8, fetchers=20)}
-NET_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+NET_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError)
 
 
-async def pipelined_producer(port: int, index: int, outcome: dict, running: trio.Event) -> None:
+async def pipelined_producer(port: int, index: int, outcome: dict, running: trio.Event, rnd: int) -> None:
     """Keep up to 8 acks=all produce requests in flight; note what each one was told."""
     try:
         client = await RawClient.connect(port)
@@ -51,7 +51,7 @@ async def pipelined_producer(port: int, index: int, outcome: dict, running: trio
         try:
             while True:
                 while len(sent) < 8:
-                    values = [b"p%d-%07d-%d" % (index, seq, i) for i in range(20)]
+                    values = [b"r%d-p%d-%07d-%d" % (rnd, index, seq, i) for i in range(20)]
                     cid = await client.send(m.ProduceRequest(acks=-1, timeout_ms=30_000, partitions=[
                         m.ProducePartition(topic="s", partition=index % 2, records=make_batch(values))]))
                     sent[cid] = values
@@ -85,13 +85,13 @@ async def test_sigterm_under_load_loses_no_answered_record(tmp_path, mode):
     total = {"acked": 0, "refused": 0, "unanswered": 0, "errors": 0, "fetches": 0}
     acked: list[bytes] = []
     stop_seconds = []
-    for _ in range(scale["rounds"]):
+    for rnd in range(scale["rounds"]):
         outcome = {"acked": [], "refused": 0, "unanswered": 0, "errors": 0, "fetches": 0}
         running = trio.Event()
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 for i in range(scale["producers"]):
-                    nursery.start_soon(pipelined_producer, broker.port, i, outcome, running)
+                    nursery.start_soon(pipelined_producer, broker.port, i, outcome, running, rnd)
                 for _ in range(scale["fetchers"]):
                     nursery.start_soon(long_poller, broker.port, outcome)
                 await running.wait()

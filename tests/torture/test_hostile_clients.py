@@ -8,6 +8,7 @@ throughput ratio (unloaded / loaded) is reported, asserted only against a genero
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from protocol.framing import CLOSED, NEED_DATA, PREALLOCATE_BYTES, FrameDecoder
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce
 from tests.torture.harness import MODES, ROOT, Broker, child_env, record
 
+# SLUICE_TORTURE_HOSTILE=fuzz,storm runs only those kinds (to see which one costs what)
+KINDS = os.environ.get("SLUICE_TORTURE_HOSTILE", "fuzz,slowloris,noread,storm,bomb,huge")
 SCALE = {"quick": dict(hostile_s=8, measure_s=3, scale=1), "long": dict(hostile_s=40, measure_s=15, scale=4)}
 
 
@@ -66,7 +69,7 @@ async def test_hostile_clients_do_not_hurt_the_broker_or_its_good_clients(tmp_pa
         baseline = await well_behaved(broker.port, figures["measure_s"])
         hostile = subprocess.Popen(
             [sys.executable, "-m", "tests.torture.hostile", str(broker.port), str(figures["hostile_s"]),
-             "fuzz,slowloris,noread,storm,bomb,huge", str(figures["scale"])],
+             KINDS, str(figures["scale"])],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), cwd=ROOT,
         )
         peak = [idle_rss]
@@ -91,7 +94,7 @@ async def test_hostile_clients_do_not_hurt_the_broker_or_its_good_clients(tmp_pa
         peak_hwm = broker.peak_rss_mib()
         ratio = baseline / max(loaded, 1e-9)
         record(
-            f"4-hostile-{mode}",
+            f"4-hostile-{mode}" + ("" if "," in KINDS else f"-{KINDS}"),
             baseline_rt_per_s=round(baseline, 1),
             loaded_rt_per_s=round(loaded, 1),
             slowdown_ratio=round(ratio, 2),
