@@ -23,9 +23,10 @@ import trio
 
 from client import admin_ops as ops
 from client.connection import DEFAULT_BOOTSTRAP, Cluster
+from client.consumer_base import ConsumerBase
 from client.errors import ClientClosedError, ConnectionLostError, SluiceError, is_retriable
-from client.fetcher import EARLIEST, LATEST, FetchState
-from client.group import REJOIN_ERRORS, GroupMembership, call_back, normalize_offsets
+from client.fetcher import EARLIEST, LATEST
+from client.group import REJOIN_ERRORS, call_back, normalize_offsets
 from client.lifecycle import ClientLifecycle
 from client.records import Record, decode_batches
 
@@ -35,7 +36,7 @@ RETRY_BACKOFF_S = 0.1
 CLOSE_TIMEOUT_S = 10.0
 
 
-class Consumer(ClientLifecycle):
+class Consumer(ConsumerBase, ClientLifecycle):
     """Async consumer; ``async with Consumer(...) as consumer: async for record in consumer``.
 
     Without ``group_id``: ``topics`` assigns every partition of those topics; or call
@@ -48,30 +49,13 @@ class Consumer(ClientLifecycle):
         self,
         bootstrap: str = DEFAULT_BOOTSTRAP,
         *,
-        topics=None,
-        group_id: str | None = None,
-        auto_commit: bool = True,
-        auto_commit_interval_ms: int = 5_000,
-        session_timeout_ms: int = 10_000,
-        on_assign=None,
-        on_revoke=None,
-        auto_offset_reset: str = "latest",
-        fetch_max_bytes: int = 50 * 1024 * 1024,
-        partition_max_bytes: int = 8 * 1024 * 1024,
-        fetch_max_wait_ms: int = 500,
-        fetch_min_bytes: int = 1,
         client_id: str = "sluice-consumer",
+        **options,
     ) -> None:
+        """``options``: see ``ConsumerBase`` (topics, group_id, auto_commit, fetch sizes...)."""
+        super().__init__(**options)
         self.bootstrap = bootstrap
         self.client_id = client_id
-        self.topics = [topics] if isinstance(topics, str) else list(topics or [])
-        self._group = None
-        if group_id is not None:
-            self._group = GroupMembership(
-                group_id, self.topics, session_timeout_ms=session_timeout_ms,
-                auto_commit=auto_commit, auto_commit_interval_ms=auto_commit_interval_ms,
-            )
-        self.on_assign, self.on_revoke = on_assign, on_revoke
         # Group bookkeeping (see the module docstring): ``_due`` makes the next record
         # request run ``_maintenance`` first; ``_holding`` is true while the application may
         # still be working on records handed out to it.
@@ -83,17 +67,8 @@ class Consumer(ClientLifecycle):
         self._closing = False
         self._hb_scope: trio.CancelScope | None = None
         self._coordinator: Cluster | None = None
-        self._state = FetchState(
-            auto_offset_reset=auto_offset_reset,
-            fetch_max_bytes=fetch_max_bytes,
-            partition_max_bytes=partition_max_bytes,
-            fetch_max_wait_ms=fetch_max_wait_ms,
-            fetch_min_bytes=fetch_min_bytes,
-        )
         self._changed = trio.Event()
         self._chunks_in: trio.MemoryReceiveChannel | None = None
-        self._records: list[Record] = []
-        self._index = 0
 
     async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
         if self._group is not None:
@@ -120,57 +95,12 @@ class Consumer(ClientLifecycle):
 
     # -- assignment and positions ----------------------------------------------------------
 
-    def assign(self, partitions) -> None:
-        """Consume exactly these ``(topic, partition)`` pairs (replacing any assignment)."""
-        if self._group is not None:
-            raise ValueError("a group consumer's partitions are assigned by the group")
-        self._settle()
-        self._state.assign(partitions)
+    def _positions_changed(self) -> None:
         self._changed.set()
 
     async def partitions_for(self, topic: str) -> int:
         """The topic's partition count (``UnknownTopicOrPartitionError`` if it has none)."""
         return await self._cluster.partitions(topic)
-
-    def assignment(self) -> list[tuple[str, int]]:
-        """The partitions being consumed (in a group: the ones assigned and set up)."""
-        return list(self._state.assignment)
-
-    @property
-    def member_id(self) -> str:
-        """This consumer's member id in its group ("" until joined, or without a group)."""
-        return self._group.member_id if self._group is not None else ""
-
-    def seek(self, topic: str, partition: int, offset: int) -> None:
-        """The next record returned for this partition will be the one at ``offset``."""
-        self._settle()
-        self._state.seek((topic, partition), offset)
-        self._changed.set()
-
-    def seek_to_beginning(self, *partitions) -> None:
-        """Restart the given partitions (default: all assigned) at their first offset."""
-        self._seek_to(partitions, EARLIEST)
-
-    def seek_to_end(self, *partitions) -> None:
-        """Skip to the end: only records produced from now on are returned."""
-        self._seek_to(partitions, LATEST)
-
-    def seek_to_time(self, timestamp_ms: int, *partitions) -> None:
-        """Start at the first record with timestamp >= ``timestamp_ms``."""
-        self._seek_to(partitions, timestamp_ms)
-
-    def _seek_to(self, partitions, spec: int) -> None:
-        self._settle()
-        for tp in partitions or self._state.assignment:
-            self._state.seek_to(tuple(tp), spec)
-        self._changed.set()
-
-    def position(self, topic: str, partition: int) -> int | None:
-        """The offset of the next record this consumer will return (None: not known yet)."""
-        records, index = self._records, self._index
-        if index < len(records) and records[0].topic == topic and records[0].partition == partition:
-            return records[index].offset
-        return self._state.positions.get((topic, partition))
 
     async def offsets_for_times(self, timestamps: dict) -> dict:
         """``{(topic, partition): ts}`` -> ``{(topic, partition): (offset, ts) or None}``."""
@@ -186,15 +116,6 @@ class Consumer(ClientLifecycle):
 
     async def _list_offsets(self, specs: dict) -> dict:
         return ops.offsets(await self._cluster.request(ops.list_offsets(specs)))
-
-    def _settle(self) -> None:
-        """Drop the unread rest of the current chunk; its partition resumes at the first
-        unread record. (A chunk holds one partition's records.)"""
-        records, index = self._records, self._index
-        if index < len(records):
-            first = records[index]
-            self._state.consumed((first.topic, first.partition), first.offset)
-        self._records, self._index = [], 0
 
     # -- reading -----------------------------------------------------------------------------
 

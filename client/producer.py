@@ -17,16 +17,13 @@ from time import time_ns as _time_ns
 
 import trio
 
-from client.accumulator import Accumulator, ProducerBatch
+from client.accumulator import ProducerBatch
 from client.connection import DEFAULT_BOOTSTRAP
 from client.errors import ClientClosedError, ConnectionLostError
 from client.lifecycle import ClientLifecycle
-from client.partitioner import StickyPartitioner, partition_for_key
+from client.producer_base import ProducerBase
 from client.records import RecordMetadata
-from client.sender import SendState, parse_acks
 from protocol import messages as m
-
-MAX_IN_FLIGHT_IDEMPOTENT = 5
 
 
 class DeliveryHandle:
@@ -87,21 +84,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def check_config(acks, idempotent, max_in_flight: int) -> tuple[int, bool]:
-    """Validated ``(acks, idempotent)``; idempotence needs acknowledgements."""
-    acks = parse_acks(acks)
-    if idempotent is None:
-        idempotent = acks != 0
-    if idempotent and acks == 0:
-        raise ValueError("idempotent=True needs acks=1 or acks='all' (acks=0 gets no answers)")
-    if idempotent and max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT:
-        raise ValueError(f"idempotence allows at most {MAX_IN_FLIGHT_IDEMPOTENT} in flight")
-    if max_in_flight < 1:
-        raise ValueError("max_in_flight must be at least 1")
-    return acks, idempotent
-
-
-class Producer(ClientLifecycle):
+class Producer(ProducerBase, ClientLifecycle):
     """Async producer; use as ``async with Producer(...) as producer:``.
 
     Closing delivers everything accepted before it returns (or fails it with its error).
@@ -111,36 +94,13 @@ class Producer(ClientLifecycle):
         self,
         bootstrap: str = DEFAULT_BOOTSTRAP,
         *,
-        acks=1,
-        linger_ms: float = 5,
-        batch_bytes: int = 1024 * 1024,
-        buffer_bytes: int = 32 * 1024 * 1024,
-        idempotent: bool | None = None,
-        retries: int = 2**31 - 1,
-        delivery_timeout_ms: int = 120_000,
-        request_timeout_ms: int = 30_000,
-        max_in_flight: int = 5,
-        partitioner=partition_for_key,
         client_id: str = "sluice-producer",
+        **options,
     ) -> None:
-        acks, idempotent = check_config(acks, idempotent, max_in_flight)
+        """``options``: see ``ProducerBase`` (acks, linger_ms, batch_bytes, buffer_bytes...)."""
+        super().__init__(clock=trio.current_time, **options)
         self.bootstrap = bootstrap
         self.client_id = client_id
-        self.linger_s = linger_ms / 1000
-        self.buffer_bytes = buffer_bytes
-        self.max_in_flight = max_in_flight
-        self.partitioner = partitioner
-        self._sticky = StickyPartitioner()
-        self._acc = Accumulator(batch_bytes, trio.current_time, self._on_seal)
-        self._state = SendState(
-            self._acc,
-            acks=acks,
-            idempotent=idempotent,
-            retries=retries,
-            delivery_timeout_s=delivery_timeout_ms / 1000,
-            request_timeout_ms=request_timeout_ms,
-        )
-        self._partitions: dict[str, int] = {}
         self._wake = trio.Event()
         self._space = trio.Event()
         self._progress = trio.Event()

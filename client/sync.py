@@ -23,20 +23,20 @@ import time
 from collections import deque
 
 from client import admin_ops as ops
-from client.accumulator import Accumulator, ProducerBatch
+from client.accumulator import ProducerBatch
 from client.connection import (
     DEFAULT_BOOTSTRAP,
     describe_connect_error,
     parse_bootstrap,
     raise_for_error,
 )
+from client.consumer_base import ConsumerBase
 from client.errors import BrokerUnreachableError, ConnectionLostError, SluiceError, is_retriable
-from client.fetcher import EARLIEST, LATEST, FetchState
-from client.group import REJOIN_ERRORS, GroupMembership, call_back_sync, normalize_offsets
-from client.partitioner import StickyPartitioner, partition_for_key
-from client.producer import check_config, now_ms
+from client.fetcher import EARLIEST, LATEST
+from client.group import REJOIN_ERRORS, call_back_sync, normalize_offsets
+from client.producer import now_ms
+from client.producer_base import ProducerBase
 from client.records import Record, RecordMetadata, decode_batches
-from client.sender import SendState
 from protocol import messages as m
 from protocol.connection import ClientConnection, ResponseReceived
 from protocol.errors import ProtocolError, error_for_code
@@ -157,38 +157,19 @@ class SyncDeliveryHandle:
         return self.batch.metadata(self.index)
 
 
-class Producer:
+class Producer(ProducerBase):
     """Blocking producer: ``with Producer(...) as p: p.send(...).result()``."""
 
     def __init__(
         self,
         bootstrap: str = DEFAULT_BOOTSTRAP,
         *,
-        acks=1,
-        linger_ms: float = 5,
-        batch_bytes: int = 1024 * 1024,
-        buffer_bytes: int = 32 * 1024 * 1024,
-        idempotent: bool | None = None,
-        retries: int = 2**31 - 1,
-        delivery_timeout_ms: int = 120_000,
-        request_timeout_ms: int = 30_000,
-        max_in_flight: int = 5,
-        partitioner=partition_for_key,
         client_id: str = "sluice-producer",
+        **options,
     ) -> None:
-        acks, idempotent = check_config(acks, idempotent, max_in_flight)
-        self.linger_s = linger_ms / 1000
-        self.buffer_bytes = buffer_bytes
-        self.max_in_flight = max_in_flight
-        self.partitioner = partitioner
-        self._sticky = StickyPartitioner()
+        """``options``: see ``ProducerBase`` (acks, linger_ms, batch_bytes, buffer_bytes...)."""
+        super().__init__(clock=time.monotonic, **options)
         self._conn = SyncConnection(bootstrap, client_id)
-        self._acc = Accumulator(batch_bytes, time.monotonic, self._on_seal)
-        self._state = SendState(
-            self._acc, acks=acks, idempotent=idempotent, retries=retries,
-            delivery_timeout_s=delivery_timeout_ms / 1000, request_timeout_ms=request_timeout_ms,
-        )
-        self._partitions: dict[str, int] = {}
         self._in_flight: deque[list[ProducerBatch]] = deque()
         self._linger_due = float("inf")
 
@@ -304,7 +285,7 @@ class Producer:
             self._state.fail_all(exc)
 
 
-class Consumer:
+class Consumer(ConsumerBase):
     """Blocking consumer: ``with Consumer(..., topics=[...]) as c: for record in c: ...``.
 
     With ``group_id`` it is a group member (same options and semantics as the trio
@@ -316,40 +297,16 @@ class Consumer:
         self,
         bootstrap: str = DEFAULT_BOOTSTRAP,
         *,
-        topics=None,
-        group_id: str | None = None,
-        auto_commit: bool = True,
-        auto_commit_interval_ms: int = 5_000,
-        session_timeout_ms: int = 10_000,
-        on_assign=None,
-        on_revoke=None,
-        auto_offset_reset: str = "latest",
-        fetch_max_bytes: int = 50 * 1024 * 1024,
-        partition_max_bytes: int = 8 * 1024 * 1024,
-        fetch_max_wait_ms: int = 500,
-        fetch_min_bytes: int = 1,
         client_id: str = "sluice-consumer",
+        **options,
     ) -> None:
-        self.topics = [topics] if isinstance(topics, str) else list(topics or [])
-        self._group = None
-        if group_id is not None:
-            self._group = GroupMembership(
-                group_id, self.topics, session_timeout_ms=session_timeout_ms,
-                auto_commit=auto_commit, auto_commit_interval_ms=auto_commit_interval_ms,
-            )
-        self.on_assign, self.on_revoke = on_assign, on_revoke
+        """``options``: see ``ConsumerBase`` (topics, group_id, auto_commit, fetch sizes...)."""
+        super().__init__(**options)
         self._conn = SyncConnection(bootstrap, client_id)
         # Group requests on their own connection, so they never wait behind a long poll.
         self._coord = SyncConnection(bootstrap, client_id)
-        self._state = FetchState(
-            auto_offset_reset=auto_offset_reset, fetch_max_bytes=fetch_max_bytes,
-            partition_max_bytes=partition_max_bytes, fetch_max_wait_ms=fetch_max_wait_ms,
-            fetch_min_bytes=fetch_min_bytes,
-        )
         self._in_flight: int | None = None  # generation of the fetch on the wire
         self._chunks: deque = deque()  # fetched, not yet decoded
-        self._records: list[Record] = []
-        self._index = 0
 
     def __enter__(self) -> Consumer:
         self._conn.connect()
@@ -377,39 +334,6 @@ class Consumer:
     def partitions_for(self, topic: str) -> int:
         return self._conn.partitions(topic)
 
-    def assign(self, partitions) -> None:
-        if self._group is not None:
-            raise ValueError("a group consumer's partitions are assigned by the group")
-        self._settle()
-        self._state.assign(partitions)
-
-    def assignment(self) -> list[tuple[str, int]]:
-        return list(self._state.assignment)
-
-    def seek(self, topic: str, partition: int, offset: int) -> None:
-        self._settle()
-        self._state.seek((topic, partition), offset)
-
-    def seek_to_beginning(self, *partitions) -> None:
-        self._seek_to(partitions, EARLIEST)
-
-    def seek_to_end(self, *partitions) -> None:
-        self._seek_to(partitions, LATEST)
-
-    def seek_to_time(self, timestamp_ms: int, *partitions) -> None:
-        self._seek_to(partitions, timestamp_ms)
-
-    def _seek_to(self, partitions, spec: int) -> None:
-        self._settle()
-        for tp in partitions or self._state.assignment:
-            self._state.seek_to(tuple(tp), spec)
-
-    def position(self, topic: str, partition: int) -> int | None:
-        records, index = self._records, self._index
-        if index < len(records) and records[0].topic == topic and records[0].partition == partition:
-            return records[index].offset
-        return self._state.positions.get((topic, partition))
-
     def offsets_for_times(self, timestamps: dict) -> dict:
         return self._list_offsets(timestamps)
 
@@ -423,21 +347,10 @@ class Consumer:
         self._drain_fetch()
         return ops.offsets(self._conn.request(ops.list_offsets(specs)))
 
-    def _settle(self) -> None:
-        """Drop what is buffered but not handed out; positions stay at the first record not
-        handed out, and the next fetch starts there."""
-        records, index = self._records, self._index
-        if index < len(records):
-            first = records[index]
-            self._state.consumed((first.topic, first.partition), first.offset)
-        self._records, self._index = [], 0
+    def _drop_fetched(self) -> None:
         self._chunks.clear()
 
     # -- groups ------------------------------------------------------------------------------
-
-    @property
-    def member_id(self) -> str:
-        return self._group.member_id if self._group is not None else ""
 
     def commit(self, offsets=None) -> None:
         """Commit group offsets (default: every owned partition's position); returns once the
