@@ -139,7 +139,7 @@ def test_announced_frame_size_is_not_preallocated():
     size = 64 * 1024 * 1024
     decoder.receive_data(struct.pack(">II", size, 10) + b"\x80" * 100)
     assert decoder.next_frame() is NEED_DATA
-    assert len(decoder._frame) < PREALLOCATE_BYTES
+    assert len(decoder._frame) <= PREALLOCATE_BYTES  # not the 64 MiB announced
     # ... yet the frame still arrives whole, however it is chunked.
     header = msgpack.packb({"api": 1})
     body = bytes(range(256)) * 4096
