@@ -261,7 +261,8 @@ class Run:
         expected = int(a.e2e_rate * (a.e2e_warmup + a.e2e_seconds))
         e2e_params = {**base, "topic": topic + "-e2e", "rate": a.e2e_rate, "expected": expected,
                       "warmup_records": int(a.e2e_rate * a.e2e_warmup),
-                      "timeout_s": a.e2e_warmup + a.e2e_seconds + 20, "delete": True}
+                      "timeout_s": a.e2e_warmup + a.e2e_seconds + 20, "delete": True,
+                      "e2e_linger_ms": a.e2e_linger_ms}
         try:
             e = run_e2e(variant.system, e2e_params, a.e2e_warmup + a.e2e_seconds + 60)
             pe, ce = e["produce"], e["consume"]
@@ -496,6 +497,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--e2e-rate", type=int, default=5000, help="records/s of the e2e test")
     parser.add_argument("--e2e-seconds", type=float, default=None, help="measured e2e seconds (4)")
     parser.add_argument("--e2e-warmup", type=float, default=0.5, help="e2e warm-up seconds")
+    parser.add_argument("--e2e-linger-ms", type=float, default=0,
+                        help="Sluice producer linger_ms in the e2e test")
     parser.add_argument("--sendfile-mib", type=int, default=None, help="sendfile file size (256)")
     parser.add_argument("--append-mib", type=int, default=None, help="disk append size (512)")
     parser.add_argument("--append-sync-mib", type=int, default=None,

@@ -123,7 +123,7 @@ async def e2e_produce(p: dict) -> dict:
     total = p["expected"]
     pad = os.urandom(max(0, p["value_size"] - 16))
     handles = []
-    async with client.Producer(address, acks=p["acks"], linger_ms=0) as prod:
+    async with client.Producer(address, acks=p["acks"], linger_ms=p.get("e2e_linger_ms", 0)) as prod:
         await prod.partitions_for(topic)
         with Timer(p.get("server_pid")) as timer:
             start = trio.current_time()
