@@ -20,6 +20,7 @@ frame, then the connection is closed. Either way only this connection is affecte
 from __future__ import annotations
 
 import logging
+import math
 
 import trio
 
@@ -74,6 +75,14 @@ class Session:
             await trio.aclose_forcefully(self.stream)
 
     async def _read_loop(self) -> None:
+        # One scope for the connection's life; its deadline is armed only while waiting for
+        # bytes (a client blocked by backpressure is not idle).
+        with trio.CancelScope() as idle:
+            await self._serve_requests(idle)
+        if idle.cancelled_caught:
+            log.info("closing idle connection %s", self.peer)
+
+    async def _serve_requests(self, idle: trio.CancelScope) -> None:
         while True:
             try:
                 event = self.conn.next_event()
@@ -85,12 +94,11 @@ class Session:
             if event is CLOSED:
                 return
             if event is NEED_DATA:
-                with trio.move_on_after(self.config.idle_timeout_s) as idle:
-                    data = await self.stream.receive_some(RECEIVE_BYTES)
-                if idle.cancelled_caught:
-                    log.info("closing idle connection %s", self.peer)
-                    return
-                self.conn.receive_data(data)
+                idle.deadline = trio.current_time() + self.config.idle_timeout_s
+                with self.conn.receive_buffer(RECEIVE_BYTES) as view:
+                    n = await self._receive_into(view)
+                idle.deadline = math.inf
+                self.conn.received(n)
                 continue
             if isinstance(event, BadRequest):
                 await self._enqueue(event.correlation_id, event.api, event.error)
@@ -106,6 +114,13 @@ class Session:
                 await self._enqueue(event.correlation_id, event.api, outcome)
             else:
                 await trio.lowlevel.checkpoint()
+
+    async def _receive_into(self, view: memoryview) -> int:
+        """Receive straight into the protocol's buffer (for a large frame: the frame itself)."""
+        try:
+            return await self.stream.socket.recv_into(view)
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
 
     async def _enqueue(self, correlation_id: int, api: int, outcome) -> None:
         """Queue a response for the writer; it counts as in flight until sent or dropped."""
@@ -127,13 +142,19 @@ class Session:
 
     async def _write_loop(self, scope: trio.CancelScope) -> None:
         try:
-            async for correlation_id, api, outcome in self._outbox_receive:
-                if outcome is _CLOSE:
-                    break
-                try:
-                    await self._deliver(correlation_id, api, outcome)
-                finally:
-                    self.state.request_finished()
+            # One scope for the connection's life; its deadline is armed only while a response
+            # is being sent, so a client that stops reading is dropped after send_timeout_s.
+            with trio.CancelScope() as sending:
+                async for correlation_id, api, outcome in self._outbox_receive:
+                    if outcome is _CLOSE:
+                        break
+                    try:
+                        await self._deliver(correlation_id, api, outcome, sending)
+                    finally:
+                        self.state.request_finished()
+            if sending.cancelled_caught:
+                log.info("dropping %s: it did not read its response within %.0f s",
+                         self.peer, self.config.send_timeout_s)
         finally:
             scope.cancel()
             # Responses still queued will never be sent: they are no longer in flight.
@@ -145,12 +166,21 @@ class Session:
                 if outcome is not _CLOSE:
                     self.state.request_finished()
 
-    async def _deliver(self, correlation_id: int, api, outcome) -> None:
+    async def _deliver(self, correlation_id: int, api, outcome, sending: trio.CancelScope) -> None:
         if isinstance(outcome, Deferred):
             try:
                 outcome = await outcome.complete()
             except ApiError as exc:
                 outcome = exc
+        try:
+            await self._send(correlation_id, api, outcome, sending)
+        finally:
+            if isinstance(outcome, m.FetchResponse):
+                for part in outcome.partitions:
+                    if isinstance(part.records, list):
+                        release(part.records)
+
+    async def _send(self, correlation_id: int, api, outcome, sending: trio.CancelScope) -> None:
         if isinstance(outcome, ApiError):
             pieces = self.conn.send_error(correlation_id, api, outcome)
         else:
@@ -161,18 +191,11 @@ class Session:
                 pieces = self.conn.send_error(correlation_id, api, InvalidRequestError(
                     f"the response cannot be encoded ({exc}); ask for fewer items per request"
                 ))
+        sending.deadline = trio.current_time() + self.config.send_timeout_s
         try:
-            with trio.fail_after(self.config.send_timeout_s):
-                await self.transport.send(pieces)
-        except trio.TooSlowError:
-            raise trio.BrokenResourceError(
-                f"client did not read its response within {self.config.send_timeout_s} s"
-            ) from None
+            await self.transport.send(pieces)
         finally:
-            if isinstance(outcome, m.FetchResponse):
-                for part in outcome.partitions:
-                    if isinstance(part.records, list):
-                        release(part.records)
+            sending.deadline = math.inf
 
 
 def _protocol_error(exc: RemoteProtocolError) -> ApiError:

@@ -135,9 +135,11 @@ class Connection:
             while True:
                 event = proto.next_event()
                 if event is NEED_DATA:
-                    data = await self._stream.receive_some(RECEIVE_BYTES)
-                    proto.receive_data(data)
-                    if not data:
+                    # Straight into the frame being filled: a large fetch body is copied once.
+                    with proto.receive_buffer(RECEIVE_BYTES) as view:
+                        n = await self._stream.socket.recv_into(view)
+                    proto.received(n)
+                    if not n:
                         break
                 elif isinstance(event, ResponseReceived):
                     self._pending.popleft()._resolve(event.response)

@@ -23,6 +23,7 @@ from protocol.framing import (
     CLOSED,
     MAX_FRAME_BYTES,
     MAX_HEADER_BYTES,
+    PREALLOCATE_BYTES,
     Frame,
     FrameDecoder,
     Signal,
@@ -78,9 +79,13 @@ class ServerConnection:
     """The broker's side of one connection."""
 
     def __init__(
-        self, max_frame_bytes: int = MAX_FRAME_BYTES, max_header_bytes: int = MAX_HEADER_BYTES
+        self,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        preallocate_bytes: int = PREALLOCATE_BYTES,
     ) -> None:
-        self._decoder = FrameDecoder(max_frame_bytes, max_header_bytes)
+        # A client's announced frame size is not trusted: large frames grow as bytes arrive.
+        self._decoder = FrameDecoder(max_frame_bytes, max_header_bytes, preallocate_bytes)
         self._owed: deque[tuple[int, int]] = deque()  # (cid, api) still to answer, in order
 
     @property
@@ -90,6 +95,13 @@ class ServerConnection:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._decoder.receive_data(data)
+
+    def receive_buffer(self, size_hint: int) -> memoryview:
+        """See ``FrameDecoder.receive_buffer``: receive straight into the frame being filled."""
+        return self._decoder.receive_buffer(size_hint)
+
+    def received(self, n: int) -> None:
+        self._decoder.received(n)
 
     def next_event(self) -> RequestReceived | BadRequest | Signal:
         """The next request, ``NEED_DATA`` or ``CLOSED``; ``RemoteProtocolError`` on bad framing."""
@@ -137,7 +149,8 @@ class ClientConnection:
     def __init__(
         self, max_frame_bytes: int = MAX_FRAME_BYTES, max_header_bytes: int = MAX_HEADER_BYTES
     ) -> None:
-        self._decoder = FrameDecoder(max_frame_bytes, max_header_bytes)
+        # The broker is trusted to send the frame it announces: allocate it whole at once.
+        self._decoder = FrameDecoder(max_frame_bytes, max_header_bytes, max_frame_bytes)
         self._next_cid = 0
         self._awaiting: deque[tuple[int, int]] = deque()  # (cid, api) not yet answered
         self._error: RemoteProtocolError | None = None
@@ -160,6 +173,13 @@ class ClientConnection:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._decoder.receive_data(data)
+
+    def receive_buffer(self, size_hint: int) -> memoryview:
+        """See ``FrameDecoder.receive_buffer``: receive straight into the frame being filled."""
+        return self._decoder.receive_buffer(size_hint)
+
+    def received(self, n: int) -> None:
+        self._decoder.received(n)
 
     def next_event(self) -> ResponseReceived | Signal:
         """The next response, ``NEED_DATA`` or ``CLOSED``; ``RemoteProtocolError`` if the

@@ -31,6 +31,8 @@ MAX_HEADER_BYTES = 1024 * 1024
 # Frames up to this size are allocated whole when their prefix arrives; larger ones grow with
 # the bytes actually received (memory follows what the peer sent, not what it announced).
 PREALLOCATE_BYTES = 1024 * 1024
+# At most this much is received at once between frames (before a frame's size is known).
+SCRATCH_BYTES = 64 * 1024
 _U32_MAX = 2**32 - 1
 
 
@@ -66,10 +68,16 @@ class FrameDecoder:
     """
 
     def __init__(
-        self, max_frame_bytes: int = MAX_FRAME_BYTES, max_header_bytes: int = MAX_HEADER_BYTES
+        self,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        preallocate_bytes: int = PREALLOCATE_BYTES,
     ) -> None:
         self.max_frame_bytes = max_frame_bytes
         self.max_header_bytes = max_header_bytes
+        self.preallocate_bytes = preallocate_bytes
+        self._scratch: bytearray | None = None  # the buffer receive_buffer handed out
+        self._into_frame = False  # the last receive_buffer was the current frame's tail
         self._chunks: deque[memoryview] = deque()  # received, not yet consumed
         self._buffered = 0  # bytes in _chunks
         self._eof = False
@@ -90,6 +98,37 @@ class FrameDecoder:
         self._chunks.append(memoryview(data))
         self._buffered += len(data)
 
+    def receive_buffer(self, size_hint: int) -> memoryview:
+        """A writable view to receive up to ``size_hint`` bytes into (``recv_into``); then
+        report how many arrived with ``received(n)`` (0 = EOF).
+
+        While a frame is being filled and nothing is buffered ahead of it, the view is the
+        frame's own unfilled tail, so a large body lands in place with the kernel's copy only;
+        otherwise it is a reused scratch buffer, taken like ``receive_data``. Release the view
+        (``with decoder.receive_buffer(n) as view:``) before calling ``received``.
+        """
+        if self._frame is not None and not self._chunks and self._error is None:
+            want = min(self._size - self._filled, size_hint)
+            self._reserve(self._filled + want)
+            self._into_frame = True
+            return memoryview(self._frame)[self._filled : self._filled + want]
+        # Between frames: a fresh buffer, kept as the received chunk itself (no copy, and no
+        # buffer held by an idle connection).
+        self._scratch = bytearray(min(size_hint, SCRATCH_BYTES))
+        self._into_frame = False
+        return memoryview(self._scratch)
+
+    def received(self, n: int) -> None:
+        """``n`` bytes arrived in the view ``receive_buffer`` returned last (0 means EOF)."""
+        if not n:
+            self.receive_data(b"")
+        elif self._into_frame:
+            self._filled += n
+        else:
+            self._chunks.append(memoryview(self._scratch)[:n])
+            self._buffered += n
+        self._scratch = None
+
     def next_frame(self) -> Frame | Signal:
         if self._error is not None:
             raise self._error
@@ -109,6 +148,7 @@ class FrameDecoder:
             return self._starved()
         self._frame = None
         view = memoryview(frame)
+        assert len(frame) == self._size, "a complete frame is exactly its announced size"
         return Frame(header=view[: self._header_length], body=view[self._header_length :])
 
     def _starved(self) -> Signal:
@@ -137,7 +177,7 @@ class FrameDecoder:
                 f"header of {header_length} bytes exceeds max_header_bytes={self.max_header_bytes}"
             )
         self._size = frame_length - 4
-        self._frame = bytearray(self._size if self._size <= PREALLOCATE_BYTES else 0)
+        self._frame = bytearray(self._size if self._size <= self.preallocate_bytes else 0)
         self._filled = 0
         self._header_length = header_length
         return True
@@ -147,14 +187,11 @@ class FrameDecoder:
         frame = self._frame
         assert frame is not None
         filled, size, chunks = self._filled, self._size, self._chunks
-        growing = len(frame) < size
         while filled < size and chunks:
             chunk = chunks[0]
             n = min(size - filled, len(chunk))
-            if growing:
-                frame += chunk[:n]
-            else:
-                frame[filled : filled + n] = chunk[:n]
+            self._reserve(filled + n)
+            frame[filled : filled + n] = chunk[:n]
             filled += n
             if n < len(chunk):
                 chunks[0] = chunk[n:]
@@ -163,6 +200,17 @@ class FrameDecoder:
         self._buffered -= filled - self._filled
         self._filled = filled
         return frame
+
+    def _reserve(self, end: int) -> None:
+        """Grow a frame that was not preallocated so it can hold bytes up to ``end``.
+
+        Geometric growth (amortised linear), never past the announced size: memory follows
+        what arrived, not what the prefix claimed.
+        """
+        frame = self._frame
+        if len(frame) < end:
+            target = min(self._size, max(end, 2 * len(frame)))
+            frame.extend(bytes(target - len(frame)))
 
     def _peek(self, n: int) -> bytes:
         out = b""

@@ -177,3 +177,46 @@ def test_encode_frame_refuses_what_the_peer_must_refuse():
         encode_frame({}, -1)
     with pytest.raises(LocalProtocolError):
         encode_frame({}, 2**32)
+
+
+def receive_into(decoder: FrameDecoder, stream: bytes, step: int) -> list[Frame]:
+    """Feed ``stream`` through ``receive_buffer``/``received`` as a socket would, ``step``
+    bytes at most per receive; collect every frame."""
+    frames, pos = [], 0
+    while True:
+        event = decoder.next_frame()
+        if isinstance(event, Frame):
+            frames.append(event)
+            continue
+        if event is CLOSED:
+            return frames
+        with decoder.receive_buffer(step) as view:
+            n = min(len(view), len(stream) - pos)
+            view[:n] = stream[pos : pos + n]
+        pos += n
+        decoder.received(n)
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096, 1 << 20])
+@pytest.mark.parametrize("preallocate", [16, 1 << 30])
+def test_receive_into_gives_the_same_frames(step, preallocate):
+    """Straight-into-the-frame receiving, with frames preallocated or grown, whole or split."""
+    frames = [({"a": i}, bytes([i]) * size) for i, size in enumerate([0, 5, 300, 70_000, 3])]
+    stream = b"".join(frame_bytes(h, b) for h, b in frames)
+    decoder = FrameDecoder(preallocate_bytes=preallocate)
+    assert [as_pair(f) for f in receive_into(decoder, stream, step)] == frames
+
+
+def test_receive_into_a_growing_frame_never_exceeds_its_announced_size():
+    body = b"x" * 100_000
+    decoder = FrameDecoder(preallocate_bytes=1024)
+    stream = frame_bytes({"k": 1}, body)
+    [frame] = receive_into(decoder, stream, 10_000)
+    assert bytes(frame.body) == body and len(frame.header) + len(frame.body) == len(stream) - 8
+
+
+def test_receive_into_eof_mid_frame_is_an_error():
+    decoder = FrameDecoder()
+    stream = frame_bytes({"k": 1}, b"y" * 50)[:30]
+    with pytest.raises(RemoteProtocolError, match="middle of a frame"):
+        receive_into(decoder, stream, 8)
