@@ -373,3 +373,28 @@ def test_api_errors_are_api_errors():
     assert issubclass(m.InvalidFieldError, InvalidRequestError)
     assert issubclass(InvalidRequestError, ApiError)
     assert m.InvalidFieldError("x", "is bad").code == InvalidRequestError.code
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"api": 1, "topics": [f"t{i}" for i in range(m.MAX_REQUEST_ITEMS + 1)]},
+        {  # nested: the budget is per request, not per list
+            "api": 9, "group_id": "g", "member_id": "x", "member_epoch": 1,
+            "session_timeout_ms": 10_000,
+            "owned": [{"topic": f"t{i}", "partitions": list(range(100))} for i in range(100)],
+        },
+    ],
+)
+def test_requests_over_the_item_budget_are_refused_before_decoding(fields):
+    frame = raw_frame({"v": 0, "cid": 5, **fields})
+    with pytest.raises(m.InvalidFieldError, match="more than 10000 items") as caught:
+        m.decode_request(frame)
+    assert caught.value.correlation_id == 5
+
+
+def test_a_request_at_the_item_budget_decodes():
+    frame = raw_frame({"api": 1, "v": 0, "cid": 5,
+                       "topics": [f"t{i}" for i in range(m.MAX_REQUEST_ITEMS)]})
+    _, request = m.decode_request(frame)
+    assert len(request.topics) == m.MAX_REQUEST_ITEMS
