@@ -41,14 +41,13 @@ class Client:
     """A lean blocking protocol client: pipelined requests, responses in order.
 
     Sends with scatter-gather ``sendmsg`` (no joining of a 1 MiB batch into a new buffer) and
-    receives into one reused buffer (no fresh multi-MiB allocation per ``recv``).
+    receives straight into the frame being assembled (``receive_buffer``: one copy per byte).
     """
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = ClientConnection()
-        self.buffer = bytearray(4 * MIB)
 
     def send(self, request) -> None:
         _, pieces = self.conn.send_request(request)
@@ -62,13 +61,13 @@ class Client:
                 views[0] = views[0][sent:]
 
     def receive(self):
-        view = memoryview(self.buffer)
         while True:
             event = self.conn.next_event()
             if isinstance(event, ResponseReceived):
                 return event.response
-            n = self.sock.recv_into(view)
-            self.conn.receive_data(view[:n])
+            with self.conn.receive_buffer(4 * MIB) as view:
+                n = self.sock.recv_into(view)
+            self.conn.received(n)
 
     def request(self, request):
         self.send(request)
