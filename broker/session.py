@@ -57,6 +57,7 @@ class Session:
         self.stream = stream
         self.peer = peer
         self.client_id = ""
+        self._queued = 0  # responses handed to the writer and not yet sent (or dropped)
         self.conn = ServerConnection(max_frame_bytes=self.config.max_frame_bytes)
         self.transport = Transport(stream, use_sendfile=self.config.use_sendfile)
         self._outbox_send, self._outbox_receive = trio.open_memory_channel(
@@ -80,7 +81,7 @@ class Session:
         with trio.CancelScope() as idle:
             await self._serve_requests(idle)
         if idle.cancelled_caught:
-            log.info("closing idle connection %s", self.peer)
+            log.info("closing connection %s: idle, or not reading its responses", self.peer)
 
     async def _serve_requests(self, idle: trio.CancelScope) -> None:
         while True:
@@ -110,10 +111,23 @@ class Session:
                     continue
             else:
                 outcome = self._handle(event.request)
-            if outcome is not None:
-                await self._enqueue(event.correlation_id, event.api, outcome)
-            else:
+            if outcome is None:
                 await trio.lowlevel.checkpoint()
+            elif self._can_answer_now(outcome):
+                # Nothing is queued or being sent ahead of it: answer from here, saving the
+                # hop through the outbox to the writer task. ``idle`` doubles as the send
+                # timeout while the deadline is armed for the send.
+                self.state.request_started()
+                try:
+                    await self._send(event.correlation_id, event.api, outcome, idle)
+                finally:
+                    self.state.request_finished()
+            else:
+                await self._enqueue(event.correlation_id, event.api, outcome)
+
+    def _can_answer_now(self, outcome) -> bool:
+        """A ready response with no response ahead of it (so order is kept)."""
+        return self._queued == 0 and not isinstance(outcome, Deferred)
 
     async def _receive_into(self, view: memoryview) -> int:
         """Receive straight into the protocol's buffer (for a large frame: the frame itself)."""
@@ -125,9 +139,11 @@ class Session:
     async def _enqueue(self, correlation_id: int, api: int, outcome) -> None:
         """Queue a response for the writer; it counts as in flight until sent or dropped."""
         self.state.request_started()
+        self._queued += 1
         try:
             await self._outbox_send.send((correlation_id, api, outcome))
         except BaseException:
+            self._queued -= 1
             self.state.request_finished()
             raise
 
@@ -151,6 +167,7 @@ class Session:
                     try:
                         await self._deliver(correlation_id, api, outcome, sending)
                     finally:
+                        self._queued -= 1
                         self.state.request_finished()
             if sending.cancelled_caught:
                 log.info("dropping %s: it did not read its response within %.0f s",
@@ -164,6 +181,7 @@ class Session:
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
                 if outcome is not _CLOSE:
+                    self._queued -= 1
                     self.state.request_finished()
 
     async def _deliver(self, correlation_id: int, api, outcome, sending: trio.CancelScope) -> None:

@@ -216,3 +216,26 @@ async def test_delete_topic_wakes_pollers_and_forgets_data(client, broker):
             assert response.topics[0].error == 0
     assert got[0].partitions[0].error == UnknownTopicOrPartitionError.code
     await other.aclose()
+
+
+async def test_pipelined_mix_of_deferred_and_ready_responses_keeps_order(client):
+    """acks=all produces (answered after a flush) interleaved with metadata requests (ready at
+    once): every response comes back in request order (the client connection checks cids)."""
+    await create_topic(client, "t")
+    requests = []
+    for i in range(40):
+        if i % 2:
+            requests.append(m.MetadataRequest(topics=["t"]))
+        else:
+            requests.append(m.ProduceRequest(
+                acks=-1, timeout_ms=10_000,
+                partitions=[m.ProducePartition(topic="t", partition=0, records=make_batch([b"%d" % i]))],
+            ))
+    with trio.fail_after(20):
+        for request in requests:
+            await client.send(request)
+        responses = [await client.receive() for _ in requests]
+    assert [type(r).__name__ for r in responses] == [
+        "MetadataResponse" if i % 2 else "ProduceResponse" for i in range(40)
+    ]
+    assert [r.partitions[0].base_offset for r in responses[::2]] == list(range(20))
