@@ -16,7 +16,7 @@ prints one markdown table per section (progress goes to stderr):
    aggregate records/s over the span from the first process's start to the last one's end;
 3. record size (100 B, 1 KiB, 10 KiB, 100 KiB values, the same number of bytes each): produce
    and consume records/s and MB/s on one partition;
-4. log size: fetch from offset 0 of a large log (``--big-log-gib``) with the head of its
+4. log size: fetch from offset 0 of a large log (``--big-log-gib``, default 10) with the head of its
    first segment evicted from the page cache (``posix_fadvise(DONTNEED)`` after
    ``fdatasync``; ``--drop-caches`` also writes 1 to /proc/sys/vm/drop_caches, which touches
    the whole machine) -- the broker's cold path, which warms cold ranges in a worker thread --
@@ -25,8 +25,9 @@ prints one markdown table per section (progress goes to stderr):
    fetch path) and by a ``client.Consumer`` process (what an application gets). The table
    shows how much of the range was in the page cache before each read (``mincore``).
 
-Every figure is repeated ``--reps`` times (default 1 here, to keep a full run near ten
-minutes; cells show the median and, with more repetitions, every value). Broker memory is
+Every figure is repeated ``--reps`` times (default 1 here, so that a full run stays well under
+ten minutes -- about three on the 2-core VM; cells show the median and, with more
+repetitions, every value). Broker memory is
 ``VmRSS`` (after the step) and ``VmHWM`` (its peak during the step: the peak is reset through
 /proc/PID/clear_refs before each step) from /proc/PID/status; broker CPU from
 /proc/PID/stat. Producers and consumers are separate processes (``scaling.py --worker``),
@@ -106,6 +107,17 @@ def reset_peak(pid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat (iowait and idle count as idle)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])
+    return total - idle, total
 
 
 def self_cpu_s() -> float:
@@ -316,7 +328,7 @@ async def work_consume(p: dict) -> dict:
             begins = await cons.beginning_offsets(parts)
             ends = await cons.end_offsets(parts)
             target = sum(ends[tp] - begins[tp] for tp in parts)
-        got = nbytes = 0
+        got = 0
         await _wait_go()
         gc.collect()
         gc.freeze()
@@ -325,12 +337,12 @@ async def work_consume(p: dict) -> dict:
             if target > 0:
                 async for records in cons.batches():
                     got += len(records)
-                    nbytes += sum(map(len, (r.value for r in records)))
                     if got >= target:
                         break
         t1, cpu1 = time.monotonic(), self_cpu_s()
+    # every value of a step has the same size: no per-record work in the timed loop
     return {"t0": t0, "t1": t1, "cpu_s": cpu1 - cpu0, "records": got, "expected": target,
-            "bytes": nbytes}
+            "bytes": got * p["value_size"]}
 
 
 WORK = {"produce": work_produce, "consume": work_consume}
@@ -583,6 +595,7 @@ class Run:
                 self.note_load(f"{name} start")
                 log(f"== {name} (load average {os.getloadavg()[0]:.2f})")
                 broker = None
+                busy0 = machine_busy()
                 try:
                     broker = Broker(self.workdir, name)
                     mem = proc_mem_mib(broker.pid)
@@ -595,6 +608,12 @@ class Run:
                     if broker is not None:
                         broker.stop()
                     shutil.rmtree(self.workdir / name, ignore_errors=True)
+                    busy1 = machine_busy()
+                    if busy1[1] > busy0[1]:
+                        share = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
+                        self.notes[name].append(
+                            f"whole machine CPU busy during the section: {share:.0%} of "
+                            f"{os.cpu_count()} cores (this run and everything else on it)")
             self.note_load("end")
         finally:
             if a.keep_tmp:
@@ -622,7 +641,8 @@ class Run:
                     ends = admin(broker.address, "ends", topic, count)
                     c = self.group(broker, "consume", [{
                         "address": broker.address, "topic": topic,
-                        "partitions": [(topic, i) for i in range(count)]}])
+                        "partitions": [(topic, i) for i in range(count)],
+                        "value_size": a.value_size}])
                     self.add("partitions", row, "produce records/s", p["records_per_s"])
                     self.add("partitions", row, "consume records/s", c["records_per_s"])
                     self.add("partitions", row, "partitions with records",
@@ -662,7 +682,8 @@ class Run:
                         for i, k in enumerate(per)])
                     c = self.group(broker, "consume", [{
                         "address": broker.address, "topic": topic, "client_id": f"consumer-{i}",
-                        "partitions": [(topic, j) for j in range(i, partitions, n)]}
+                        "partitions": [(topic, j) for j in range(i, partitions, n)],
+                        "value_size": a.value_size}
                         for i in range(n)])
                     for role, r in (("producers", p), ("consumers", c)):
                         row = f"{n} {role}"
@@ -697,7 +718,8 @@ class Run:
                         "address": broker.address, "topic": topic, "records": records,
                         "value_size": size}])
                     c = self.group(broker, "consume", [{
-                        "address": broker.address, "topic": topic, "partitions": [(topic, 0)]}])
+                        "address": broker.address, "topic": topic, "partitions": [(topic, 0)],
+                        "value_size": size}])
                     self.add("record_size", row, "records", records)
                     self.add("record_size", row, "produce records/s", p["records_per_s"])
                     self.add("record_size", row, "produce MB/s", p["mb_per_s"])
@@ -720,6 +742,11 @@ class Run:
         head = a.head_mib * MIB
         big = int(a.big_log_gib * GIB)
         size = a.log_value_size
+        free = shutil.disk_usage(broker.dir).free
+        if free < big + head + GIB:
+            raise RuntimeError(f"{free / GIB:.1f} GiB free in {broker.dir}, the big log "
+                               f"needs {(big + head + GIB) / GIB:.1f} GiB: pass a smaller "
+                               "--big-log-gib or another --tmp-dir")
         admin(broker.address, "create", "log-big", 1)
         admin(broker.address, "create", "log-small", 1)
         w = write_log(broker.port, "log-big", big, size)
@@ -772,7 +799,8 @@ class Run:
                         else:
                             r = self.group(broker, "consume", [{
                                 "address": broker.address, "topic": topic,
-                                "partitions": [(topic, 0)], "records": target_records}])
+                                "partitions": [(topic, 0)], "records": target_records,
+                                "value_size": size}])
                             records, mbps, rps = r["records"], r["mb_per_s"], r["records_per_s"]
                         cpu = proc_cpu_s(broker.pid) - cpu0
                         mem = proc_mem_mib(broker.pid)
@@ -947,7 +975,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write every figure as JSON here")
     p.add_argument("--records", type=int, default=None,
                    help="records per step of the partition and concurrency sections "
-                        "(1,000,000; quick 20,000)")
+                        "(2,000,000; quick 20,000)")
     p.add_argument("--value-size", type=int, default=100,
                    help="value bytes in the partition and concurrency sections")
     p.add_argument("--partitions", default=None, help="partition counts (1,4,16,64)")
@@ -957,11 +985,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--value-sizes", default=None,
                    help="value sizes in bytes (100,1024,10240,102400)")
     p.add_argument("--size-mib", type=float, default=None,
-                   help="MiB of values per record size (64; quick 2)")
+                   help="MiB of values per record size (128; quick 2)")
     p.add_argument("--min-records", type=int, default=None,
                    help="at least this many records per record size (1,000; quick 50)")
     p.add_argument("--big-log-gib", type=float, default=None,
-                   help="size of the large log (2; the issue's figure is 10; quick 0.0625)")
+                   help="size of the large log (10, the issue's figure; quick 0.0625); it needs "
+                        "that much free space in --tmp-dir")
     p.add_argument("--head-mib", type=int, default=None,
                    help="MiB read from the head of each log, and the small log's size "
                         "(256; quick 8)")
@@ -977,13 +1006,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     q = args.quick
     defaults = {
-        "records": 20_000 if q else 1_000_000,
+        "records": 20_000 if q else 2_000_000,
         "partitions": "1,4" if q else "1,4,16,64",
         "concurrency": "1,2" if q else "1,4,16",
         "value_sizes": "100,10240" if q else "100,1024,10240,102400",
-        "size_mib": 2 if q else 64,
+        "size_mib": 2 if q else 128,
         "min_records": 50 if q else 1000,
-        "big_log_gib": 1 / 16 if q else 2,
+        "big_log_gib": 1 / 16 if q else 10,
         "head_mib": 8 if q else 256,
     }
     for name, value in defaults.items():
