@@ -12,9 +12,11 @@ appending; a batch's bytes are released when it completes (delivered or failed).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
-from itertools import repeat
+from itertools import accumulate, repeat
+from operator import add
 
 from client.records import RecordMetadata
 from protocol.batch import NO_PRODUCER_ID, NO_SEQUENCE, assemble, pack_records
@@ -22,6 +24,28 @@ from protocol.batch import NO_PRODUCER_ID, NO_SEQUENCE, assemble, pack_records
 # Approximate per-record framing cost in the msgpack payload (array header, ints, nils).
 RECORD_OVERHEAD = 16
 NO_HEADERS = ()
+
+
+def _len_or_0(item) -> int:
+    return 0 if item is None else len(item)
+
+
+def _record_ends(values: list, keys, header_sizes, length) -> list[int]:
+    """``ends[j]``: the buffer bytes of the first ``j`` records (``ends[0] == 0``)."""
+    sizes = map(length, values)
+    if keys is not None:
+        sizes = map(add, sizes, map(length, keys))
+    if header_sizes is not None:
+        sizes = map(add, sizes, header_sizes)
+    return [0, *accumulate(map(add, sizes, repeat(RECORD_OVERHEAD)))]
+
+
+def normalize_headers(headers) -> tuple[list | tuple, int]:
+    """A record's headers as a list of ``(str, bytes)`` pairs, and their buffer bytes."""
+    if not headers:
+        return NO_HEADERS, 0
+    pairs = [(k, v) for k, v in headers]
+    return pairs, sum(len(k) + len(v) + 4 for k, v in pairs)
 
 
 class ProducerBatch:
@@ -75,6 +99,17 @@ class ProducerBatch:
         offset = self.base_offset + index if self.base_offset >= 0 else -1
         return RecordMetadata(self.topic, self.partition, offset, self.timestamps[index])
 
+    def metadata_range(self, start: int, count: int) -> list[RecordMetadata]:
+        """``metadata(i)`` for ``start <= i < start + count``, built without per-record
+        Python code (``tuple.__new__`` over zipped columns)."""
+        if self.error is not None:
+            raise self.error
+        base = self.base_offset
+        offsets = range(base + start, base + start + count) if base >= 0 else repeat(-1, count)
+        rows = zip(repeat(self.topic), repeat(self.partition), offsets,
+                   self.timestamps[start : start + count])
+        return list(map(tuple.__new__, repeat(RecordMetadata), rows))
+
 
 class Accumulator:
     """Open batches per partition, and sealed ones queued per partition in send order."""
@@ -103,8 +138,8 @@ class Accumulator:
         if key is not None:
             size += len(key)
         if headers:
-            headers = [(k, v) for k, v in headers]
-            size += sum(len(k) + len(v) + 4 for k, v in headers)
+            headers, header_bytes = normalize_headers(headers)
+            size += header_bytes
         else:
             headers = NO_HEADERS
         tp = (topic, partition)
@@ -128,12 +163,25 @@ class Accumulator:
         return batch, index
 
     def append_values(
-        self, topic: str, partition: int, values: list, timestamp: int
+        self, topic: str, partition: int, values: list, timestamp: int, keys=None, headers=None
     ) -> list[tuple[ProducerBatch, int, int]]:
-        """Add keyless, headerless ``values`` (no None) in bulk: the columns are extended by
-        C-level iterators, batch by batch. Returns ``(batch, first index, count)`` segments."""
+        """Add many records to one partition in bulk: the columns are extended by C-level
+        iterators, batch by batch. ``keys`` and ``headers`` are lists as long as ``values``,
+        or None for none at all. Returns ``(batch, first index, count)`` segments."""
         segments = []
         tp = (topic, partition)
+        header_sizes = None
+        if headers is not None:
+            if any(headers):
+                pairs = map(normalize_headers, headers)
+                headers, header_sizes = map(list, zip(*pairs, strict=True))
+            else:
+                headers = None
+        # ends[j]: buffer bytes of the first j records, so a batch's share is one bisect.
+        try:
+            ends = _record_ends(values, keys, header_sizes, len)
+        except TypeError:  # Nones among the keys or values (or values without a length)
+            ends = _record_ends(values, keys, header_sizes, _len_or_0)
         i, n = 0, len(values)
         while i < n:
             batch = self.open.get(tp)
@@ -143,24 +191,18 @@ class Accumulator:
                 batch = self.open[tp] = ProducerBatch(topic, partition, timestamp, self.clock())
                 self.incomplete += 1
             room = self.batch_bytes - batch.size
-            k = n - i
-            while True:
-                chunk = values[i : i + k]
-                size = sum(map(len, chunk)) + k * RECORD_OVERHEAD
-                if size <= room or (k == 1 and not batch.values):
-                    break
-                if k == 1:  # not even one more fits: seal and start a new batch
-                    k = 0
-                    break
-                k = max(1, min(k // 2, k * room // size))
-            if k == 0:
-                self.seal(batch)
-                continue
+            k = bisect_right(ends, ends[i] + room, i, n + 1) - 1 - i
+            if k <= 0:
+                if batch.values:  # not even one more fits: seal and start a new batch
+                    self.seal(batch)
+                    continue
+                k = 1  # a record larger than batch_bytes gets a batch of its own
+            size = ends[i + k] - ends[i]
             start = len(batch.values)
             batch.timestamps += repeat(timestamp, k)
-            batch.keys += repeat(None, k)
-            batch.values += chunk
-            batch.headers += repeat(NO_HEADERS, k)
+            batch.keys += repeat(None, k) if keys is None else keys[i : i + k]
+            batch.values += values[i : i + k]
+            batch.headers += repeat(NO_HEADERS, k) if headers is None else headers[i : i + k]
             if timestamp > batch.max_ts:
                 batch.max_ts = timestamp
             elif timestamp < batch.min_ts:

@@ -21,7 +21,7 @@ from client.accumulator import ProducerBatch
 from client.connection import DEFAULT_BOOTSTRAP
 from client.errors import ClientClosedError, ConnectionLostError
 from client.lifecycle import ClientLifecycle
-from client.producer_base import ProducerBase
+from client.producer_base import BulkResult, ProducerBase
 from client.records import RecordMetadata
 from protocol import messages as m
 
@@ -58,26 +58,23 @@ class DeliveryHandle:
         return batch.metadata(self.index)
 
 
-class BulkDelivery:
-    """Awaitable delivery results of a ``send_batch`` call, in input order."""
+class BulkDelivery(BulkResult):
+    """Awaitable delivery results of a ``send_batch`` call: ``RecordMetadata`` per record,
+    in input order (or the error of the first failed batch). Awaiting waits once per batch
+    still in flight, and not at all when every batch is already done."""
 
-    __slots__ = ("segments",)
-
-    def __init__(self, segments: list[tuple[ProducerBatch, int, int]]) -> None:
-        self.segments = segments
-
-    def __len__(self) -> int:
-        return sum(count for _, _, count in self.segments)
+    __slots__ = ()
 
     def __await__(self):
         return self._wait().__await__()
 
     async def _wait(self) -> list[RecordMetadata]:
-        out = []
-        for batch, start, count in self.segments:
-            await DeliveryHandle(batch, start)
-            out += [batch.metadata(i) for i in range(start, start + count)]
-        return out
+        for batch, _, _ in self.segments:
+            if not batch.done:
+                if batch.waiter is None:
+                    batch.waiter = trio.Event()
+                await batch.waiter.wait()
+        return self._metadata()
 
 
 def now_ms() -> int:
@@ -170,34 +167,20 @@ class Producer(ProducerBase, ClientLifecycle):
         """Queue many records at once; ``await`` the result for their ``RecordMetadata``.
 
         ``items`` are values (bytes), or ``(key, value)`` / ``(key, value, headers)`` tuples.
-        Plain values take a bulk path that extends the batch columns without per-record Python code.
+        Records go to the partitions ``send`` would pick, each partition's in input order;
+        the batch columns are extended in bulk, without per-record Python code (except to
+        copy headers).
         """
         items = items if isinstance(items, list) else list(items)
         await self._ready_for(topic)
         timestamp = now_ms() if timestamp is None else timestamp
-        if tuple in map(type, items) or None in items:
-            handles = []
-            for item in items:
-                if self._acc.pending_bytes >= self.buffer_bytes:
-                    await self._ready_for(topic)
-                if type(item) is tuple:
-                    key, value, headers = item if len(item) == 3 else (*item, None)
-                else:
-                    key, value, headers = None, item, None
-                handles.append(self.send_nowait(
-                    topic, value, key=key, headers=headers, timestamp=timestamp,
-                    partition=partition,
-                ))
-            return BulkDelivery([(h.batch, h.index, 1) for h in handles])
-        count = self._partitions[topic]
-        segments = []
-        step = max(1, len(items) // 8)
-        for i in range(0, len(items), step):
+        groups, order = self._plan_bulk(topic, items, partition)
+        segments: list = []
+        for step in self._bulk_steps(groups):
             await self._ready_for(topic)
-            part = self._sticky.partition(topic, count) if partition is None else partition
-            segments += self._acc.append_values(topic, part, items[i : i + step], timestamp)
+            self._append_bulk(topic, step, timestamp, segments)
             self._wake.set()
-        return BulkDelivery(segments)
+        return BulkDelivery(segments, order)
 
     async def _ready_for(self, topic: str) -> None:
         if topic not in self._partitions:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import gc
+from collections import Counter
 from collections.abc import Callable
+from itertools import repeat
+from operator import itemgetter, mod
+
+from crc32c import crc32c
 
 from client.accumulator import Accumulator, ProducerBatch
 from client.partitioner import StickyPartitioner, partition_for_key
+from client.records import RecordMetadata
 from client.sender import SendState, parse_acks
 
 MAX_IN_FLIGHT_IDEMPOTENT = 5
+BULK_STEP = 4096  # send_batch records appended between two checks for buffer space
+_key, _value, _headers = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 def check_config(acks, idempotent, max_in_flight: int) -> tuple[int, bool]:
@@ -23,6 +32,100 @@ def check_config(acks, idempotent, max_in_flight: int) -> tuple[int, bool]:
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
     return acks, idempotent
+
+
+def split_items(items: list) -> tuple[list | None, list, list | None]:
+    """``send_batch`` items as columns ``(keys, values, headers)``; ``keys`` and ``headers``
+    are None when the items are plain values. C-level unless 2- and 3-tuples are mixed."""
+    n = len(items)
+    tuples = list(map(type, items)).count(tuple)  # (lists and sets cost more per item)
+    if not tuples:
+        return None, items, None
+    if tuples == n:
+        lengths = list(map(len, items))
+        if lengths.count(2) == n:
+            return list(map(_key, items)), list(map(_value, items)), None
+        if lengths.count(3) == n:
+            return list(map(_key, items)), list(map(_value, items)), list(map(_headers, items))
+    rows = list(map(_row, items))
+    return list(map(_key, rows)), list(map(_value, rows)), list(map(_headers, rows))
+
+
+def _row(item) -> tuple:
+    if type(item) is not tuple:
+        return None, item, None
+    if len(item) == 3:
+        return item
+    if len(item) == 2:
+        return (*item, None)
+    raise ValueError(f"send_batch items are values or (key, value[, headers]), not {item!r}")
+
+
+def partitions_for_keys(partitioner, keys: list, count: int) -> list[int]:
+    """``partitioner(key, count)`` for every key; C-level for the default partitioner."""
+    if partitioner is partition_for_key:
+        return list(map(mod, map(crc32c, keys), repeat(count)))
+    return list(map(partitioner, keys, repeat(count)))
+
+
+def add_segments(segments: list, new: list) -> None:
+    """Append ``(batch, start, count)`` segments, merging contiguous ones of a batch."""
+    for segment in new:
+        if segments:
+            batch, start, count = segments[-1]
+            if batch is segment[0] and start + count == segment[1]:
+                segments[-1] = (batch, start, count + segment[2])
+                continue
+        segments.append(segment)
+
+
+class BulkResult:
+    """The records of one ``send_batch`` call: ``segments`` ``(batch, first index, count)``,
+    at most one per batch, in append order; ``order[j]`` is the input position of the j-th
+    appended record (None when appended in input order)."""
+
+    __slots__ = ("segments", "order")
+
+    def __init__(self, segments: list[tuple[ProducerBatch, int, int]], order=None) -> None:
+        self.segments = segments
+        self.order = order
+
+    def __len__(self) -> int:
+        return sum(count for _, _, count in self.segments)
+
+    def done(self) -> bool:
+        return all(batch.done for batch, _, _ in self.segments)
+
+    def _input_order(self, appended: list) -> list:
+        if self.order is None:
+            return appended
+        inverse = sorted(range(len(appended)), key=self.order.__getitem__)
+        return list(map(appended.__getitem__, inverse))
+
+    def _metadata(self) -> list[RecordMetadata]:
+        """Every record's metadata in input order (all batches done; raises the error of the
+        first failed batch)."""
+        out: list[RecordMetadata] = []
+        # A burst of ~10^5 tuples, none of them garbage: defer the collections it would
+        # trigger (they cost several times the building itself).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for batch, start, count in self.segments:
+                out += batch.metadata_range(start, count)
+        finally:
+            if collecting:
+                gc.enable()
+        return self._input_order(out)
+
+    def _locations(self) -> tuple[list[ProducerBatch], list[int]]:
+        """Every record's batch and index in it, in input order."""
+        batches: list[ProducerBatch] = []
+        indexes: list[int] = []
+        for batch, start, count in self.segments:
+            batches += repeat(batch, count)
+            indexes += range(start, start + count)
+        return self._input_order(batches), self._input_order(indexes)
 
 
 class ProducerBase:
@@ -66,3 +169,64 @@ class ProducerBase:
     def _on_seal(self, batch: ProducerBatch) -> None:
         """A batch was sealed and queued for sending."""
         raise NotImplementedError
+
+    def _plan_bulk(self, topic: str, items: list, partition: int | None):
+        """``send_batch`` items grouped by partition: ``(groups, order)``, each group
+        ``(partition, keys, values, headers)`` (partition None: the sticky one at each step),
+        ``order`` as in ``BulkResult``. The partition of each record is the one ``send`` would
+        pick; grouping is a stable sort, so each partition keeps the input order."""
+        count = self._partitions[topic]
+        keys, values, headers = split_items(items)
+        if partition is not None:
+            if not 0 <= partition < count:
+                raise ValueError(f"{topic} has partitions 0..{count - 1}, not {partition}")
+            return [(partition, keys, values, headers)], None
+        n = len(values)
+        if count == 1:
+            return [(0, keys, values, headers)], None
+        keyless = n if keys is None else keys.count(None)
+        if keyless == n:
+            return [(None, keys, values, headers)], None
+        if keyless:
+            sticky = self._sticky.partition(topic, count)
+            partitioner = self.partitioner
+            parts = [sticky if k is None else partitioner(k, count) for k in keys]
+        else:
+            parts = partitions_for_keys(self.partitioner, keys, count)
+        sizes = Counter(parts)
+        if len(sizes) == 1:
+            return [(parts[0], keys, values, headers)], None
+        order = sorted(range(n), key=parts.__getitem__)
+        keys = list(map(keys.__getitem__, order))
+        values = list(map(values.__getitem__, order))
+        if headers is not None:
+            headers = list(map(headers.__getitem__, order))
+        groups = []
+        i = 0
+        for part in sorted(sizes):
+            j = i + sizes[part]
+            groups.append((part, keys[i:j], values[i:j], None if headers is None else headers[i:j]))
+            i = j
+        return groups, order
+
+    @staticmethod
+    def _bulk_steps(groups):
+        """The groups cut into steps of at most ``BULK_STEP`` records."""
+        for part, keys, values, headers in groups:
+            n = len(values)
+            if n <= BULK_STEP:
+                yield part, keys, values, headers
+                continue
+            for i in range(0, n, BULK_STEP):
+                j = i + BULK_STEP
+                yield (part, None if keys is None else keys[i:j], values[i:j],
+                       None if headers is None else headers[i:j])
+
+    def _append_bulk(self, topic: str, step, timestamp: int, segments: list) -> bool:
+        """Append one step to the accumulator; whether it started a new batch."""
+        part, keys, values, headers = step
+        if part is None:
+            part = self._sticky.partition(topic, self._partitions[topic])
+        new = self._acc.append_values(topic, part, values, timestamp, keys, headers)
+        add_segments(segments, new)
+        return any(start == 0 for _, start, _ in new)

@@ -21,6 +21,7 @@ import logging
 import socket
 import time
 from collections import deque
+from itertools import repeat
 
 from client import admin_ops as ops
 from client.accumulator import ProducerBatch
@@ -35,7 +36,7 @@ from client.errors import BrokerUnreachableError, ConnectionLostError, SluiceErr
 from client.fetcher import EARLIEST, LATEST
 from client.group import REJOIN_ERRORS, call_back_sync, normalize_offsets
 from client.producer import now_ms
-from client.producer_base import ProducerBase
+from client.producer_base import BulkResult, ProducerBase
 from client.records import Record, RecordMetadata, decode_batches
 from protocol import messages as m
 from protocol.connection import ClientConnection, ResponseReceived
@@ -157,6 +158,36 @@ class SyncDeliveryHandle:
         return self.batch.metadata(self.index)
 
 
+class SyncBulkDelivery(BulkResult):
+    """Delivery results of a ``send_batch`` call. ``result()`` sends and waits as needed and
+    returns every record's ``RecordMetadata`` in input order (or raises the error of the first
+    failed batch); it is also a sequence of per-record ``SyncDeliveryHandle``s."""
+
+    __slots__ = ("producer", "_handles")
+
+    def __init__(self, producer: Producer, segments, order=None) -> None:
+        super().__init__(segments, order)
+        self.producer = producer
+        self._handles = None
+
+    def result(self) -> list[RecordMetadata]:
+        for batch, _, _ in self.segments:
+            self.producer._deliver(batch)
+        return self._metadata()
+
+    def handles(self) -> list[SyncDeliveryHandle]:
+        if self._handles is None:
+            batches, indexes = self._locations()
+            self._handles = list(map(SyncDeliveryHandle, repeat(self.producer), batches, indexes))
+        return self._handles
+
+    def __getitem__(self, index):
+        return self.handles()[index]
+
+    def __iter__(self):
+        return iter(self.handles())
+
+
 class Producer(ProducerBase):
     """Blocking producer: ``with Producer(...) as p: p.send(...).result()``."""
 
@@ -214,17 +245,31 @@ class Producer(ProducerBase):
             self._pump(block=self._acc.pending_bytes >= self.buffer_bytes)
         return SyncDeliveryHandle(self, batch, index)
 
-    def send_batch(self, topic: str, items, *, timestamp=None, partition=None) -> list:
-        """Send many values (or ``(key, value[, headers])`` tuples); one handle each."""
-        handles = []
-        for item in items:
-            if type(item) is tuple:
-                key, value, headers = item if len(item) == 3 else (*item, None)
-            else:
-                key, value, headers = None, item, None
-            handles.append(self.send(topic, value, key=key, headers=headers,
-                                     timestamp=timestamp, partition=partition))
-        return handles
+    def send_batch(self, topic: str, items, *, timestamp=None, partition=None):
+        """Send many values (or ``(key, value[, headers])`` tuples) in bulk, to the partitions
+        ``send`` would pick; ``result()`` of the returned ``SyncBulkDelivery`` gives every
+        record's ``RecordMetadata`` in input order (it is also a sequence of handles)."""
+        items = items if isinstance(items, list) else list(items)
+        if topic not in self._partitions:
+            self._partitions[topic] = self._conn.partitions(topic)
+        timestamp = now_ms() if timestamp is None else timestamp
+        groups, order = self._plan_bulk(topic, items, partition)
+        acc, segments = self._acc, []
+        for step in self._bulk_steps(groups):
+            while acc.pending_bytes >= self.buffer_bytes and acc.incomplete:
+                acc.seal_all()
+                self._linger_due = float("inf")
+                self._pump(block=True)
+            if self._append_bulk(topic, step, timestamp, segments):
+                self._linger_due = min(self._linger_due, time.monotonic() + self.linger_s)
+            if acc.ready:
+                self._pump(block=False)
+        now = time.monotonic()
+        if now >= self._linger_due:
+            self._linger_due = acc.seal_expired(now, self.linger_s) or float("inf")
+            if acc.ready:
+                self._pump(block=False)
+        return SyncBulkDelivery(self, segments, order)
 
     def flush(self) -> None:
         """Send everything queued and wait until all of it is delivered or failed."""

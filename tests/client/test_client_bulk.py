@@ -1,0 +1,297 @@
+"""``send_batch``'s bulk path: partition choice, grouping, ordering, byte accounting, and the
+bulk delivery result (one wait per batch, metadata in input order), for both producers.
+
+No broker: batches are completed by hand (async) or by a fake connection (blocking)."""
+
+import pytest
+import trio
+
+from client import producer_base
+from client.accumulator import Accumulator
+from client.partitioner import partition_for_key
+from client.producer import Producer
+from client.records import RecordMetadata, decode_batches
+from client.sync import Producer as SyncProducer
+from protocol import messages as m
+from protocol.errors import UnknownTopicOrPartitionError
+
+
+def keyed(n, prefix=b"key-"):
+    return [(prefix + b"%d" % i, b"value-%d" % i) for i in range(n)]
+
+
+def producer(partitions=4, **options):
+    p = Producer(**options)
+    p._partitions["t"] = partitions
+    return p
+
+
+def complete_all(p, error=None):
+    """Seal and finish every batch; offsets start at 1000 * partition."""
+    p._acc.seal_all()
+    next_offset = {}
+    for (_, part), queue in p._acc.ready.items():
+        while queue:
+            batch = queue.popleft()
+            base = next_offset.get(part, 1000 * part)
+            next_offset[part] = base + len(batch)
+            p._state._finish(batch, base, error if part == 1 else None)
+    p._completed()
+
+
+def contents(p):
+    """``{partition: [(key, value, headers), ...]}`` of every batch queued or open, in order."""
+    p._acc.seal_all()
+    out = {}
+    for (topic, part), queue in p._acc.ready.items():
+        for batch in queue:
+            out.setdefault(part, []).extend(
+                (r.key, r.value, r.headers) for r in decode_batches(topic, part, batch.encode(), 0)
+            )
+    return out
+
+
+def per_record_partitions(items, partitions):
+    """Where ``send`` puts each keyed record."""
+    p = SyncProducer()
+    p._partitions["t"] = partitions
+    p._pump = lambda block: None
+    return [p.send("t", v, key=k).batch.partition for k, v in items]
+
+
+async def test_keyed_records_go_where_send_puts_them_in_input_order():
+    items = keyed(500)
+    p = producer(4)
+    delivery = await p.send_batch("t", items)
+    expected = per_record_partitions(items, 4)
+    got = contents(p)
+    assert sorted(got) == [0, 1, 2, 3]
+    for part in range(4):
+        mine = [(k, v, []) for (k, v), q in zip(items, expected, strict=True) if q == part]
+        assert got[part] == mine
+    assert len(delivery) == 500
+    assert len(delivery.segments) == 4  # one per batch
+    complete_all(p)
+    metadata = await delivery
+    assert [md.partition for md in metadata] == expected
+    seen = {}
+    for md in metadata:  # offsets in input order within each partition
+        assert md.offset == seen.get(md.partition, 1000 * md.partition)
+        seen[md.partition] = md.offset + 1
+    assert all(type(md) is RecordMetadata and md.topic == "t" for md in metadata)
+
+
+async def test_a_custom_partitioner_is_used_per_key():
+    items = keyed(50)
+    p = producer(3, partitioner=lambda key, count: len(key) % count)
+    delivery = await p.send_batch("t", items)
+    complete_all(p)
+    assert [md.partition for md in await delivery] == [len(k) % 3 for k, _ in items]
+
+
+async def test_one_partition_or_an_explicit_partition_keeps_everything_together():
+    items = keyed(100)
+    single = producer(1)
+    delivery = await single.send_batch("t", items)
+    assert delivery.order is None and len(delivery.segments) == 1
+    assert contents(single) == {0: [(k, v, []) for k, v in items]}
+    chosen = producer(4)
+    await chosen.send_batch("t", items, partition=2)
+    assert contents(chosen) == {2: [(k, v, []) for k, v in items]}
+    with pytest.raises(ValueError, match="partitions 0..3"):
+        await chosen.send_batch("t", items, partition=4)
+
+
+async def test_mixed_items_headers_none_keys_and_tombstones():
+    items = [
+        (b"a", b"1"),
+        b"plain",
+        (b"b", None, [("h", b"x")]),
+        (None, b"keyless"),
+        (b"a", b"2", None),
+    ]
+    p = producer(1)
+    delivery = await p.send_batch("t", items, timestamp=77)
+    assert contents(p) == {0: [
+        (b"a", b"1", []),
+        (None, b"plain", []),
+        (b"b", None, [("h", b"x")]),
+        (None, b"keyless", []),
+        (b"a", b"2", []),
+    ]}
+    # Buffer bytes are accounted exactly as the per-record path does.
+    one_by_one = producer(1)
+    for item in items:
+        key, value, headers = item if type(item) is tuple and len(item) == 3 else (
+            (*item, None) if type(item) is tuple else (None, item, None))
+        one_by_one.send_nowait("t", value, key=key, headers=headers, timestamp=77)
+    assert p._acc.pending_bytes == one_by_one._acc.pending_bytes
+    complete_all(p)
+    assert [(md.offset, md.timestamp) for md in await delivery] == [(i, 77) for i in range(5)]
+    with pytest.raises(ValueError, match="key, value"):
+        await p.send_batch("t", [(b"k", b"v", None, b"extra")])
+
+
+async def test_keyless_tuples_in_a_keyed_batch_take_the_sticky_partition():
+    p = producer(4)
+    sticky = p._sticky.partition("t", 4)
+    items = [(b"k1", b"a"), (None, b"b"), (b"k2", b"c"), (None, b"d")]
+    delivery = await p.send_batch("t", items)
+    complete_all(p)
+    assert [md.partition for md in await delivery] == [
+        partition_for_key(b"k1", 4), sticky, partition_for_key(b"k2", 4), sticky,
+    ]
+
+
+def test_bulk_append_makes_the_same_batches_as_one_by_one():
+    records = [(b"k%d" % i if i % 5 else None, b"v" * (i % 70) if i % 7 else None,
+                [("h", b"%d" % i)] if i % 11 == 0 else None) for i in range(400)]
+    records[50] = (b"huge", b"x" * 3000, None)  # bigger than a batch: a batch of its own
+    one, bulk = (Accumulator(1000, lambda: 0.0, lambda b: None) for _ in range(2))
+    for key, value, headers in records:
+        one.append("t", 0, key, value, headers, 5)
+    keys, values, headers = (list(column) for column in zip(*records, strict=True))
+    segments = bulk.append_values("t", 0, values, 5, keys, headers)
+    assert sum(count for _, _, count in segments) == 400
+    one.seal_all()
+    bulk.seal_all()
+    assert [b.encode() for b in one.ready[("t", 0)]] == [b.encode() for b in bulk.ready[("t", 0)]]
+    assert one.pending_bytes == bulk.pending_bytes and one.incomplete == bulk.incomplete
+
+
+async def test_segments_coalesce_per_batch_across_steps(monkeypatch):
+    monkeypatch.setattr(producer_base, "BULK_STEP", 7)
+    p = producer(1)
+    delivery = await p.send_batch("t", [b"v%d" % i for i in range(100)])
+    assert [(start, count) for _, start, count in delivery.segments] == [(0, 100)]
+    p._acc.seal_all()
+    more = await p.send_batch("t", keyed(30))
+    assert [(start, count) for _, start, count in more.segments] == [(0, 30)]
+    assert more.segments[0][0] is not delivery.segments[0][0]
+
+
+async def test_bulk_delivery_waits_once_per_pending_batch_and_not_at_all_when_done():
+    p = producer(4)
+    delivery = await p.send_batch("t", keyed(200))
+    results = []
+
+    async def wait():
+        results.append(await delivery)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not results and not delivery.done()
+        # waiting on the first batch's event (one per batch, not per record)
+        assert [batch.waiter is not None for batch, _, _ in delivery.segments] == [
+            True, False, False, False]
+        complete_all(p)
+    assert len(results[0]) == 200 and delivery.done()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        again = await delivery  # already done: no checkpoint, so not cancelled
+    assert again == results[0]
+
+
+async def test_a_failed_batch_fails_the_bulk_result():
+    p = producer(4)
+    items = keyed(200)
+    delivery = await p.send_batch("t", items)
+    complete_all(p, error=UnknownTopicOrPartitionError("gone"))
+    with pytest.raises(UnknownTopicOrPartitionError):
+        await delivery
+
+
+async def test_backpressure_waits_for_space_between_steps(monkeypatch):
+    monkeypatch.setattr(producer_base, "BULK_STEP", 10)
+    p = producer(2, buffer_bytes=2000)
+    done = []
+
+    async def send():
+        done.append(await p.send_batch("t", keyed(200)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done
+        assert 2000 <= p._acc.pending_bytes < 2000 + 10 * 40  # at most one step over budget
+        while not done:
+            complete_all(p)
+            await trio.testing.wait_all_tasks_blocked()
+    complete_all(p)
+    metadata = await done[0]
+    assert [md.partition for md in metadata] == per_record_partitions(keyed(200), 2)
+
+
+# -- blocking producer ------------------------------------------------------------------------
+
+
+class FakeConnection:
+    """Answers produce requests in order; offsets count per partition from 1000 * partition."""
+
+    def __init__(self, partitions):
+        self.count = partitions
+        self.answers = []
+        self.next = {}
+        self.requests = 0
+
+    def partitions(self, topic):
+        return self.count
+
+    def send(self, request):
+        self.requests += 1
+        results = []
+        for part in request.partitions:
+            records = decode_batches(part.topic, part.partition, part.records, 0)
+            base = self.next.get(part.partition, 1000 * part.partition)
+            self.next[part.partition] = base + len(records)
+            results.append(m.ProducePartitionResult(
+                topic=part.topic, partition=part.partition, base_offset=base))
+        self.answers.append(m.ProduceResponse(partitions=results))
+
+    def receive(self):
+        return self.answers.pop(0)
+
+    def has_data(self):
+        return bool(self.answers)
+
+    def close(self):
+        pass
+
+
+def test_sync_keyed_bulk_metadata_in_input_order():
+    p = SyncProducer(batch_bytes=2000)
+    p._conn = FakeConnection(4)
+    items = keyed(1000)
+    delivery = p.send_batch("t", items)
+    assert len(delivery) == 1000
+    metadata = delivery.result()
+    expected = per_record_partitions(items, 4)
+    assert [md.partition for md in metadata] == expected
+    seen = {}
+    for md in metadata:
+        assert md.offset == seen.get(md.partition, 1000 * md.partition)
+        seen[md.partition] = md.offset + 1
+    handles = list(delivery)  # also a sequence of per-record handles, in input order
+    assert [h.result() for h in handles] == metadata
+    assert delivery[7].result() == metadata[7]
+    p.flush()
+
+
+def test_sync_bulk_respects_the_buffer_budget(monkeypatch):
+    monkeypatch.setattr(producer_base, "BULK_STEP", 10)
+    p = SyncProducer(batch_bytes=500, buffer_bytes=1500)
+    p._conn = FakeConnection(1)
+    peak = 0
+    append = p._acc.append_values
+
+    def watch(*args, **kwargs):
+        nonlocal peak
+        segments = append(*args, **kwargs)
+        peak = max(peak, p._acc.pending_bytes)
+        return segments
+
+    p._acc.append_values = watch
+    delivery = p.send_batch("t", keyed(300))
+    assert peak < 1500 + 10 * 40
+    assert [md.offset for md in delivery.result()] == list(range(300))
