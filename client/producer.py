@@ -69,11 +69,15 @@ class BulkDelivery(BulkResult):
         return self._wait().__await__()
 
     async def _wait(self) -> list[RecordMetadata]:
+        waited = False
         for batch, _, _ in self.segments:
             if not batch.done:
                 if batch.waiter is None:
                     batch.waiter = trio.Event()
                 await batch.waiter.wait()
+                waited = True
+        if not waited:
+            await trio.lowlevel.checkpoint()  # trio's rule: an async call always checkpoints
         return self._metadata()
 
 

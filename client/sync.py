@@ -102,8 +102,9 @@ class SyncConnection:
                     return event.response
                 if event is not NEED_DATA:
                     raise ConnectionLostError("broker closed the connection")
-                data = self.sock.recv(RECEIVE_BYTES)
-                self.proto.receive_data(data)
+                with self.proto.receive_buffer(RECEIVE_BYTES) as view:
+                    n = self.sock.recv_into(view)
+                self.proto.received(n)
         except (OSError, ProtocolError, AttributeError) as exc:
             self.close()
             raise ConnectionLostError(f"connection lost: {exc}") from None

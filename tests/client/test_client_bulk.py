@@ -187,10 +187,11 @@ async def test_bulk_delivery_waits_once_per_pending_batch_and_not_at_all_when_do
             True, False, False, False]
         complete_all(p)
     assert len(results[0]) == 200 and delivery.done()
+    assert await delivery == results[0]
     with trio.CancelScope() as scope:
         scope.cancel()
-        again = await delivery  # already done: no checkpoint, so not cancelled
-    assert again == results[0]
+        await delivery  # already done, but still a checkpoint (trio's rule): cancelled here
+    assert scope.cancelled_caught
 
 
 async def test_a_failed_batch_fails_the_bulk_result():
