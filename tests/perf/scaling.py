@@ -39,6 +39,7 @@ tiny sizes and fewer steps (used by tests/perf/test_scaling_smoke.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import datetime
 import gc
@@ -569,6 +570,8 @@ class Run:
         self.notes: dict[str, list[str]] = {k: [] for k in self.rows}
         self.errors: list[str] = []
         self.load: list[tuple[str, float]] = []
+        self.idle_rss: dict[str, list[float]] = {}
+        self.brokers = 0
 
     # rows[section][row label] = {figure: [value per rep]}
     def add(self, section: str, row: str, figure: str, value) -> None:
@@ -594,20 +597,18 @@ class Run:
                     continue
                 self.note_load(f"{name} start")
                 log(f"== {name} (load average {os.getloadavg()[0]:.2f})")
-                broker = None
                 busy0 = machine_busy()
                 try:
-                    broker = Broker(self.workdir, name)
-                    mem = proc_mem_mib(broker.pid)
-                    self.notes[name].append(
-                        f"broker at start: VmRSS {mem['rss']:.0f} MiB")
-                    section(broker)
+                    section()
                 except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                     self.error(f"{name}: {exc}")
                 finally:
-                    if broker is not None:
-                        broker.stop()
-                    shutil.rmtree(self.workdir / name, ignore_errors=True)
+                    idle = self.idle_rss.get(name)
+                    if idle:
+                        self.notes[name].append(
+                            f"a fresh broker for every step"
+                            f"{'' if name != 'log_size' else ' (here: for the section)'}; "
+                            f"its VmRSS when idle: {min(idle):.0f}-{max(idle):.0f} MiB")
                     busy1 = machine_busy()
                     if busy1[1] > busy0[1]:
                         share = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
@@ -622,42 +623,55 @@ class Run:
                 shutil.rmtree(self.workdir, ignore_errors=True)
         self.finished = datetime.datetime.now(datetime.UTC)
 
+    @contextlib.contextmanager
+    def fresh_broker(self, section: str):
+        """A broker of its own for one step (memory figures carry no earlier step's state),
+        stopped and its data removed afterwards."""
+        self.brokers += 1
+        broker = Broker(self.workdir, f"{section}-{self.brokers}")
+        try:
+            self.idle_rss.setdefault(section, []).append(proc_mem_mib(broker.pid)["rss"])
+            yield broker
+        finally:
+            broker.stop()
+            shutil.rmtree(broker.dir, ignore_errors=True)
+
     def group(self, broker: Broker, role: str, params: list[dict]) -> dict:
         budget = 120 + sum(p.get("records") or 0 for p in params) / 5_000
         return run_group(broker, role, params, self.workdir, budget)
 
     # 1 -----------------------------------------------------------------------------------------
-    def partitions(self, broker: Broker) -> None:
+    def partitions(self) -> None:
         a = self.args
         for rep in range(a.reps):
             for count in a.partition_counts:
                 row = f"{count}"
                 topic = f"part-{count}-{rep}"
                 try:
-                    admin(broker.address, "create", topic, count)
-                    p = self.group(broker, "produce", [{
-                        "address": broker.address, "topic": topic, "records": a.records,
-                        "value_size": a.value_size}])
-                    ends = admin(broker.address, "ends", topic, count)
-                    c = self.group(broker, "consume", [{
-                        "address": broker.address, "topic": topic,
-                        "partitions": [(topic, i) for i in range(count)],
-                        "value_size": a.value_size}])
-                    self.add("partitions", row, "produce records/s", p["records_per_s"])
-                    self.add("partitions", row, "consume records/s", c["records_per_s"])
-                    self.add("partitions", row, "partitions with records",
-                             sum(1 for e in ends if e))
-                    self.add("partitions", row, "records per partition min-max",
-                             f"{min(ends):,}-{max(ends):,}")
-                    self.add("partitions", row, "broker CPU µs/record (produce+consume)",
-                             (p["broker_cpu_s"] + c["broker_cpu_s"]) / a.records * 1e6)
-                    self.add("partitions", row, "broker VmHWM MiB (produce)", p["hwm_mib"])
-                    self.add("partitions", row, "broker VmHWM MiB (consume)", c["hwm_mib"])
-                    self.add("partitions", row, "broker VmRSS MiB after", c["rss_mib"])
-                    self.check(p, c, a.records, f"partitions {count}")
-                    log(f"  {count} partitions: produce {p['records_per_s']:,.0f} rec/s, "
-                        f"consume {c['records_per_s']:,.0f} rec/s, RSS {c['rss_mib']:.0f} MiB")
-                    admin(broker.address, "delete", topic)
+                    with self.fresh_broker("partitions") as broker:
+                        admin(broker.address, "create", topic, count)
+                        p = self.group(broker, "produce", [{
+                            "address": broker.address, "topic": topic, "records": a.records,
+                            "value_size": a.value_size}])
+                        ends = admin(broker.address, "ends", topic, count)
+                        c = self.group(broker, "consume", [{
+                            "address": broker.address, "topic": topic,
+                            "partitions": [(topic, i) for i in range(count)],
+                            "value_size": a.value_size}])
+                        self.add("partitions", row, "produce records/s", p["records_per_s"])
+                        self.add("partitions", row, "consume records/s", c["records_per_s"])
+                        self.add("partitions", row, "partitions with records",
+                                 sum(1 for e in ends if e))
+                        self.add("partitions", row, "records per partition min-max",
+                                 f"{min(ends):,}-{max(ends):,}")
+                        self.add("partitions", row, "broker CPU µs/record (produce+consume)",
+                                 (p["broker_cpu_s"] + c["broker_cpu_s"]) / a.records * 1e6)
+                        self.add("partitions", row, "broker VmHWM MiB (produce)", p["hwm_mib"])
+                        self.add("partitions", row, "broker VmHWM MiB (consume)", c["hwm_mib"])
+                        self.add("partitions", row, "broker VmRSS MiB after", c["rss_mib"])
+                        self.check(p, c, a.records, f"partitions {count}")
+                        log(f"  {count} partitions: produce {p['records_per_s']:,.0f} rec/s, "
+                            f"consume {c['records_per_s']:,.0f} rec/s, RSS {c['rss_mib']:.0f} MiB")
                 except (WorkerError, RuntimeError, OSError) as exc:
                     self.error(f"partitions {count} rep {rep + 1}: {exc}")
 
@@ -667,7 +681,7 @@ class Run:
                        f"of {expected:,}")
 
     # 2 -----------------------------------------------------------------------------------------
-    def concurrency(self, broker: Broker) -> None:
+    def concurrency(self) -> None:
         a = self.args
         partitions = a.concurrency_partitions
         for rep in range(a.reps):
@@ -675,37 +689,37 @@ class Run:
                 topic = f"conc-{n}-{rep}"
                 per = [a.records // n + (1 if i < a.records % n else 0) for i in range(n)]
                 try:
-                    admin(broker.address, "create", topic, partitions)
-                    p = self.group(broker, "produce", [{
-                        "address": broker.address, "topic": topic, "records": k,
-                        "value_size": a.value_size, "client_id": f"producer-{i}"}
-                        for i, k in enumerate(per)])
-                    c = self.group(broker, "consume", [{
-                        "address": broker.address, "topic": topic, "client_id": f"consumer-{i}",
-                        "partitions": [(topic, j) for j in range(i, partitions, n)],
-                        "value_size": a.value_size}
-                        for i in range(n)])
-                    for role, r in (("producers", p), ("consumers", c)):
-                        row = f"{n} {role}"
-                        self.add("concurrency", row, "aggregate records/s", r["records_per_s"])
-                        self.add("concurrency", row, "aggregate MB/s", r["mb_per_s"])
-                        self.add("concurrency", row, "broker CPU s", r["broker_cpu_s"])
-                        self.add("concurrency", row, "broker CPU % of one core",
-                                 r["broker_cpu_pct"])
-                        self.add("concurrency", row, "client CPU s (all processes)",
-                                 r["client_cpu_s"])
-                        self.add("concurrency", row, "broker VmRSS MiB after", r["rss_mib"])
-                        self.add("concurrency", row, "broker VmHWM MiB", r["hwm_mib"])
-                    self.check(p, c, a.records, f"concurrency {n}")
-                    log(f"  {n} producers {p['records_per_s']:,.0f} rec/s (broker "
-                        f"{p['broker_cpu_pct']:.0f}% CPU), {n} consumers "
-                        f"{c['records_per_s']:,.0f} rec/s, RSS {c['rss_mib']:.0f} MiB")
-                    admin(broker.address, "delete", topic)
+                    with self.fresh_broker("concurrency") as broker:
+                        admin(broker.address, "create", topic, partitions)
+                        p = self.group(broker, "produce", [{
+                            "address": broker.address, "topic": topic, "records": k,
+                            "value_size": a.value_size, "client_id": f"producer-{i}"}
+                            for i, k in enumerate(per)])
+                        c = self.group(broker, "consume", [{
+                            "address": broker.address, "topic": topic, "client_id": f"consumer-{i}",
+                            "partitions": [(topic, j) for j in range(i, partitions, n)],
+                            "value_size": a.value_size}
+                            for i in range(n)])
+                        for role, r in (("producers", p), ("consumers", c)):
+                            row = f"{n} {role}"
+                            self.add("concurrency", row, "aggregate records/s", r["records_per_s"])
+                            self.add("concurrency", row, "aggregate MB/s", r["mb_per_s"])
+                            self.add("concurrency", row, "broker CPU s", r["broker_cpu_s"])
+                            self.add("concurrency", row, "broker CPU % of one core",
+                                     r["broker_cpu_pct"])
+                            self.add("concurrency", row, "client CPU s (all processes)",
+                                     r["client_cpu_s"])
+                            self.add("concurrency", row, "broker VmRSS MiB after", r["rss_mib"])
+                            self.add("concurrency", row, "broker VmHWM MiB", r["hwm_mib"])
+                        self.check(p, c, a.records, f"concurrency {n}")
+                        log(f"  {n} producers {p['records_per_s']:,.0f} rec/s (broker "
+                            f"{p['broker_cpu_pct']:.0f}% CPU), {n} consumers "
+                            f"{c['records_per_s']:,.0f} rec/s, RSS {c['rss_mib']:.0f} MiB")
                 except (WorkerError, RuntimeError, OSError) as exc:
                     self.error(f"concurrency {n} rep {rep + 1}: {exc}")
 
     # 3 -----------------------------------------------------------------------------------------
-    def record_size(self, broker: Broker) -> None:
+    def record_size(self) -> None:
         a = self.args
         for rep in range(a.reps):
             for size in a.value_sizes:
@@ -713,31 +727,35 @@ class Run:
                 row = human_bytes(size)
                 topic = f"size-{size}-{rep}"
                 try:
-                    admin(broker.address, "create", topic, 1)
-                    p = self.group(broker, "produce", [{
-                        "address": broker.address, "topic": topic, "records": records,
-                        "value_size": size}])
-                    c = self.group(broker, "consume", [{
-                        "address": broker.address, "topic": topic, "partitions": [(topic, 0)],
-                        "value_size": size}])
-                    self.add("record_size", row, "records", records)
-                    self.add("record_size", row, "produce records/s", p["records_per_s"])
-                    self.add("record_size", row, "produce MB/s", p["mb_per_s"])
-                    self.add("record_size", row, "consume records/s", c["records_per_s"])
-                    self.add("record_size", row, "consume MB/s", c["mb_per_s"])
-                    self.add("record_size", row, "broker VmHWM MiB (produce)", p["hwm_mib"])
-                    self.add("record_size", row, "broker VmHWM MiB (consume)", c["hwm_mib"])
-                    self.add("record_size", row, "broker VmRSS MiB after", c["rss_mib"])
-                    self.check(p, c, records, f"record size {size}")
-                    log(f"  {row}: produce {p['records_per_s']:,.0f} rec/s "
-                        f"{p['mb_per_s']:,.1f} MB/s, consume {c['records_per_s']:,.0f} rec/s "
-                        f"{c['mb_per_s']:,.1f} MB/s")
-                    admin(broker.address, "delete", topic)
+                    with self.fresh_broker("record_size") as broker:
+                        admin(broker.address, "create", topic, 1)
+                        p = self.group(broker, "produce", [{
+                            "address": broker.address, "topic": topic, "records": records,
+                            "value_size": size}])
+                        c = self.group(broker, "consume", [{
+                            "address": broker.address, "topic": topic, "partitions": [(topic, 0)],
+                            "value_size": size}])
+                        self.add("record_size", row, "records", records)
+                        self.add("record_size", row, "produce records/s", p["records_per_s"])
+                        self.add("record_size", row, "produce MB/s", p["mb_per_s"])
+                        self.add("record_size", row, "consume records/s", c["records_per_s"])
+                        self.add("record_size", row, "consume MB/s", c["mb_per_s"])
+                        self.add("record_size", row, "broker VmHWM MiB (produce)", p["hwm_mib"])
+                        self.add("record_size", row, "broker VmHWM MiB (consume)", c["hwm_mib"])
+                        self.add("record_size", row, "broker VmRSS MiB after", c["rss_mib"])
+                        self.check(p, c, records, f"record size {size}")
+                        log(f"  {row}: produce {p['records_per_s']:,.0f} rec/s "
+                            f"{p['mb_per_s']:,.1f} MB/s, consume {c['records_per_s']:,.0f} rec/s "
+                            f"{c['mb_per_s']:,.1f} MB/s")
                 except (WorkerError, RuntimeError, OSError) as exc:
                     self.error(f"record size {size} rep {rep + 1}: {exc}")
 
     # 4 -----------------------------------------------------------------------------------------
-    def log_size(self, broker: Broker) -> None:
+    def log_size(self) -> None:
+        with self.fresh_broker("log_size") as broker:
+            self.log_size_on(broker)
+
+    def log_size_on(self, broker: Broker) -> None:
         a = self.args
         head = a.head_mib * MIB
         big = int(a.big_log_gib * GIB)
@@ -815,6 +833,12 @@ class Run:
                             f"{'?' if cached is None else f'{cached:.0%}'})")
                     except (WorkerError, RuntimeError, OSError) as exc:
                         self.error(f"log size {row} rep {rep + 1}: {exc}")
+        self.notes["log_size"].append(
+            "the raw reader fetches 8 MiB at a time and decodes nothing but each response's "
+            "last batch header (the broker's fetch path); the consumer is a client.Consumer "
+            "process. 'Evicted' means evicted from this machine's page cache, checked with "
+            "mincore: on a VM the host may still hold the blocks, so a cold read here can be "
+            "faster than the physical disk")
         if a.drop_caches:
             self.notes["log_size"].append(
                 "drop_caches: " + ("written" if dropped and all(dropped) else "refused"))
@@ -919,8 +943,8 @@ def fmt(figure: str, value) -> str:
 def cell(figure: str, values: list | None) -> str:
     if not values:
         return "-"
-    if len(values) == 1:
-        return fmt(figure, values[0])
+    if len(values) == 1 or all(v == values[0] for v in values):
+        return fmt(figure, values[0])  # (the same in every repetition: shown once)
     numbers = [v for v in values if isinstance(v, (int, float))]
     if len(numbers) != len(values):
         return ", ".join(fmt(figure, v) for v in values)
