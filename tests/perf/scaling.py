@@ -608,7 +608,7 @@ class Run:
                         self.notes[name].append(
                             f"a fresh broker for every step"
                             f"{'' if name != 'log_size' else ' (here: for the section)'}; "
-                            f"its VmRSS when idle: {min(idle):.0f}-{max(idle):.0f} MiB")
+                            f"its VmRSS when idle: {span_text(idle)} MiB")
                     busy1 = machine_busy()
                     if busy1[1] > busy0[1]:
                         share = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
@@ -917,6 +917,11 @@ class Run:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def span_text(values: list[float]) -> str:
+    low, high = f"{min(values):.0f}", f"{max(values):.0f}"
+    return low if low == high else f"{low}-{high}"
 
 
 def human_bytes(n: int) -> str:
