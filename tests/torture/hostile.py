@@ -191,7 +191,7 @@ async def storm(port: int, deadline: float, scale: int) -> None:
         await stream.aclose()
 
     total = 1000 * scale
-    for wave in range(total // 100):
+    for _ in range(total // 100):
         if time.monotonic() > deadline:
             break
         async with trio.open_nursery() as nursery:

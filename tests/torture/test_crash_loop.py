@@ -219,8 +219,8 @@ async def test_crash_loop_keeps_every_acknowledged_record_exactly_once(tmp_path,
             for value in values:
                 producer, seq = value.decode().split("-")
                 seen.setdefault(int(producer[1:]), []).append(int(seq))
-            for producer, seqs in seen.items():
-                reordered += sum(1 for a, b in zip(seqs, seqs[1:]) if b <= a)
+            for seqs in seen.values():
+                reordered += sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b <= a)
             for (producer, partition), acked in ledger.acked.items():
                 if partition == p:
                     lost += len(set(acked) - set(seen.get(producer, [])))

@@ -118,9 +118,9 @@ def test_recreated_topic_does_not_inherit_the_old_recovery_point(tmp_path):
 
 # -- scenario 4 ----------------------------------------------------------------------------------
 
-from tests.broker.conftest import RawClient, broker, broker_config  # noqa: E402,F401 - fixtures
 from protocol import messages as m  # noqa: E402
 from protocol.errors import InvalidRequestError  # noqa: E402
+from tests.broker.conftest import RawClient, broker, broker_config  # noqa: E402,F401 - fixtures
 
 
 async def test_response_too_large_to_encode_is_an_error_not_a_crash(broker):  # noqa: F811
@@ -128,10 +128,16 @@ async def test_response_too_large_to_encode_is_an_error_not_a_crash(broker):  # 
     over max_header_bytes; the LocalProtocolError escaped the session and took the whole broker
     down. Now that request gets an InvalidRequestError and the connection carries on."""
     async with await RawClient.connect(broker.port) as client:
-        response = await client.request(m.MetadataRequest(topics=[f"t{i}" for i in range(50_000)]))
+        # Within the request item budget (10,000 entries) but with long names, so that the
+        # response header (one entry per unknown topic) is over max_header_bytes.
+        names = [f"{i:090d}" for i in range(m.MAX_REQUEST_ITEMS)]  # request < 1 MiB < response
+        response = await client.request(m.MetadataRequest(topics=names))
         assert response.error == InvalidRequestError.code
         assert "fewer items" in response.message
         assert (await client.request(m.MetadataRequest())).error == 0
+        # More entries than the budget: refused while decoding, before anything is built.
+        over = await client.request(m.MetadataRequest(topics=[f"t{i}" for i in range(50_000)]))
+        assert over.error == InvalidRequestError.code and "items in all" in over.message
 
 
 async def test_a_failing_session_does_not_take_the_broker_down(broker, monkeypatch):  # noqa: F811
