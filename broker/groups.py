@@ -17,7 +17,11 @@ reconciles members incrementally:
 Committed offsets live in the internal topic ``__consumer_offsets`` (one partition): each
 commit appends one batch whose records are ``key = [group, topic, partition]``, ``value =
 [offset, metadata, commit_time_ms]`` (msgpack). A commit is acknowledged after fdatasync.
-At startup the topic is replayed into memory. Offsets of a group that has had no members for
+At startup the topic is replayed into memory. So that the replay stays proportional to the
+live offsets rather than to every commit ever made, the log is compacted (at startup and
+every ``COMPACT_INTERVAL_S``) once it holds ``COMPACT_RATIO`` times more records than live
+offsets: roll a segment, write every live offset into it, fdatasync, then delete the older
+segments whole. A crash in between leaves both copies; replaying them gives the same state. Offsets of a group that has had no members for
 ``offsets_retention_ms`` are dropped (a record with a nil value marks the deletion).
 """
 
@@ -54,6 +58,10 @@ MIN_SESSION_TIMEOUT_MS = 1_000
 MAX_SESSION_TIMEOUT_MS = 300_000
 OFFSETS_RETENTION_MS = 7 * 24 * 3600 * 1000
 MAX_METADATA_CHARS = 4096
+COMPACT_MIN_RECORDS = 10_000
+COMPACT_RATIO = 4
+COMPACT_INTERVAL_S = 60.0
+SNAPSHOT_BATCH_RECORDS = 1_000
 
 TopicPartition = tuple[str, int]
 
@@ -101,6 +109,10 @@ class GroupCoordinator:
         self.groups: dict[str, Group] = {}
         self._expiry_changed = trio.Event()
         self._replay()
+        snapshot_start = self._write_snapshot_if_due()
+        if snapshot_start is not None:  # before serving: nothing else appends meanwhile
+            offsets.log.flush()
+            offsets.log.delete_before(snapshot_start)
 
     # -- startup ------------------------------------------------------------------------------
 
@@ -129,6 +141,38 @@ class GroupCoordinator:
         else:
             committed, metadata, _ = msgpack.unpackb(value, raw=False)
             group.offsets[(topic, partition)] = (committed, metadata)
+
+    # -- compaction of the offsets log -----------------------------------------------------------
+
+    def _write_snapshot_if_due(self) -> int | None:
+        """If the log is mostly superseded commits, append every live offset to a fresh
+        segment and return where that snapshot starts (everything before it may go)."""
+        plog = self._offsets.log
+        records = plog.log_end_offset - plog.log_start_offset
+        live = sum(len(g.offsets) for g in self.groups.values())
+        if records < COMPACT_MIN_RECORDS or records < COMPACT_RATIO * live:
+            return None
+        plog.roll()
+        start = plog.log_end_offset
+        stamp = now_ms()
+        rows = [
+            (msgpack.packb([g.group_id, t, p]), msgpack.packb([offset, metadata, stamp]), [], stamp)
+            for g in self.groups.values()
+            for (t, p), (offset, metadata) in g.offsets.items()
+        ]
+        for i in range(0, len(rows), SNAPSHOT_BATCH_RECORDS):
+            self._append(rows[i : i + SNAPSHOT_BATCH_RECORDS])
+        log.info("compacting %s: %d records -> %d live offsets", OFFSETS_TOPIC, records, live)
+        return start
+
+    async def run_compaction(self) -> None:
+        """Compact the offsets log now and then (see the module docstring)."""
+        while True:
+            await trio.sleep(COMPACT_INTERVAL_S)
+            start = self._write_snapshot_if_due()
+            if start is not None:
+                await self._offsets.wait_flushed(self._offsets.log.log_end_offset - 1)
+                self._offsets.log.delete_before(start)
 
     # -- membership ---------------------------------------------------------------------------
 

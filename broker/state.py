@@ -144,6 +144,7 @@ class BrokerState:
                 self._periodic, self.config.retention_check_interval_s, self.enforce_retention
             )
             nursery.start_soon(self.groups.run_expiry)
+            nursery.start_soon(self.groups.run_compaction)
             task_status.started()
 
     def _start_flusher(self, key: tuple[str, int], partition: Partition) -> None:

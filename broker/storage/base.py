@@ -231,5 +231,28 @@ class BaseLog:
                 removed += 1
             return removed
 
+    def roll(self) -> None:
+        """Seal the active segment, if it holds anything, and start a new one at the log end.
+
+        (A log that is rewritten as a snapshot -- the committed offsets -- rolls first, so the
+        segments the snapshot replaces can then be deleted whole.)"""
+        with self._lock:
+            self._check_open()
+            if self._segments[-1].size:
+                self._roll(self.log_end_offset)
+
+    def delete_before(self, offset: int) -> int:
+        """Delete the whole segments that hold only offsets below ``offset``, oldest first,
+        never the active one; ``log_start_offset`` moves up. Returns how many were deleted."""
+        with self._lock:
+            self._check_open()
+            removed = 0
+            while len(self._segments) > 1 and self._segments[1].base_offset <= offset:
+                oldest = self._segments[0]
+                del self._segments[0], self._bases[0]
+                self._discard(oldest)
+                removed += 1
+            return removed
+
     def _discard(self, segment: Any) -> None:
         """Hook: release a segment that retention removed from the log."""

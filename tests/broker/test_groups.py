@@ -137,3 +137,54 @@ async def test_heartbeat_from_unknown_member_creates_no_group(client):
                                 session_timeout_ms=10_000)
     )
     assert (await client.request(m.ListGroupsRequest())).groups == []
+
+
+async def test_offsets_log_is_compacted_at_startup(broker_config, monkeypatch):
+    """Many commits of few offsets: the next start rewrites the live offsets and drops the
+    superseded segments, so replay stays proportional to what is live; nothing is lost."""
+    import broker.groups as groups
+
+    monkeypatch.setattr(groups, "COMPACT_MIN_RECORDS", 20)
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(partial(serve, broker_config))
+        client = await RawClient.connect(handle.port)
+        await create_topic(client, "t", partitions=2)
+        for offset in range(30):
+            response = await client.request(m.CommitOffsetsRequest(
+                group_id="solo", member_id="", member_epoch=-1,
+                offsets=[m.OffsetCommit(topic="t", partition=offset % 2, offset=offset)]))
+            assert response.partitions[0].error == 0
+        await client.aclose()
+        handle.shutdown()
+    for _ in range(2):  # compacted on the first restart; the second replays the snapshot
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(partial(serve, broker_config))
+            plog = handle.state.partition(groups.OFFSETS_TOPIC, 0).log
+            assert plog.log_start_offset >= 30 and plog.log_end_offset - plog.log_start_offset == 2
+            client = await RawClient.connect(handle.port)
+            fetched = await client.request(m.FetchOffsetsRequest(group_id="solo"))
+            assert sorted((p.partition, p.offset) for p in fetched.partitions) == [(0, 28), (1, 29)]
+            await client.aclose()
+            handle.shutdown()
+
+
+async def test_offsets_log_is_compacted_while_running(broker_config, monkeypatch):
+    import broker.groups as groups
+
+    monkeypatch.setattr(groups, "COMPACT_MIN_RECORDS", 20)
+    monkeypatch.setattr(groups, "COMPACT_INTERVAL_S", 0.05)
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(partial(serve, broker_config))
+        plog = handle.state.partition(groups.OFFSETS_TOPIC, 0).log
+        async with await RawClient.connect(handle.port) as client:
+            await create_topic(client, "t")
+            for offset in range(30):
+                await client.request(m.CommitOffsetsRequest(
+                    group_id="g2", member_id="", member_epoch=-1,
+                    offsets=[m.OffsetCommit(topic="t", partition=0, offset=offset)]))
+            with trio.fail_after(10):
+                while plog.log_start_offset < 30:
+                    await trio.sleep(0.02)
+            fetched = await client.request(m.FetchOffsetsRequest(group_id="g2"))
+            assert [p.offset for p in fetched.partitions] == [29]
+        handle.shutdown()

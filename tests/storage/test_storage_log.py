@@ -238,3 +238,19 @@ def test_config_validation_and_mapping():
         TopicConfig(retention_bytes=True)
     with pytest.raises(InvalidPartitionsError):
         TopicConfig(partitions=0)
+
+
+def test_roll_then_delete_before_drops_whole_older_segments(make_log):
+    log = make_log()
+    fill(log, 4)  # offsets 0..11 in one segment
+    log.roll()
+    log.roll()  # the active segment is empty: no second roll
+    assert log.segment_count == 2
+    fill(log, 2)  # offsets 12..17 in the new active segment
+    assert log.delete_before(11) == 0  # offset 11 still lives in the first segment
+    assert log.delete_before(12) == 1
+    assert (log.log_start_offset, log.log_end_offset, log.segment_count) == (12, 18, 1)
+    assert values(log.read_bytes(12, 1 << 20)) == [(o, o) for o in range(12, 18)]
+    assert log.delete_before(10**9) == 0  # never the active segment
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(5, 100)
