@@ -48,6 +48,8 @@ class BrokerConfig:
     shutdown_grace_s: float = 5.0
     retention_check_interval_s: float = 300.0
     checkpoint_interval_s: float = 10.0
+    # Committed offsets of a group with no members are dropped after this long.
+    offsets_retention_ms: int = 7 * 24 * 3600 * 1000
     auto_create_topics: bool = False
     use_sendfile: bool = True
     log_level: str = "INFO"
@@ -66,7 +68,7 @@ class BrokerConfig:
             object.__setattr__(self, "data_dir", Path(self.data_dir))
         if not (0 <= self.port <= 65535):
             raise InvalidConfigError(f"port must be 0..65535, got {self.port}")
-        for name in ("max_frame_bytes", "max_connections", "max_in_flight"):
+        for name in ("max_frame_bytes", "max_connections", "max_in_flight", "offsets_retention_ms"):
             if getattr(self, name) < 1:
                 raise InvalidConfigError(f"{name} must be positive, got {getattr(self, name)}")
         for name in (

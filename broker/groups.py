@@ -22,7 +22,7 @@ live offsets rather than to every commit ever made, the log is compacted (at sta
 every ``COMPACT_INTERVAL_S``) once it holds ``COMPACT_RATIO`` times more records than live
 offsets: roll a segment, write every live offset into it, fdatasync, then delete the older
 segments whole. A crash in between leaves both copies; replaying them gives the same state. Offsets of a group that has had no members for
-``offsets_retention_ms`` are dropped (a record with a nil value marks the deletion).
+``offsets_retention_ms`` (a broker setting) are dropped (a record with a nil value marks the deletion).
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ OFFSETS_TOPIC = "__consumer_offsets"
 HEARTBEAT_INTERVAL_MS = 500
 MIN_SESSION_TIMEOUT_MS = 1_000
 MAX_SESSION_TIMEOUT_MS = 300_000
-OFFSETS_RETENTION_MS = 7 * 24 * 3600 * 1000
 MAX_METADATA_CHARS = 4096
 COMPACT_MIN_RECORDS = 10_000
 COMPACT_RATIO = 4
@@ -278,7 +277,8 @@ class GroupCoordinator:
         while True:
             deadlines = [mem.deadline for g in self.groups.values() for mem in g.members.values()]
             self._expiry_changed = trio.Event()
-            with trio.move_on_at(min(deadlines, default=trio.current_time() + 60)):
+            idle_s = min(60.0, self._state.config.offsets_retention_ms / 1000)
+            with trio.move_on_at(min(deadlines, default=trio.current_time() + idle_s)):
                 await self._expiry_changed.wait()
             now = trio.current_time()
             for group in list(self.groups.values()):
@@ -288,7 +288,7 @@ class GroupCoordinator:
             self._expire_offsets()
 
     def _expire_offsets(self) -> None:
-        cutoff = now_ms() - OFFSETS_RETENTION_MS
+        cutoff = now_ms() - self._state.config.offsets_retention_ms
         stale = [g for g in self.groups.values() if not g.members and g.empty_since_ms < cutoff]
         for group in stale:
             records = [

@@ -188,3 +188,24 @@ async def test_offsets_log_is_compacted_while_running(broker_config, monkeypatch
             fetched = await client.request(m.FetchOffsetsRequest(group_id="g2"))
             assert [p.offset for p in fetched.partitions] == [29]
         handle.shutdown()
+
+
+async def test_offsets_of_an_empty_group_expire(broker_config):
+    config = type(broker_config)(port=0, data_dir=broker_config.data_dir, offsets_retention_ms=200)
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(partial(serve, config))
+        async with await RawClient.connect(handle.port) as client:
+            await create_topic(client, "t")
+            await client.request(m.CommitOffsetsRequest(
+                group_id="old", member_id="", member_epoch=-1,
+                offsets=[m.OffsetCommit(topic="t", partition=0, offset=3)]))
+            with trio.fail_after(10):
+                while (await client.request(m.ListGroupsRequest())).groups:
+                    await trio.sleep(0.05)
+        handle.shutdown()
+    async with trio.open_nursery() as nursery:  # the deletion is durable
+        handle = await nursery.start(partial(serve, broker_config))
+        async with await RawClient.connect(handle.port) as client:
+            fetched = await client.request(m.FetchOffsetsRequest(group_id="old"))
+            assert fetched.partitions == []
+        handle.shutdown()
