@@ -15,7 +15,7 @@ import trio
 from broker.config import BrokerConfig
 from broker.server import serve
 from protocol import messages as m
-from protocol.batch import build_batch
+from protocol.batch import build_batch, decode_records, iter_batches
 from protocol.connection import ClientConnection, ResponseReceived
 from protocol.framing import NEED_DATA
 from protocol.slices import FileSlice
@@ -104,6 +104,25 @@ async def fetch(client: RawClient, topic: str, offset: int, *, partition: int = 
             ],
         )
     )
+
+
+async def read_records(client: RawClient, topic: str, partition: int = 0) -> list[tuple[int, bytes]]:
+    """Every ``(offset, value)`` of a partition, from its start to its end."""
+    out: list[tuple[int, bytes]] = []
+    offset = 0
+    while True:
+        part = (await fetch(client, topic, offset, partition=partition, max_bytes=4 << 20)).partitions[0]
+        assert part.error == 0, part
+        got = [(r.offset, r.value) for b in iter_batches(part.records) for r in decode_records(b)
+               if r.offset >= offset]
+        if not got:
+            return out
+        out += got
+        offset = got[-1][0] + 1
+
+
+async def read_values(client: RawClient, topic: str, partition: int = 0) -> list[bytes]:
+    return [value for _, value in await read_records(client, topic, partition)]
 
 
 @pytest.fixture

@@ -7,9 +7,8 @@ import signal
 import trio
 
 from protocol import messages as m
-from protocol.batch import decode_records, iter_batches
 from protocol.errors import OutOfOrderSequenceError
-from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce
+from tests.broker.conftest import RawClient, create_topic, make_batch, produce, read_values
 from tests.processes import BrokerProcess
 
 
@@ -18,22 +17,6 @@ def start_broker(tmp_path) -> BrokerProcess:
     process = BrokerProcess(tmp_path / "data", tmp_path / "broker.log")
     process.start()
     return process
-
-
-async def read_all(client: RawClient, topic: str, partition: int = 0) -> list[bytes]:
-    values: list[bytes] = []
-    offset = 0
-    while True:
-        part = (await fetch(client, topic, offset, partition=partition)).partitions[0]
-        assert part.error == 0, part
-        batches = list(iter_batches(part.records))
-        if not batches:
-            return values
-        for batch in batches:
-            for record in decode_records(batch):
-                if record.offset >= offset:
-                    values.append(record.value)
-                    offset = record.offset + 1
 
 
 async def test_sigkill_during_acks_all_loses_nothing_acknowledged(tmp_path):
@@ -74,7 +57,7 @@ async def test_sigkill_during_acks_all_loses_nothing_acknowledged(tmp_path):
         restarted = start_broker(tmp_path)
         reader = await RawClient.connect(restarted.port)
         for partition in (0, 1):
-            stored = await read_all(reader, "t", partition)
+            stored = await read_values(reader, "t", partition)
             assert len(stored) == len(set(stored)), "duplicates after recovery"
             assert stored[: len(acked[partition])] == acked[partition], "acked records lost"
         await reader.aclose()
@@ -92,7 +75,7 @@ async def test_sigterm_shuts_down_cleanly_and_restart_needs_no_recovery(tmp_path
     assert "flushed and closed cleanly" in broker.log_text()
     again = start_broker(tmp_path)
     client = await RawClient.connect(again.port)
-    assert await read_all(client, "t") == [b"kept"]
+    assert await read_values(client, "t") == [b"kept"]
     await client.aclose()
     assert again.stop(signal.SIGINT) == 0
 
@@ -122,6 +105,6 @@ async def test_idempotent_producer_state_survives_crash(tmp_path):
     assert (await produce(client, "t", batch(3, b"v3"))).partitions[0].base_offset == 3
     # A new producer never gets the id of one issued before the crash.
     assert (await client.request(m.InitProducerIdRequest())).producer_id != pid
-    assert await read_all(client, "t") == [b"v0", b"v1", b"v2", b"v3"]
+    assert await read_values(client, "t") == [b"v0", b"v1", b"v2", b"v3"]
     await client.aclose()
     assert restarted.stop() == 0

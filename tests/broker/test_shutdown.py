@@ -8,8 +8,7 @@ import trio
 
 from broker.server import serve
 from protocol.errors import BrokerShuttingDownError
-from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce
-from tests.broker.test_durability import read_all
+from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce, read_values
 
 
 async def test_shutdown_answers_long_polls_and_keeps_every_acked_record(broker_config):
@@ -52,5 +51,5 @@ async def test_shutdown_answers_long_polls_and_keeps_every_acked_record(broker_c
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(partial(serve, broker_config))
         async with await RawClient.connect(handle.port) as reader:
-            assert (await read_all(reader, "t"))[: len(acked)] == acked
+            assert (await read_values(reader, "t"))[: len(acked)] == acked
         handle.shutdown()

@@ -20,7 +20,7 @@ from client import Producer
 from protocol import messages as m
 from protocol.batch import decode_records, iter_batches
 from protocol.errors import ProtocolError
-from tests.broker.conftest import RawClient, create_topic, fetch
+from tests.broker.conftest import RawClient, create_topic, read_records
 from tests.torture.harness import MODES, Broker, record
 
 TOPIC = "loop"
@@ -164,20 +164,6 @@ async def resume(client: RawClient, new: list[int], positions: dict[int, int], l
         ledger.resumes += 1
 
 
-async def read_partition(client: RawClient, partition: int) -> list[tuple[int, bytes]]:
-    out: list[tuple[int, bytes]] = []
-    offset = 0
-    while True:
-        part = (await fetch(client, TOPIC, offset, partition=partition, max_bytes=4 << 20)).partitions[0]
-        assert part.error == 0, part
-        got = [(r.offset, r.value) for b in iter_batches(part.records) for r in decode_records(b)
-               if r.offset >= offset]
-        if not got:
-            return out
-        out += got
-        offset = got[-1][0] + 1
-
-
 @pytest.mark.parametrize("mode", MODES)
 async def test_crash_loop_keeps_every_acknowledged_record_exactly_once(tmp_path, mode):
     scale = SCALE[mode]
@@ -207,7 +193,7 @@ async def test_crash_loop_keeps_every_acknowledged_record_exactly_once(tmp_path,
                 await trio.sleep(1.0)
                 stop.set()
         async with await RawClient.connect(broker.port) as client:
-            logs = {p: await read_partition(client, p) for p in range(PARTITIONS)}
+            logs = {p: await read_records(client, TOPIC, p) for p in range(PARTITIONS)}
             committed = await client.request(m.FetchOffsetsRequest(group_id=GROUP))
         lost = duplicated = reordered = 0
         for p, records in logs.items():

@@ -16,8 +16,7 @@ import pytest
 import trio
 
 from protocol.errors import StorageError
-from tests.broker.conftest import RawClient, create_topic, make_batch, produce
-from tests.torture.crashcheck import read_records
+from tests.broker.conftest import RawClient, create_topic, make_batch, produce, read_records
 from tests.torture.harness import Broker, record
 
 VALUE = b"d" * 1000

@@ -15,8 +15,7 @@ import trio
 
 from protocol import messages as m
 from protocol.errors import BrokerShuttingDownError, ProtocolError
-from tests.broker.conftest import RawClient, create_topic, make_batch
-from tests.torture.crashcheck import read_values
+from tests.broker.conftest import RawClient, create_topic, make_batch, read_values
 from tests.torture.harness import MODES, Broker, record
 
 SCALE = {"quick": dict(rounds=1, producers=4, fetchers=4), "long": dict(rounds=5, producers=8, fetchers=20)}
