@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,12 +41,13 @@ class BrokerProcess:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, args: Sequence[str] = ()) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "broker", "--data-dir", str(self.data_dir),
-             "--port", str(self.port)],
+             "--port", str(self.port), *self.broker_args(), *args],
             stdout=subprocess.PIPE, stderr=log, env=subprocess_env(), cwd=REPO,
+            preexec_fn=self.child_setup,
         )
         log.close()
         line = self._read_line()
@@ -54,6 +56,13 @@ class BrokerProcess:
             self.kill()
             raise RuntimeError(f"broker did not start: {line!r}; log: {self.log_text()}")
         self.port = int(line[len(prefix):].strip().rsplit(b":", 1)[1])
+
+    def broker_args(self) -> list[str]:
+        """Hook: flags every start of this broker passes (beyond data dir and port)."""
+        return []
+
+    def child_setup(self) -> None:
+        """Hook: runs in the child before the broker starts (e.g. resource limits)."""
 
     def _read_line(self) -> bytes:
         with selectors.DefaultSelector() as sel:

@@ -182,9 +182,12 @@ async def test_offsets_log_is_compacted_while_running(broker_config, monkeypatch
                 await client.request(m.CommitOffsetsRequest(
                     group_id="g2", member_id="", member_epoch=-1,
                     offsets=[m.OffsetCommit(topic="t", partition=0, offset=offset)]))
+            # A tick may land after any of the commits past the 20th: then it starts at that
+            # commit's snapshot. Either way the superseded segments went, and state is whole.
             with trio.fail_after(10):
-                while plog.log_start_offset < 30:
+                while plog.log_start_offset == 0:
                     await trio.sleep(0.02)
+            assert plog.log_end_offset - plog.log_start_offset <= 11
             fetched = await client.request(m.FetchOffsetsRequest(group_id="g2"))
             assert [p.offset for p in fetched.partitions] == [29]
         handle.shutdown()

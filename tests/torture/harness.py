@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -79,29 +77,18 @@ class Broker(BrokerProcess):
         self.starts = 0
         self.start_seconds: list[float] = []
 
-    def _limits(self) -> None:
+    def child_setup(self) -> None:
         if self.fsize_limit is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (self.fsize_limit, resource.RLIM_INFINITY))
         if self.nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
+    def broker_args(self) -> list[str]:
+        return ["--config", str(self.config_path), *self.args]
+
     def start(self, args: list[str] | None = None) -> None:
-        log = open(self.log_path, "ab")
         began = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "broker", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), "--config", str(self.config_path),
-             *self.args, *(args or [])],
-            stdout=subprocess.PIPE, stderr=log, env=child_env(), cwd=ROOT,
-            preexec_fn=self._limits,
-        )
-        log.close()
-        line = self._read_line()
-        prefix = b"listening on "
-        if not line.startswith(prefix):
-            self.kill()
-            raise RuntimeError(f"broker did not start: {line!r}; log: {self.log_text()}")
-        self.port = int(line[len(prefix):].strip().rsplit(b":", 1)[1])
+        super().start(args or [])
         self.start_seconds.append(time.monotonic() - began)
         self.starts += 1
 

@@ -21,8 +21,7 @@ import trio
 from protocol import messages as m
 from protocol.batch import HEADER_SIZE, LOG_OVERHEAD, iter_batches, parse_header
 from protocol.errors import StorageError
-from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce
-from tests.broker.test_durability import read_all
+from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce, read_values
 from tests.torture.harness import Broker, record
 
 CHECKPOINT_S = 0.2
@@ -67,7 +66,7 @@ async def expect_serving(broker: Broker, topic: str, count: int) -> None:
     """``topic`` holds exactly its first ``count`` values, every offset is readable (indexes
     rebuilt right), and appends continue densely."""
     async with await RawClient.connect(broker.port) as client:
-        stored = await read_all(client, topic)
+        stored = await read_values(client, topic)
         assert stored == values(topic, 0, count)
         for offset in range(0, count, 7):  # lookups through the (rebuilt) offset index
             part = (await fetch(client, topic, offset, max_bytes=1)).partitions[0]
@@ -75,7 +74,7 @@ async def expect_serving(broker: Broker, topic: str, count: int) -> None:
             header = parse_header(first)
             assert header.base_offset <= offset <= header.last_offset
         await fill(client, topic, count, 1, acks=-1)
-        assert await read_all(client, topic) == values(topic, 0, count + 5)
+        assert await read_values(client, topic) == values(topic, 0, count + 5)
 
 
 def damage_tail(path: Path, kind: str) -> None:
@@ -170,7 +169,7 @@ async def expect_refused(broker: Broker, needle: str) -> str:
         assert needle in part.message and "--repair-truncate a-0" in part.message, part.message
         written = await produce(client, "a", make_batch([b"x"]), acks=-1)
         assert written.partitions[0].error == StorageError.code
-        stored = await read_all(client, "b")  # the others keep serving
+        stored = await read_values(client, "b")  # the others keep serving
         assert stored == values("b", 0, len(stored)) and len(stored) >= 120
         await fill(client, "b", len(stored), 1, acks=-1)
         return part.message
@@ -202,7 +201,7 @@ async def test_corruption_below_the_flushed_point_is_refused_not_truncated(tmp_p
     broker.start(["--repair-truncate", "a-0"])
     try:
         async with await RawClient.connect(broker.port) as client:
-            stored = await read_all(client, "a")
+            stored = await read_values(client, "a")
             assert stored == values("a", 0, base)
             await fill(client, "a", len(stored), 1, acks=-1)
         assert "repaired a-0" in broker.log_text()
@@ -211,7 +210,7 @@ async def test_corruption_below_the_flushed_point_is_refused_not_truncated(tmp_p
     broker.start()
     try:
         async with await RawClient.connect(broker.port) as client:
-            assert await read_all(client, "a") == values("a", 0, base + 5)
+            assert await read_values(client, "a") == values("a", 0, base + 5)
     finally:
         assert broker.stop() == 0
     record("2-corrupt-files", refused_message=message[:160])
