@@ -46,7 +46,6 @@ import gc
 import json
 import mmap
 import os
-import platform
 import queue
 import shutil
 import signal
@@ -63,6 +62,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from compare import machine_line  # noqa: E402 - the same machine description as the comparison
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -847,7 +848,7 @@ class Run:
 
     def markdown(self) -> str:
         a = self.args
-        out = [f"## Sluice scaling: {self.reps_line()}", "", machine_line(), ""]
+        out = [f"## Sluice scaling: {self.reps_line()}", "", f"{machine_line()}, commit {git_commit()}", ""]
         titles = {
             "partitions": f"### Partitions: one producer process, {a.records:,} keyless "
                           f"records of {a.value_size} B (send_batch, sticky partitioner), then "
@@ -955,20 +956,6 @@ def cell(figure: str, values: list | None) -> str:
         return ", ".join(fmt(figure, v) for v in values)
     return (f"**{fmt(figure, statistics.median(numbers))}** "
             f"({', '.join(fmt(figure, v) for v in values)})")
-
-
-def machine_line() -> str:
-    model = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
-    return (f"{platform.node()}: {os.cpu_count()} cores ({model}), {mem:.0f} GiB, Linux "
-            f"{platform.release()}, Python {platform.python_version()}, commit {git_commit()}")
 
 
 def git_commit() -> str:
