@@ -50,7 +50,6 @@ class BrokerConfig:
     checkpoint_interval_s: float = 10.0
     # Committed offsets of a group with no members are dropped after this long.
     offsets_retention_ms: int = 7 * 24 * 3600 * 1000
-    auto_create_topics: bool = False
     use_sendfile: bool = True
     log_level: str = "INFO"
     topic_defaults: dict[str, int] = field(default_factory=dict)

@@ -228,57 +228,36 @@ def _read_partitions(state: BrokerState, request: m.FetchRequest):
     out = []
     budget = request.max_bytes
     total = 0
-    errored = False
     for want in request.partitions:
-        try:
-            partition = state.partition(want.topic, want.partition)
-        except ApiError as exc:
-            out.append(m.FetchPartitionData(topic=want.topic, partition=want.partition, error=exc.code, message=exc.message))
-            errored = True
-            continue
-        plog = partition.log
-        try:
-            if budget <= 0 and total > 0:
-                raise _Skip
-            # The first non-empty partition always returns at least one batch (KIP-74).
-            result = plog.read(want.offset, max(1, min(want.max_bytes, budget)))
-        except OffsetOutOfRangeError as exc:
-            out.append(
-                m.FetchPartitionData(
-                    topic=want.topic,
-                    partition=want.partition,
-                    error=exc.code,
-                    message=exc.message,
-                    high_watermark=plog.log_end_offset,
-                    log_start_offset=plog.log_start_offset,
-                )
-            )
-            errored = True
-            continue
-        except _Skip:
-            result = None
-        except ApiError as exc:
-            out.append(m.FetchPartitionData(topic=want.topic, partition=want.partition, error=exc.code, message=exc.message))
-            errored = True
-            continue
-        slices = result.slices if result is not None else []
-        size = sum(s.length if isinstance(s, FileSlice) else len(s) for s in slices)
+        spent = budget <= 0 and total > 0
+        # The first non-empty partition always returns at least one batch (KIP-74); once the
+        # request's budget is spent, later partitions report their offsets and no data.
+        part = _read_one(state, want, 0 if spent else max(1, min(want.max_bytes, budget)))
+        size = m.records_length(part.records)
         total += size
         budget -= size
-        out.append(
-            m.FetchPartitionData(
-                topic=want.topic,
-                partition=want.partition,
-                high_watermark=plog.log_end_offset,
-                log_start_offset=plog.log_start_offset,
-                records=list(slices),
-            )
+        out.append(part)
+    return out, total, any(part.error for part in out)
+
+
+def _read_one(state: BrokerState, want: m.FetchPartition, max_bytes: int) -> m.FetchPartitionData:
+    """One partition's whole batches from ``want.offset`` (none when ``max_bytes`` is 0)."""
+    try:
+        plog = state.partition(want.topic, want.partition).log
+        slices = plog.read(want.offset, max_bytes).slices if max_bytes else []
+    except OffsetOutOfRangeError as exc:  # with the bounds, so the client can reset
+        return m.FetchPartitionData(
+            topic=want.topic, partition=want.partition, error=exc.code, message=exc.message,
+            high_watermark=plog.log_end_offset, log_start_offset=plog.log_start_offset,
         )
-    return out, total, errored
-
-
-class _Skip(Exception):
-    """The request's byte budget is spent: later partitions return nothing this time."""
+    except ApiError as exc:
+        return m.FetchPartitionData(
+            topic=want.topic, partition=want.partition, error=exc.code, message=exc.message
+        )
+    return m.FetchPartitionData(
+        topic=want.topic, partition=want.partition, high_watermark=plog.log_end_offset,
+        log_start_offset=plog.log_start_offset, records=list(slices),
+    )
 
 
 def handle_fetch(state: BrokerState, request: m.FetchRequest, session) -> Deferred:

@@ -163,12 +163,3 @@ class Partition:
         self._flush_waiters = still_waiting
         if still_waiting:
             self._flush_wanted.set()
-
-    def statistics(self) -> dict[str, int]:
-        return {
-            "flushes": self.flushes,
-            "flush_waiters": len(self._flush_waiters),
-            "log_end_offset": self.log.log_end_offset,
-            "flushed_offset": self.log.flushed_offset,
-            "producers": len(self.producers),
-        }

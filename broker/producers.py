@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from protocol.batch import NO_PRODUCER_ID, BatchHeader
 from protocol.errors import OutOfOrderSequenceError, ProducerFencedError
@@ -29,8 +30,7 @@ RETAINED_BATCHES = 5
 SEQUENCE_WRAP = 2**31
 
 
-@dataclass(frozen=True, slots=True)
-class WrittenBatch:
+class WrittenBatch(NamedTuple):
     first_sequence: int
     last_sequence: int
     first_offset: int
@@ -130,7 +130,7 @@ class ProducerStates:
     def snapshot(self) -> dict:
         """A msgpack-able copy of the state."""
         return {
-            pid: [entry.epoch, [list(vars_of(b)) for b in entry.batches]]
+            pid: [entry.epoch, [list(batch) for batch in entry.batches]]
             for pid, entry in self._entries.items()
         }
 
@@ -145,7 +145,3 @@ class ProducerStates:
 
     def max_producer_id(self) -> int:
         return max(self._entries, default=-1)
-
-
-def vars_of(batch: WrittenBatch) -> tuple[int, int, int, int]:
-    return (batch.first_sequence, batch.last_sequence, batch.first_offset, batch.last_offset)

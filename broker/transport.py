@@ -101,13 +101,11 @@ class Transport:
         self._sock = stream.socket
         self._guard = trio.Lock()
         self.use_sendfile = use_sendfile
-        self.bytes_sent = 0
 
     async def send(self, pieces: Iterable[bytes | bytearray | memoryview | FileSlice]) -> None:
         """Send ``pieces`` in order as one uninterrupted response."""
         async with self._guard:
             pending: list[bytes | bytearray | memoryview] = []
-            pending_size = 0
             for piece in pieces:
                 if isinstance(piece, FileSlice) and self.use_sendfile and piece.length < COPY_BELOW:
                     data = read_cached(piece.file.fileno(), piece.position, piece.length)
@@ -116,23 +114,21 @@ class Transport:
                 if isinstance(piece, FileSlice):
                     if pending:
                         await self._send_bytes(pending)
-                        pending, pending_size = [], 0
+                        pending = []
                     await self._send_slice(piece)
                 elif len(piece) >= COALESCE_BYTES:
                     if pending:
                         await self._send_bytes(pending)
-                        pending, pending_size = [], 0
+                        pending = []
                     await self._send_bytes([piece])
                 else:
                     pending.append(piece)
-                    pending_size += len(piece)
             if pending:
                 await self._send_bytes(pending)
 
     async def _send_bytes(self, pieces: list[bytes | bytearray | memoryview]) -> None:
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         await self._stream.send_all(data)
-        self.bytes_sent += len(data)
 
     async def _send_slice(self, piece: FileSlice) -> None:
         fd = piece.file.fileno()
@@ -159,7 +155,6 @@ class Transport:
                     f"file ended {end - position} bytes before the slice did"
                 )
             position += sent
-            self.bytes_sent += sent
             await trio.lowlevel.checkpoint()
 
     async def _wait_writable(self) -> None:
@@ -177,4 +172,3 @@ class Transport:
                 raise trio.BrokenResourceError("file ended before the slice did")
             await self._stream.send_all(chunk)
             position += len(chunk)
-            self.bytes_sent += len(chunk)

@@ -66,9 +66,6 @@ class SendState:
         self.renumber_from: dict[tuple[str, int], int] = {}
         self.completed: list[ProducerBatch] = []  # finished since the I/O layer last looked
 
-    def has_sendable(self) -> bool:
-        return any(q and tp not in self.retrying for tp, q in self.acc.ready.items())
-
     def next_request(self, now: float) -> tuple[m.ProduceRequest, list[ProducerBatch]] | None:
         """The next produce request (one batch per unmuted partition), or None."""
         batches: list[ProducerBatch] = []

@@ -45,7 +45,7 @@ class Client:
     """
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = ClientConnection()
 
@@ -67,6 +67,8 @@ class Client:
                 return event.response
             with self.conn.receive_buffer(4 * MIB) as view:
                 n = self.sock.recv_into(view)
+            if not n:
+                raise ConnectionError("broker closed the connection")
             self.conn.received(n)
 
     def request(self, request):

@@ -49,7 +49,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,6 +62,7 @@ REPO = HERE.parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from broker_bench import Client as RawClient  # noqa: E402 - the same lean protocol client
 from compare import machine_line  # noqa: E402 - the same machine description as the comparison
 
 MIB = 1024 * 1024
@@ -455,41 +455,6 @@ def run_group(broker: Broker, role: str, params: list[dict], workdir: Path,
     else:
         out["expected"] = sum(r["expected"] for r in results)
     return out
-
-
-# -- raw protocol client (log section) ----------------------------------------------------------
-
-
-class RawClient:
-    """A blocking, pipelining protocol client: requests encoded by ``protocol``'s sans-IO
-    ``ClientConnection``, responses received straight into the frame being filled."""
-
-    def __init__(self, port: int) -> None:
-        from protocol.connection import ClientConnection
-
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.conn = ClientConnection()
-
-    def send(self, request) -> None:
-        _, pieces = self.conn.send_request(request)
-        self.sock.sendall(b"".join(bytes(p) if not isinstance(p, bytes) else p for p in pieces))
-
-    def receive(self):
-        from protocol.connection import ResponseReceived
-
-        while True:
-            event = self.conn.next_event()
-            if isinstance(event, ResponseReceived):
-                return event.response
-            with self.conn.receive_buffer(4 * MIB) as view:
-                n = self.sock.recv_into(view)
-            self.conn.received(n)
-            if not n:
-                raise ConnectionError("broker closed the connection")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def write_log(port: int, topic: str, total_bytes: int, value_size: int) -> dict:
