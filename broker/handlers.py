@@ -260,30 +260,54 @@ def _read_one(state: BrokerState, want: m.FetchPartition, max_bytes: int) -> m.F
     )
 
 
-def handle_fetch(state: BrokerState, request: m.FetchRequest, session) -> Deferred:
+def handle_fetch(state: BrokerState, request: m.FetchRequest, session) -> m.FetchResponse | Deferred:
+    """Answer at once if there is enough to return (or nothing to wait for), so the reader
+    sends it without the hop through the writer; else a long poll (``Deferred``) that
+    re-reads on every append to a requested partition until ``max_wait_ms``."""
+    deadline = trio.current_time() + request.max_wait_ms / 1000
+    parts, total, errored = _read_partitions(state, request)
+    if total >= request.min_bytes or errored or state.draining or not request.max_wait_ms:
+        return m.FetchResponse(partitions=parts)
+    for part in parts:
+        release(part.records)
+    # Watch from now, not from when the writer gets to it: an append in between must wake it.
+    # (If the connection drops first, the event is discarded at the partition's next append.)
+    woke = _watch(state, request)
+
     async def complete() -> m.FetchResponse:
-        deadline = trio.current_time() + request.max_wait_ms / 1000
+        nonlocal woke
         while True:
+            try:
+                with trio.move_on_at(deadline):
+                    await woke.wait()
+            finally:
+                _unwatch(state, request, woke)
             parts, total, errored = _read_partitions(state, request)
             done = total >= request.min_bytes or errored or state.draining
             if done or trio.current_time() >= deadline:
                 return m.FetchResponse(partitions=parts)
             for part in parts:
                 release(part.records)
-            woke = trio.Event()
-            watched = [state.partitions.get((p.topic, p.partition)) for p in request.partitions]
-            for partition in watched:
-                if partition is not None:
-                    partition.watch(woke)
-            try:
-                with trio.move_on_at(deadline):
-                    await woke.wait()
-            finally:
-                for partition in watched:
-                    if partition is not None:
-                        partition.unwatch(woke)
+            woke = _watch(state, request)
 
     return Deferred(complete)
+
+
+def _watch(state: BrokerState, request: m.FetchRequest) -> trio.Event:
+    """An event set by the next append to (or deletion of) any requested partition."""
+    woke = trio.Event()
+    for p in request.partitions:
+        partition = state.partitions.get((p.topic, p.partition))
+        if partition is not None:
+            partition.watch(woke)
+    return woke
+
+
+def _unwatch(state: BrokerState, request: m.FetchRequest, woke: trio.Event) -> None:
+    for p in request.partitions:
+        partition = state.partitions.get((p.topic, p.partition))
+        if partition is not None:
+            partition.unwatch(woke)
 
 
 # -- offsets and producer ids -------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import trio
 
@@ -45,6 +46,7 @@ from protocol.framing import CLOSED, NEED_DATA
 log = logging.getLogger("sluice.session")
 
 RECEIVE_BYTES = 256 * 1024
+FAIR_SHARE_REQUESTS = 16  # the reader yields at least once per this many requests
 _CLOSE = object()
 
 
@@ -59,7 +61,10 @@ class Session:
         self.client_id = ""
         self._queued = 0  # responses handed to the writer and not yet sent (or dropped)
         self.conn = ServerConnection(max_frame_bytes=self.config.max_frame_bytes)
-        self.transport = Transport(stream, use_sendfile=self.config.use_sendfile)
+        self.transport = Transport(
+            stream, use_sendfile=self.config.use_sendfile, send_timeout_s=self.config.send_timeout_s
+        )
+        self._unyielded = 0  # requests answered by the reader since it last let others run
         self._outbox_send, self._outbox_receive = trio.open_memory_channel(
             self.config.max_in_flight
         )
@@ -89,20 +94,19 @@ class Session:
                 event = self.conn.next_event()
             except RemoteProtocolError as exc:
                 log.warning("protocol error from %s: %s", self.peer, exc)
+                idle.deadline = math.inf
                 await self._enqueue(-1, -1, _protocol_error(exc))
                 await self._outbox_send.send((-1, -1, _CLOSE))
                 return
             if event is CLOSED:
                 return
             if event is NEED_DATA:
-                idle.deadline = trio.current_time() + self.config.idle_timeout_s
                 with self.conn.receive_buffer(RECEIVE_BYTES) as view:
-                    n = await self._receive_into(view)
-                idle.deadline = math.inf
+                    n = await self._receive_into(view, idle)
                 self.conn.received(n)
                 continue
             if isinstance(event, BadRequest):
-                await self._enqueue(event.correlation_id, event.api, event.error)
+                await self._enqueue(event.correlation_id, event.api, event.error, idle)
                 continue
             assert isinstance(event, RequestReceived)
             if self.state.draining:
@@ -112,7 +116,7 @@ class Session:
             else:
                 outcome = self._handle(event.request)
             if outcome is None:
-                await trio.lowlevel.checkpoint()
+                await self._fair_share()
             elif self._can_answer_now(outcome):
                 # Nothing is queued or being sent ahead of it: answer from here, saving the
                 # hop through the outbox to the writer task. ``idle`` doubles as the send
@@ -121,27 +125,65 @@ class Session:
                 try:
                     await self._send(event.correlation_id, event.api, outcome, idle)
                 finally:
+                    _release(outcome)
                     self.state.request_finished()
+                await self._fair_share()
             else:
-                await self._enqueue(event.correlation_id, event.api, outcome)
+                await self._enqueue(event.correlation_id, event.api, outcome, idle)
 
     def _can_answer_now(self, outcome) -> bool:
         """A ready response with no response ahead of it (so order is kept)."""
         return self._queued == 0 and not isinstance(outcome, Deferred)
 
-    async def _receive_into(self, view: memoryview) -> int:
-        """Receive straight into the protocol's buffer (for a large frame: the frame itself)."""
-        try:
-            return await self.stream.socket.recv_into(view)
-        except OSError as exc:
-            raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
+    async def _receive_into(self, view: memoryview, idle: trio.CancelScope) -> int:
+        """Receive straight into the protocol's buffer (for a large frame: the frame itself).
 
-    async def _enqueue(self, correlation_id: int, api: int, outcome) -> None:
-        """Queue a response for the writer; it counts as in flight until sent or dropped."""
+        Bytes already there are taken with one ``readv``, no trip through the scheduler;
+        only an empty socket waits, with ``idle``'s deadline armed. The deadline stays armed
+        after the wait (re-arming it costs as much as a small request's decoding) and is
+        lifted before anything else that may block: queueing for the writer, or a send.
+        """
+        sock = self.stream.socket
+        while True:
+            try:
+                return os.readv(sock.fileno(), [view])
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
+            idle.deadline = trio.current_time() + self.config.idle_timeout_s
+            self._unyielded = 0
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError as exc:
+                raise trio.BrokenResourceError("connection closed while receiving") from exc
+
+    async def _fair_share(self) -> None:
+        """Let other tasks run after every few requests answered without waiting: a client
+        that keeps its socket full must not monopolize the loop."""
+        self._unyielded += 1
+        if self._unyielded >= FAIR_SHARE_REQUESTS:
+            self._unyielded = 0
+            await trio.lowlevel.checkpoint()
+
+    async def _enqueue(
+        self, correlation_id: int, api: int, outcome, idle: trio.CancelScope | None = None
+    ) -> None:
+        """Queue a response for the writer; it counts as in flight until sent or dropped.
+
+        Waiting for room in the outbox is backpressure, not idleness: ``idle`` is lifted."""
         self.state.request_started()
         self._queued += 1
+        item = (correlation_id, api, outcome)
         try:
-            await self._outbox_send.send((correlation_id, api, outcome))
+            try:
+                self._outbox_send.send_nowait(item)
+            except trio.WouldBlock:
+                if idle is not None:
+                    idle.deadline = math.inf
+                await self._outbox_send.send(item)
+            else:
+                await self._fair_share()
         except BaseException:
             self._queued -= 1
             self.state.request_finished()
@@ -181,6 +223,7 @@ class Session:
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
                 if outcome is not _CLOSE:
+                    _release(outcome)
                     self._queued -= 1
                     self.state.request_finished()
 
@@ -193,10 +236,7 @@ class Session:
         try:
             await self._send(correlation_id, api, outcome, sending)
         finally:
-            if isinstance(outcome, m.FetchResponse):
-                for part in outcome.partitions:
-                    if isinstance(part.records, list):
-                        release(part.records)
+            _release(outcome)
 
     async def _send(self, correlation_id: int, api, outcome, sending: trio.CancelScope) -> None:
         if isinstance(outcome, ApiError):
@@ -209,11 +249,15 @@ class Session:
                 pieces = self.conn.send_error(correlation_id, api, InvalidRequestError(
                     f"the response cannot be encoded ({exc}); ask for fewer items per request"
                 ))
-        sending.deadline = trio.current_time() + self.config.send_timeout_s
-        try:
-            await self.transport.send(pieces)
-        finally:
-            sending.deadline = math.inf
+        await self.transport.send(pieces, sending)
+
+
+def _release(outcome) -> None:
+    """Release the file references a fetch response's slices hold (sent or dropped)."""
+    if isinstance(outcome, m.FetchResponse):
+        for part in outcome.partitions:
+            if isinstance(part.records, list):
+                release(part.records)
 
 
 def _protocol_error(exc: RemoteProtocolError) -> ApiError:

@@ -224,13 +224,20 @@ class Accumulator:
         queue.append(batch)
         self.on_seal(batch)
 
-    def seal_expired(self, now: float, linger_s: float) -> float | None:
-        """Seal batches that have lingered long enough; the next deadline, if any."""
+    def seal_expired(self, now: float, linger_s: float, busy=None) -> float | None:
+        """Seal batches that have lingered long enough; the next deadline, if any.
+
+        ``busy`` maps a partition to its batches in flight: a lingered batch of a partition
+        with one in flight stays open (no deadline: the answer wakes the sender). Under load
+        records then share one request per round trip instead of each paying for its own;
+        with nothing in flight a batch goes out after ``linger_s`` exactly as before.
+        """
         deadline = None
-        for batch in list(self.open.values()):
+        for tp, batch in list(self.open.items()):
             due = batch.created + linger_s
             if due <= now:
-                self.seal(batch)
+                if not (busy and busy.get(tp)):
+                    self.seal(batch)
             elif deadline is None or due < deadline:
                 deadline = due
         return deadline

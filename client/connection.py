@@ -10,6 +10,7 @@ instead of corrupting it. When the connection dies every outstanding ``Pending``
 
 from __future__ import annotations
 
+import os
 from collections import deque
 
 import trio
@@ -48,17 +49,25 @@ def describe_connect_error(exc: BaseException) -> str:
 
 
 class Pending:
-    """The future response of one request sent on a ``Connection``."""
+    """The future response of one request sent on a ``Connection``.
 
-    __slots__ = ("_event", "_response", "_error")
+    With ``on_answer``, nobody waits: the connection's reader calls
+    ``on_answer(response, error)`` itself, in response order, the moment the answer (or the
+    connection's loss) is known -- no task has to wake up for it. It must not raise or block.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_event", "_response", "_error", "_on_answer")
+
+    def __init__(self, on_answer=None) -> None:
         self._event = trio.Event()
         self._response = None
         self._error: BaseException | None = None
+        self._on_answer = on_answer
 
     def _resolve(self, response=None, error: BaseException | None = None) -> None:
         self._response, self._error = response, error
+        if self._on_answer is not None:
+            self._on_answer(response, error)
         self._event.set()
 
     async def wait(self):
@@ -94,25 +103,37 @@ class Connection:
         nursery.start_soon(conn._read_loop)
         return conn
 
-    async def send(self, request) -> Pending | None:
-        """Write ``request``; its ``Pending``, or None for requests that get no answer."""
+    async def send(self, request, on_answer=None) -> Pending | None:
+        """Write ``request``; its ``Pending``, or None for requests that get no answer.
+
+        Waits (and checkpoints) only if another task is writing or the socket is full."""
         if self.closed:
             raise ConnectionLostError(f"connection to {self.address} is closed")
-        async with self._send_lock:
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()  # uncontended (the usual case): no trip through the scheduler
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             if self.closed:
                 raise ConnectionLostError(f"connection to {self.address} is closed")
             _cid, pieces = self._proto.send_request(request)
-            pending = Pending() if m.expects_response(request) else None
+            pending = Pending(on_answer) if m.expects_response(request) else None
             if pending is not None:
                 self._pending.append(pending)
             try:
                 await self._write(pieces)
             except BaseException as exc:
-                # Half a frame may be on the wire: this connection cannot be used again.
+                # Half a frame may be on the wire: this connection cannot be used again. This
+                # request's caller learns it from the exception, not from its Pending.
+                if pending is not None:
+                    self._pending.pop()
                 self._fail(ConnectionLostError(f"write to {self.address} failed: {exc!r}"))
                 if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
                     raise ConnectionLostError(f"connection to {self.address} lost") from None
                 raise
+        finally:
+            lock.release()
         return pending
 
     async def request(self, request):
@@ -123,26 +144,43 @@ class Connection:
         return response
 
     async def _write(self, pieces) -> None:
+        """Write the frame with ``os.write`` on the non-blocking socket, waiting only if it is
+        full: trio's ``send_all`` would take two trips through the scheduler per request."""
         if sum(map(len, pieces)) < JOIN_BELOW:
-            await self._stream.send_all(b"".join(pieces))
-            return
+            pieces = [b"".join(pieces)]
+        sock = self._stream.socket
         for piece in pieces:
-            await self._stream.send_all(piece)
+            view = memoryview(piece)
+            while view:
+                try:
+                    view = view[os.write(sock.fileno(), view):]
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
 
     async def _read_loop(self) -> None:
         proto = self._proto
+        sock = self._stream.socket
         try:
             while True:
                 event = proto.next_event()
                 if event is NEED_DATA:
                     # Straight into the frame being filled: a large fetch body is copied once.
+                    # Bytes already there are taken without a trip through the scheduler.
                     with proto.receive_buffer(RECEIVE_BYTES) as view:
-                        n = await self._stream.socket.recv_into(view)
+                        while True:
+                            try:
+                                n = os.readv(sock.fileno(), [view])
+                                break
+                            except BlockingIOError:
+                                await trio.lowlevel.wait_readable(sock)
                     proto.received(n)
                     if not n:
                         break
                 elif isinstance(event, ResponseReceived):
                     self._pending.popleft()._resolve(event.response)
+                    # A response's waiter runs before more bytes are read: the loop never
+                    # keeps the scheduler to itself, however fast the broker answers.
+                    await trio.lowlevel.checkpoint()
                 else:  # CLOSED between frames
                     break
             self._fail(ConnectionLostError(f"broker {self.address} closed the connection"))

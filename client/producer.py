@@ -4,15 +4,16 @@ The hot path is ``send_nowait``: pick a partition, append a row, return a handle
 awaiting, no per-record allocation beyond the row and the handle. ``send`` is the same plus
 an await only when the buffer is full (backpressure) or the topic's metadata is unknown.
 A sender task seals lingered batches and writes requests (up to ``max_in_flight`` at once);
-a completer task takes the responses in order and hands them to ``SendState``, which decides
-what is delivered, failed or retried.
+the connection's reader hands each response, in order, straight to ``SendState`` (which
+decides what is delivered, failed or retried) and wakes the waiters -- no task of ours has to
+wake up between the answer arriving and ``await handle`` returning.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import AsyncExitStack
+from functools import partial
 from time import time_ns as _time_ns
 
 import trio
@@ -106,6 +107,7 @@ class Producer(ProducerBase, ClientLifecycle):
         self._space = trio.Event()
         self._progress = trio.Event()
         self._closing = False
+        self._requests_in_flight = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -231,47 +233,46 @@ class Producer(ProducerBase, ClientLifecycle):
             self._space = trio.Event()
 
     async def _sender(self) -> None:
-        send_channel, receive_channel = trio.open_memory_channel(self.max_in_flight - 1)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._completer, receive_channel)
-            async with send_channel:
-                await self._send_loop(send_channel)
-
-    async def _send_loop(self, in_flight: trio.MemorySendChannel) -> None:
         state, acc = self._state, self._acc
         while True:
             now = trio.current_time()
-            deadline = acc.seal_expired(now, self.linger_s)
-            next_request = state.next_request(now)
+            deadline = acc.seal_expired(now, self.linger_s, state.inflight)
+            full = self._requests_in_flight >= self.max_in_flight
+            next_request = None if full else state.next_request(now)
             self._completed()
             if next_request is None:
                 self._wake = trio.Event()
-                with trio.move_on_at(math.inf if deadline is None else deadline):
+                if deadline is None or full:
                     await self._wake.wait()
+                else:
+                    with trio.move_on_at(deadline):
+                        await self._wake.wait()
                 continue
             request, batches = next_request
+            self._requests_in_flight += 1
             try:
                 conn = await self._cluster.connection()
-                pending = await conn.send(request)
+                pending = await conn.send(request, partial(self._answered, batches))
             except ConnectionLostError as exc:
+                self._requests_in_flight -= 1
                 state.on_failure(batches, exc)
                 self._completed()
                 continue
             except Exception as exc:  # e.g. broker unreachable for too long: give up
+                self._requests_in_flight -= 1
                 state.on_failure(batches, exc)
                 state.fail_all(exc)
                 self._completed()
                 continue
-            if pending is not None:
-                await in_flight.send((pending, batches))
+            if pending is None:  # acks=0: nothing will answer
+                self._requests_in_flight -= 1
 
-    async def _completer(self, in_flight: trio.MemoryReceiveChannel) -> None:
-        async for pending, batches in in_flight:
-            try:
-                response = await pending.wait()
-            except ConnectionLostError as exc:
-                self._state.on_failure(batches, exc)
-            else:
-                self._state.on_response(batches, response)
-            self._completed()
-            self._wake.set()
+    def _answered(self, batches: list[ProducerBatch], response, error) -> None:
+        """A produce response (or the connection's loss), called by the connection's reader."""
+        self._requests_in_flight -= 1
+        if error is not None:
+            self._state.on_failure(batches, error)
+        else:
+            self._state.on_response(batches, response)
+        self._completed()
+        self._wake.set()

@@ -82,6 +82,24 @@ def test_linger_seals_only_batches_old_enough():
     assert [b.partition for b in sealed] == [0]
 
 
+def test_a_lingered_batch_waits_while_its_partition_has_a_request_in_flight():
+    acc, clock, sealed = make(batch_bytes=100)
+    busy = {("t", 0): ["a batch on the wire"], ("t", 1): []}
+    acc.append("t", 0, None, b"a", None, 1)
+    acc.append("t", 1, None, b"b", None, 1)
+    clock.now = 0.01
+    # partition 0 keeps collecting (no deadline: the answer wakes the sender); 1 goes now
+    assert acc.seal_expired(0.01, 0.0, busy) is None
+    assert [b.partition for b in sealed] == [1]
+    while len(sealed) == 1:  # a full batch is sealed on append whatever is in flight
+        acc.append("t", 0, None, b"x" * 30, None, 3)
+    assert sealed[1].partition == 0 and sealed[1].values[0] == b"a"
+    assert acc.seal_expired(0.02, 0.0, busy) is None and len(sealed) == 2
+    busy[("t", 0)] = []  # answered: the rest goes at once
+    acc.seal_expired(0.02, 0.0, busy)
+    assert len(sealed) == 3 and sealed[2].values == [b"x" * 30] and not acc.open
+
+
 def sender(acc):
     state = SendState(acc, acks=1, idempotent=True, retries=10, delivery_timeout_s=60,
                       request_timeout_ms=1000)

@@ -22,6 +22,7 @@ from peers.common import (
     stamped_value,
     throughput,
 )
+from peers.ticker import Ticker
 
 CHUNK = 10_000  # records handed to send_batch per call
 
@@ -119,24 +120,26 @@ async def e2e_consume(p: dict) -> dict:
 
 async def e2e_produce(p: dict) -> dict:
     """Send ``rate`` records/s for warmup + duration seconds, one record at a time as its
-    time comes (records falling due in the same scheduler tick go out together)."""
+    time comes; the clock ticks every millisecond (or every record, if slower), and the
+    records that fell due since the last tick go out together, each stamped when it is
+    created. Paced by a timerfd rather than ``trio.sleep``: see ``peers.ticker``."""
     address, topic, rate = p["address"], p["topic"], p["rate"]
     total = p["expected"]
     pad = os.urandom(max(0, p["value_size"] - 16))
     handles = []
     async with client.Producer(address, acks=p["acks"], linger_ms=p.get("e2e_linger_ms", 0)) as prod:
         await prod.partitions_for(topic)
-        with Timer(p.get("server_pid")) as timer:
-            start = trio.current_time()
+        with Timer(p.get("server_pid")) as timer, Ticker(max(1 / rate, 0.001)) as ticker:
+            start = time.monotonic()
             sent = 0
             while sent < total:
-                due = min(total, int((trio.current_time() - start) * rate) + 1)
+                due = min(total, int((time.monotonic() - start) * rate) + 1)
                 while sent < due:
                     handles.append(prod.send_nowait(
                         topic, stamped_value(sent, pad), key=make_key(sent)
                     ))
                     sent += 1
-                await trio.sleep_until(start + sent / rate)
+                await ticker.tick()
             await prod.flush()
     acked = sum(1 for h in handles if _ok(h))
     return {**timer.figures(), "sent": total, "acked": acked}
