@@ -275,4 +275,6 @@ class Producer(ProducerBase, ClientLifecycle):
         else:
             self._state.on_response(batches, response)
         self._completed()
-        self._wake.set()
+        acc = self._acc
+        if acc.open or any(acc.ready.values()):  # held or queued batches may go now
+            self._wake.set()
