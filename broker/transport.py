@@ -110,8 +110,8 @@ class Transport:
         self._sock = stream.socket
         self.use_sendfile = use_sendfile
         self.send_timeout_s = send_timeout_s
-        self._sending = False
-        self._scope: trio.CancelScope | None = None  # whose deadline bounds the current send
+        # While a send runs: the scope whose deadline bounds it (None: no send running).
+        self._scope: trio.CancelScope | None = None
         self._armed = False  # that deadline is set: this send has waited for the socket
 
     async def send(
@@ -120,9 +120,9 @@ class Transport:
     ) -> None:
         """Send ``pieces`` in order as one uninterrupted response. If the socket is full,
         ``scope``'s deadline is armed (``send_timeout_s``) while waiting for it to drain."""
-        if self._sending:
+        if self._scope is not None:
             raise trio.BusyResourceError("another task is already sending on this connection")
-        self._sending, self._scope, self._armed = True, scope, False
+        self._scope, self._armed = scope, False
         try:
             pending: list[bytes | bytearray | memoryview] = []
             for piece in pieces:
@@ -147,26 +147,17 @@ class Transport:
         finally:
             if self._armed:
                 scope.deadline = math.inf
-            self._sending, self._scope = False, None
+            self._scope = None
 
     async def _send_bytes(self, pieces: list[bytes | bytearray | memoryview]) -> None:
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        view = None
-        while True:
+        view = memoryview(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        while view:
             try:
-                sent = os.write(self._sock.fileno(), data if view is None else view)
+                view = view[os.write(self._sock.fileno(), view):]
             except BlockingIOError:
                 await self._wait_writable()
-                continue
             except OSError as exc:
                 raise trio.BrokenResourceError(f"send failed: {exc}") from exc
-            if view is None:
-                if sent == len(data):
-                    return
-                view = memoryview(data)
-            view = view[sent:]
-            if not view:
-                return
 
     async def _send_slice(self, piece: FileSlice) -> None:
         fd = piece.file.fileno()
@@ -196,7 +187,7 @@ class Transport:
             await trio.lowlevel.checkpoint()
 
     async def _wait_writable(self) -> None:
-        if not self._armed and self._scope is not None:
+        if not self._armed:
             self._scope.deadline = trio.current_time() + self.send_timeout_s
             self._armed = True
         try:
