@@ -1,8 +1,7 @@
 """Sending responses: bytes with ``os.write``, file slices with ``os.sendfile``.
 
-trio has no sendfile, so ``send_file_slice`` drives ``os.sendfile`` on the socket (which trio
-already made non-blocking), waiting with ``trio.lowlevel.wait_writable`` on ``EAGAIN`` and
-checkpointing between chunks so a fast client can't starve the loop.
+trio has no sendfile, so ``_sendfile`` drives ``os.sendfile`` on the socket (which trio
+already made non-blocking), waiting with ``trio.lowlevel.wait_writable`` on ``EAGAIN``.
 
 Invariants:
 * One sender per connection: the session sends from one task at a time (its reader while
@@ -14,9 +13,13 @@ Invariants:
   this VM, a tenth of a small request's whole cost). The send deadline is armed only while
   waiting, on the scope the caller passes in.
 * Cold pages never stall the event loop: ``sendfile`` on pages that are not in the page cache
-  blocks on disk *inside* the syscall (Kafka's KAFKA-7504). Before sending a slice, probe it
-  with ``preadv(..., RWF_NOWAIT)``; if any probe misses, read the range through in a worker
+  blocks on disk *inside* the syscall (Kafka's KAFKA-7504). Before sending a slice, ask
+  whether it is cached (``broker.pagecache``); if not, read the range through in a worker
   thread first so the pages are cached when sendfile runs.
+* Fair, without a trip through the scheduler per chunk: a large slice goes out in as many
+  ``sendfile`` calls as the socket takes (on loopback ~320 KiB each, the peer's receive
+  window); each ``EAGAIN`` waits, which lets other tasks run. Only a peer that reads so fast
+  that ``SENDFILE_CHUNK`` bytes went out without a wait gets an explicit checkpoint.
 * Small slices (under ``COPY_BELOW`` bytes) are read with one ``preadv(RWF_NOWAIT)`` and sent
   together with the bytes around them in a single ``send``: on loopback a syscall costs far
   more than copying a few KiB (measured on this VM: ~220 us per send, ~380 us per sendfile), so
@@ -28,75 +31,20 @@ Invariants:
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 from collections.abc import Iterable
 
 import trio
 
+from broker.pagecache import is_cached, read_cached, warm
 from protocol.slices import FileSlice
 
-# Probe one byte every PROBE_STRIDE bytes of a slice (and its last byte) for page-cache misses.
-PROBE_STRIDE = 128 * 1024
-# Read cold ranges through in chunks of this size when warming them in a worker thread.
-WARM_CHUNK = 1024 * 1024
 # Coalesce small byte pieces into one send; larger ones are sent as they are.
 COALESCE_BYTES = 64 * 1024
 SENDFILE_CHUNK = 4 * 1024 * 1024
 # Slices smaller than this are copied into the send buffer instead of sendfile'd.
 COPY_BELOW = 64 * 1024
-
-_HAS_NOWAIT = hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")
-
-
-def is_cached(fd: int, position: int, length: int) -> bool:
-    """True if every probed page of ``[position, position+length)`` is in the page cache."""
-    if not _HAS_NOWAIT or length <= 0:
-        return True
-    probe = bytearray(1)
-    points = list(range(position, position + length, PROBE_STRIDE))
-    points.append(position + length - 1)
-    for point in points:
-        try:
-            os.preadv(fd, [probe], point, os.RWF_NOWAIT)
-        except BlockingIOError:
-            return False
-        except OSError as exc:
-            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-                return True  # filesystem can't tell us: assume warm, like a plain sendfile
-            raise
-    return True
-
-
-def read_cached(fd: int, position: int, length: int) -> bytes | None:
-    """The slice's bytes if they are all in the page cache (never blocks on disk), else None."""
-    if not _HAS_NOWAIT:
-        return None
-    buf = bytearray(length)
-    try:
-        n = os.preadv(fd, [buf], position, os.RWF_NOWAIT)
-    except BlockingIOError:
-        return None
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-            return None
-        raise
-    return bytes(buf) if n == length else None
-
-
-def warm(fd: int, position: int, length: int) -> None:
-    """Read ``[position, position+length)`` through so its pages land in the page cache.
-
-    Blocking: run it in a worker thread.
-    """
-    buf = bytearray(min(WARM_CHUNK, length))
-    end = position + length
-    while position < end:
-        n = os.preadv(fd, [memoryview(buf)[: min(len(buf), end - position)]], position)
-        if n == 0:
-            return
-        position += n
 
 
 class Transport:
@@ -171,11 +119,13 @@ class Transport:
     async def _sendfile(self, fd: int, position: int, length: int) -> None:
         sock_fd = self._sock.fileno()
         end = position + length
+        unyielded = 0  # bytes sent since this task last let others run
         while position < end:
             try:
                 sent = os.sendfile(sock_fd, fd, position, min(end - position, SENDFILE_CHUNK))
             except BlockingIOError:
                 await self._wait_writable()
+                unyielded = 0
                 continue
             except OSError as exc:
                 raise trio.BrokenResourceError(f"sendfile failed: {exc}") from exc
@@ -184,7 +134,10 @@ class Transport:
                     f"file ended {end - position} bytes before the slice did"
                 )
             position += sent
-            await trio.lowlevel.checkpoint()
+            unyielded += sent
+            if unyielded >= SENDFILE_CHUNK:
+                unyielded = 0
+                await trio.lowlevel.checkpoint()
 
     async def _wait_writable(self) -> None:
         if not self._armed:

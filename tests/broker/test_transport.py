@@ -1,4 +1,4 @@
-"""The transport: page-cache probing and warming of cold ranges, one send at a time."""
+"""The transport and its page-cache checks: cold ranges found and warmed, one send at a time."""
 
 from __future__ import annotations
 
@@ -9,23 +9,75 @@ import pytest
 import trio
 import trio.testing
 
-from broker.transport import Transport, is_cached, warm
+from broker import pagecache
+from broker.transport import Transport
+
+
+def _cold_file(tmp_path, size: int) -> int:
+    """An fd of a file whose pages were dropped from the page cache (skip where they can't be)."""
+    path = tmp_path / "segment.log"
+    path.write_bytes(os.urandom(size))
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # drop the clean pages
+    # Asked without reading where possible: an RWF_NOWAIT read may start readahead.
+    cached = pagecache.cached_pages(fd, 0, size)
+    if cached if cached is not None else pagecache.read_cached(fd, 0, 4096) is not None:
+        os.close(fd)
+        pytest.skip("this filesystem keeps pages cached despite DONTNEED (e.g. tmpfs)")
+    return fd
+
+
+def _cachestat_check(fd, position, length):
+    cached = pagecache.cached_pages(fd, position, length)
+    if cached is None:
+        pytest.skip("no cachestat(2) here (Linux < 6.5)")
+    return cached >= pagecache.pages_spanned(position, length)
+
+
+# Both ways of asking must give the same answers (the probe samples one page in 32, so the
+# evicted hole is made larger than its stride).
+CHECKS = {"cachestat": _cachestat_check, "probe": pagecache.probe_cached}
 
 
 @pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv RWF_NOWAIT (Linux)")
-def test_cold_pages_are_detected_and_warmed(tmp_path):
-    path = tmp_path / "segment.log"
-    path.write_bytes(os.urandom(4 << 20))
-    fd = os.open(path, os.O_RDONLY)
+@pytest.mark.parametrize("check", CHECKS.values(), ids=CHECKS.keys())
+def test_cold_pages_are_detected_and_warmed(tmp_path, check):
+    fd = _cold_file(tmp_path, 4 << 20)
     try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # drop the clean pages
-        if is_cached(fd, 0, 4 << 20):
-            pytest.skip("this filesystem keeps pages cached despite DONTNEED (e.g. tmpfs)")
-        warm(fd, 0, 4 << 20)
-        assert is_cached(fd, 0, 4 << 20)
+        assert not check(fd, 0, 4 << 20)
+        pagecache.warm(fd, 0, 4 << 20)
+        assert check(fd, 0, 4 << 20)
+        # A hole in the middle: the ranges around it are cached, any range over it is not.
+        os.posix_fadvise(fd, 1 << 20, 1 << 20, os.POSIX_FADV_DONTNEED)
+        assert check(fd, 0, 1 << 20) and check(fd, 2 << 20, 2 << 20)
+        assert not check(fd, 0, 4 << 20)
+        assert not check(fd, (1 << 20) - 10, 20)  # the last page before it and the first in it
+        assert check(fd, 123, 0)  # an empty range is trivially cached
     finally:
         os.close(fd)
+
+
+def test_without_cachestat_the_probe_answers(tmp_path, monkeypatch):
+    monkeypatch.setattr(pagecache, "_cachestat_works", False)
+    assert pagecache.cached_pages(0, 0, 4096) is None
+    if not hasattr(os, "RWF_NOWAIT"):
+        return
+    fd = _cold_file(tmp_path, 1 << 20)
+    try:
+        assert not pagecache.is_cached(fd, 0, 1 << 20)
+        pagecache.warm(fd, 0, 1 << 20)
+        assert pagecache.is_cached(fd, 0, 1 << 20)
+    finally:
+        os.close(fd)
+
+
+def test_pages_spanned_counts_partial_pages():
+    page = pagecache.PAGE
+    assert pagecache.pages_spanned(0, 1) == 1
+    assert pagecache.pages_spanned(0, page) == 1
+    assert pagecache.pages_spanned(page - 1, 2) == 2
+    assert pagecache.pages_spanned(10, 3 * page) == 4
 
 
 async def test_one_send_at_a_time_and_the_send_deadline_is_armed_only_while_waiting():
