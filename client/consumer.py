@@ -2,9 +2,11 @@
 by the batch.
 
 A fetch task keeps the next fetch in flight while the application works through the current
-one: fetched chunks go through a one-slot channel, and are decoded (one msgpack call per
-batch) only when the application reaches them. ``async for`` hands out buffered records
-without awaiting anything; it yields to the scheduler once per fetched chunk.
+one. The connection's reader hands each fetch response straight to ``_fetched`` (no task
+wakes up in between), which queues its chunks in ``_ready`` and wakes whoever waits: the
+application, and the fetch task once there is room for more. Chunks are decoded (one msgpack
+call per batch) only when the application reaches them. ``async for`` hands out buffered
+records without awaiting anything; it yields to the scheduler once per fetched chunk.
 
 With ``group_id`` a heartbeat task keeps the membership (``client.group``) and follows the
 broker's assignment. A revoked partition stops being fetched at once; the records of it
@@ -17,12 +19,14 @@ they only ever commit records the application has finished with.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from contextlib import AsyncExitStack
+from functools import partial
 
 import trio
 
 from client import admin_ops as ops
-from client.connection import DEFAULT_BOOTSTRAP, Cluster
+from client.connection import DEFAULT_BOOTSTRAP, Cluster, raise_for_error
 from client.consumer_base import ConsumerBase
 from client.errors import ClientClosedError, ConnectionLostError, SluiceError, is_retriable
 from client.fetcher import EARLIEST, LATEST
@@ -34,6 +38,8 @@ log = logging.getLogger("sluice.consumer")
 
 RETRY_BACKOFF_S = 0.1
 CLOSE_TIMEOUT_S = 10.0
+# The next fetch is sent while fewer than this many fetched chunks wait to be handed out.
+PREFETCH_CHUNKS = 2
 
 
 class Consumer(ConsumerBase, ClientLifecycle):
@@ -68,7 +74,14 @@ class Consumer(ConsumerBase, ClientLifecycle):
         self._hb_scope: trio.CancelScope | None = None
         self._coordinator: Cluster | None = None
         self._changed = trio.Event()
-        self._chunks_in: trio.MemoryReceiveChannel | None = None
+        # Fetched chunks (or an error for the application), oldest first, as
+        # ``(generation, chunk)`` / ``(None, exception)``; ``_arrived`` wakes the application
+        # waiting for one, ``_room`` the fetch task waiting for space or for its answer.
+        self._ready: deque = deque()
+        self._arrived = trio.Event()
+        self._room = trio.Event()
+        self._waiting = False  # the application is blocked in getmany for a chunk
+        self._fetching = False
 
     async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
         if self._group is not None:
@@ -79,8 +92,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
             self._coordinator = Cluster(self.bootstrap, nursery, client_id=self.client_id)
             stack.push_async_callback(self._coordinator.aclose)
             await self._coordinator.connection()
-            send, self._chunks_in = trio.open_memory_channel(1)
-            nursery.start_soon(self._fetch_loop, send)
+            self._start_fetching(stack, nursery)
             nursery.start_soon(self._heartbeat_loop)
             stack.push_async_exit(self._close_group)
             return
@@ -90,8 +102,16 @@ class Consumer(ConsumerBase, ClientLifecycle):
                 count = await self._cluster.partitions(topic)
                 parts += [(topic, p) for p in range(count)]
             self.assign(parts)
-        send, self._chunks_in = trio.open_memory_channel(1)
-        nursery.start_soon(self._fetch_loop, send)
+        self._start_fetching(stack, nursery)
+
+    def _start_fetching(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
+        self._fetching = True
+        stack.callback(self._stop_fetching)
+        nursery.start_soon(self._fetch_loop)
+
+    def _stop_fetching(self) -> None:
+        self._fetching = False
+        self._arrived.set()  # an application task waiting for records learns it is closed
 
     # -- assignment and positions ----------------------------------------------------------
 
@@ -130,12 +150,21 @@ class Consumer(ConsumerBase, ClientLifecycle):
                 self._records, self._index = [], 0
                 self._holding = True
                 return records
-            if self._chunks_in is None:
-                raise ClientClosedError("the consumer is not open (use `async with`)")
-            item = await self._chunks_in.receive()
-            if isinstance(item, BaseException):
-                raise item
-            generation, chunk = item
+            ready = self._ready
+            while not ready:
+                if not self._fetching:
+                    raise ClientClosedError("the consumer is not open (use `async with`)")
+                self._arrived = trio.Event()
+                self._waiting = True
+                try:
+                    await self._arrived.wait()
+                finally:
+                    self._waiting = False
+            generation, chunk = ready.popleft()
+            if len(ready) < PREFETCH_CHUNKS:
+                self._room.set()
+            if generation is None:
+                raise chunk
             if generation != self._state.generation:
                 continue
             records = decode_batches(chunk.topic, chunk.partition, chunk.data, chunk.start)
@@ -354,19 +383,18 @@ class Consumer(ConsumerBase, ClientLifecycle):
 
     # -- the fetch task ----------------------------------------------------------------------
 
-    async def _fetch_loop(self, out: trio.MemorySendChannel) -> None:
-        async with out:
-            while True:
-                try:
-                    await self._fetch_once(out)
-                except ConnectionLostError:
-                    await trio.sleep(RETRY_BACKOFF_S)
-                except Exception as exc:  # delivered to the application, which raises it
-                    self._changed = trio.Event()
-                    await out.send(exc)
-                    await self._changed.wait()
+    async def _fetch_loop(self) -> None:
+        while True:
+            try:
+                await self._fetch_once()
+            except ConnectionLostError:
+                await trio.sleep(RETRY_BACKOFF_S)
+            except Exception as exc:  # delivered to the application, which raises it
+                self._changed = trio.Event()
+                self._deliver(None, exc)
+                await self._changed.wait()
 
-    async def _fetch_once(self, out: trio.MemorySendChannel) -> None:
+    async def _fetch_once(self) -> None:
         state = self._state
         state.check_positions()
         generation = state.generation
@@ -375,14 +403,48 @@ class Consumer(ConsumerBase, ClientLifecycle):
             response = await self._cluster.request(lookup)
             state.on_list_offsets(response, generation)
             return
+        while len(self._ready) >= PREFETCH_CHUNKS:
+            self._room = trio.Event()
+            await self._room.wait()
         request = state.fetch_request()
         if request is None:
             self._changed = trio.Event()
             await self._changed.wait()
             return
-        response = await self._cluster.request(request)
-        for chunk in state.on_fetch(response, generation):
-            await out.send((generation, chunk))
+        answer: list = []
+        conn = await self._cluster.connection()
+        await conn.send(request, partial(self._fetched, generation, answer))
+        while not answer:
+            self._room = trio.Event()
+            await self._room.wait()
+        error = answer[0]
+        if error is not None:
+            raise error
+
+    def _fetched(self, generation: int, answer: list, response, error) -> None:
+        """A fetch response, called by the connection's reader: queue its chunks and wake the
+        application at once. Anything that goes wrong goes back to the fetch task.
+
+        If the application was waiting for these chunks, the fetch task is left for it to
+        wake (when it takes one): the records reach it first, and the next fetch goes out
+        right after, instead of the two racing for the same turn of the scheduler."""
+        handed = False
+        if error is None:
+            try:
+                raise_for_error(response)
+                waiting = self._waiting
+                for chunk in self._state.on_fetch(response, generation):
+                    self._deliver(generation, chunk)
+                    handed = waiting
+            except Exception as exc:
+                error = exc
+        answer.append(error)
+        if error is not None or not handed:
+            self._room.set()
+
+    def _deliver(self, generation: int | None, item) -> None:
+        self._ready.append((generation, item))
+        self._arrived.set()
 
 
 class _Batches:
