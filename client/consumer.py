@@ -81,6 +81,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
         self._arrived = trio.Event()
         self._room = trio.Event()
         self._waiting = False  # the application is blocked in getmany for a chunk
+        self._failure: Exception | None = None  # what stopped fetching, until positions change
         self._fetching = False
 
     async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
@@ -116,6 +117,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
     # -- assignment and positions ----------------------------------------------------------
 
     def _positions_changed(self) -> None:
+        self._failure = None  # the fetch task tries again: so may the application
         self._changed.set()
 
     async def partitions_for(self, topic: str) -> int:
@@ -123,7 +125,8 @@ class Consumer(ConsumerBase, ClientLifecycle):
         return await self._cluster.partitions(topic)
 
     async def offsets_for_times(self, timestamps: dict) -> dict:
-        """``{(topic, partition): ts}`` -> ``{(topic, partition): (offset, ts) or None}``."""
+        """``{(topic, partition): ts}`` -> ``{(topic, partition): (offset, ts) or None}``: the
+        base offset and max timestamp of the first batch whose max timestamp is >= ``ts``."""
         return await self._list_offsets(timestamps)
 
     async def beginning_offsets(self, partitions) -> dict:
@@ -140,7 +143,13 @@ class Consumer(ConsumerBase, ClientLifecycle):
     # -- reading -----------------------------------------------------------------------------
 
     async def getmany(self) -> list[Record]:
-        """The next non-empty list of records (from one fetched chunk)."""
+        """The next non-empty list of records (from one fetched chunk).
+
+        Raises ``ClientClosedError`` once the consumer is closed (records fetched before are
+        not handed out then: in a group, their partitions may already belong to another
+        member). An error that stops fetching (e.g. ``NoOffsetError``) is raised again by every
+        call until the assignment or a position changes."""
+        self._check_usable()
         self._holding = False
         if self._due:
             await self._maintenance()
@@ -164,7 +173,8 @@ class Consumer(ConsumerBase, ClientLifecycle):
             if len(ready) < PREFETCH_CHUNKS:
                 self._room.set()
             if generation is None:
-                raise chunk
+                self._failure = chunk
+                self._check_usable()
             if generation != self._state.generation:
                 continue
             records = decode_batches(chunk.topic, chunk.partition, chunk.data, chunk.start)
@@ -172,6 +182,12 @@ class Consumer(ConsumerBase, ClientLifecycle):
             if records:
                 self._holding = True
                 return records
+
+    def _check_usable(self) -> None:
+        if not self._fetching:
+            raise ClientClosedError("the consumer is not open (use `async with`)")
+        if self._failure is not None:
+            raise self._failure.with_traceback(None)
 
     def batches(self) -> _Batches:
         """Async iterator of record lists (one per fetched chunk): the fastest way to consume.
@@ -183,6 +199,8 @@ class Consumer(ConsumerBase, ClientLifecycle):
         return self
 
     async def __anext__(self) -> Record:
+        if not self._fetching:
+            raise ClientClosedError("the consumer is not open (use `async with`)")
         if self._due:  # the previous record is finished: a safe point for group work
             self._holding = False
             await self._maintenance()
@@ -290,7 +308,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
             self._settle()  # unread records of it are dropped: its position is the first one
         positions = {tp: self.position(*tp) for tp in partitions}
         self._state.assign([tp for tp in self._state.assignment if tp not in partitions])
-        self._changed.set()
+        self._positions_changed()
         self._group.start_revoke(positions)
         self._due = True
 
@@ -322,7 +340,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
                 self._state.seek(tp, committed[tp])
         group.took(new)
         await call_back(self.on_assign, new)
-        self._changed.set()
+        self._positions_changed()
 
     async def _lose_all(self) -> None:
         """The broker forgot or fenced us: drop every partition (no commit), rejoin."""
@@ -331,7 +349,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
         if index < len(records):
             self._settle()
         self._state.assign([])
-        self._changed.set()
+        self._positions_changed()
         if lost:
             await call_back(self.on_revoke, lost)
 
@@ -371,7 +389,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
                 if clean and owned:
                     await call_back(self.on_revoke, owned)
                 self._state.assign([])
-                self._changed.set()
+                self._positions_changed()
                 leave = group.leave_request()
                 if leave is not None:
                     try:

@@ -87,11 +87,16 @@ class ConsumerBase:
         self._seek_to(partitions, EARLIEST)
 
     def seek_to_end(self, *partitions) -> None:
-        """Skip to the end: only records produced from now on are returned."""
+        """Skip to the end of the log. As in Kafka the end is looked up lazily, by the next
+        fetch round (after the fetch in flight returns: a long poll waits at most
+        ``fetch_max_wait_ms``); records produced before that lookup are skipped."""
         self._seek_to(partitions, LATEST)
 
     def seek_to_time(self, timestamp_ms: int, *partitions) -> None:
-        """Start at the first record with timestamp >= ``timestamp_ms``."""
+        """Start at the first batch holding a record with timestamp >= ``timestamp_ms``.
+
+        The broker looks timestamps up per batch (it does not decode records), so that
+        batch's earlier records are returned too."""
         self._seek_to(partitions, timestamp_ms)
 
     def _seek_to(self, partitions, spec: int) -> None:

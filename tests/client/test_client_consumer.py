@@ -1,0 +1,280 @@
+"""The trio ``Consumer`` against an in-process broker: fetching, long polls, seeks, errors."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+
+from broker.config import BrokerConfig
+from broker.server import serve
+from client.admin import Admin
+from client.consumer import Consumer
+from client.errors import ClientClosedError, NoOffsetError
+from client.producer import Producer
+
+TOPIC = "events"
+TP = (TOPIC, 0)
+WAIT_S = 10  # bound on anything that could hang; never reached when the consumer works
+
+
+@pytest.fixture
+async def bootstrap(nursery, tmp_path):
+    """A broker on 127.0.0.1:<ephemeral port> with an empty one-partition topic ``TOPIC``."""
+    config = BrokerConfig(port=0, data_dir=tmp_path / "data", shutdown_grace_s=2.0)
+    handle = await nursery.start(partial(serve, config))
+    address = f"127.0.0.1:{handle.port}"
+    async with Admin(address) as admin:
+        await admin.create_topic(TOPIC, 1)
+    yield address
+    handle.shutdown()
+
+
+async def produce(bootstrap: str, *batches: list[bytes], timestamps=None) -> list[int]:
+    """Write each list of values as its own flush (one batch each); their offsets."""
+    offsets = []
+    async with Producer(bootstrap, linger_ms=0) as producer:
+        for batch in batches:
+            handles = []
+            for value in batch:
+                ts = None if timestamps is None else timestamps[len(offsets) + len(handles)]
+                handles.append(await producer.send(TOPIC, value, partition=0, timestamp=ts))
+            await producer.flush()
+            offsets += [(await h).offset for h in handles]
+    return offsets
+
+
+def values(start: int, stop: int) -> list[bytes]:
+    return [b"v%d" % i for i in range(start, stop)]
+
+
+async def take(consumer: Consumer, count: int) -> list[tuple[int, bytes]]:
+    """The next ``count`` records as ``(offset, value)``, via ``getmany``."""
+    out: list[tuple[int, bytes]] = []
+    with trio.fail_after(WAIT_S):
+        while len(out) < count:
+            out += [(r.offset, r.value) for r in await consumer.getmany()]
+    assert len(out) == count, out
+    return out
+
+
+async def known_position(consumer: Consumer) -> int:
+    """``position()`` once the consumer has looked it up (waits for tasks, never sleeps)."""
+    with trio.fail_after(WAIT_S):
+        while consumer.position(*TP) is None:
+            await trio.testing.wait_all_tasks_blocked()
+    return consumer.position(*TP)
+
+
+def expected(start: int, stop: int) -> list[tuple[int, bytes]]:
+    return [(i, b"v%d" % i) for i in range(start, stop)]
+
+
+async def test_reads_everything_from_earliest(bootstrap):
+    offsets = await produce(bootstrap, values(0, 10), values(10, 20), values(20, 30))
+    assert offsets == list(range(30))
+    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([TP])
+        got = []
+        with trio.fail_after(WAIT_S):
+            async for record in consumer:
+                assert (record.topic, record.partition) == TP
+                got.append((record.offset, record.value))
+                if len(got) == 30:
+                    break
+        assert got == expected(0, 30)
+        assert consumer.position(*TP) == 30
+
+
+async def test_topics_option_assigns_every_partition(bootstrap):
+    await produce(bootstrap, values(0, 3))
+    async with Consumer(bootstrap, topics=TOPIC, auto_offset_reset="earliest") as consumer:
+        assert consumer.assignment() == [TP]
+        assert await take(consumer, 3) == expected(0, 3)
+
+
+async def test_long_poll_is_woken_by_a_new_record(bootstrap):
+    # A long poll far longer than WAIT_S: only the broker's wake-up can return the record.
+    async with Consumer(
+        bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=60_000
+    ) as consumer:
+        consumer.assign([TP])
+        got = []
+
+        async def poll():
+            got.extend(await take(consumer, 1))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poll)
+            await trio.testing.wait_all_tasks_blocked()  # getmany waits on a long poll
+            assert not got
+            assert await produce(bootstrap, [b"late"]) == [0]
+        assert got == [(0, b"late")]
+        assert consumer.position(*TP) == 1
+
+        # Again, with the partition read to its end.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poll)
+            await trio.testing.wait_all_tasks_blocked()
+            assert await produce(bootstrap, [b"later"]) == [1]
+        assert got == [(0, b"late"), (1, b"later")]
+
+
+async def test_seek_back_rereads_from_that_offset(bootstrap):
+    await produce(bootstrap, values(0, 10))
+    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([TP])
+        assert await take(consumer, 10) == expected(0, 10)
+        consumer.seek(TOPIC, 0, 4)
+        assert consumer.position(*TP) == 4
+        assert await take(consumer, 6) == expected(4, 10)
+        assert consumer.position(*TP) == 10
+
+
+async def test_seek_mid_chunk_drops_the_unread_and_prefetched(bootstrap):
+    await produce(bootstrap, values(0, 5), values(5, 10), values(10, 15))
+    async with Consumer(bootstrap, auto_offset_reset="earliest", partition_max_bytes=1) as consumer:
+        consumer.assign([TP])
+        got = []
+        with trio.fail_after(WAIT_S):
+            async for record in consumer:
+                got.append((record.offset, record.value))
+                if len(got) == 2:
+                    break
+        assert got == expected(0, 2)
+        assert consumer.position(*TP) == 2  # inside the first chunk (offsets 0..4)
+        await trio.testing.wait_all_tasks_blocked()  # the next chunks are fetched ahead
+        consumer.seek(TOPIC, 0, 12)
+        assert await take(consumer, 3) == expected(12, 15)
+
+
+async def test_seek_to_end_returns_only_newer_records(bootstrap):
+    await produce(bootstrap, values(0, 10))
+    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([TP])
+        consumer.seek_to_end()
+        assert await known_position(consumer) == 10
+        await produce(bootstrap, values(10, 13))
+        assert await take(consumer, 3) == expected(10, 13)
+
+
+async def test_seek_to_beginning_restarts_at_zero(bootstrap):
+    await produce(bootstrap, values(0, 8))
+    async with Consumer(bootstrap, auto_offset_reset="latest") as consumer:
+        consumer.assign([TP])
+        assert await known_position(consumer) == 8
+        consumer.seek_to_beginning(TP)
+        assert await take(consumer, 8) == expected(0, 8)
+        assert consumer.position(*TP) == 8
+
+
+async def test_seek_to_time_and_offsets_for_times(bootstrap):
+    stamps = [1_000 + 10 * i for i in range(10)]  # batches: 1000..1040, 1050..1090
+    await produce(bootstrap, values(0, 5), values(5, 10), timestamps=stamps)
+    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([TP])
+        # Batch granularity (docs/STORAGE.md): (base offset, max timestamp) of the first
+        # batch whose max timestamp is >= the one asked for.
+        assert await consumer.offsets_for_times({TP: 1_045}) == {TP: (5, 1_090)}
+        assert await consumer.offsets_for_times({TP: 1_000}) == {TP: (0, 1_040)}
+        assert await consumer.offsets_for_times({TP: 5_000}) == {TP: None}
+        consumer.seek_to_time(1_045)
+        assert await take(consumer, 5) == expected(5, 10)
+
+
+async def test_no_position_with_reset_error_raises_until_seek(bootstrap):
+    await produce(bootstrap, values(0, 4))
+    async with Consumer(bootstrap, auto_offset_reset="error") as consumer:
+        consumer.assign([TP])
+        for _ in range(2):  # raised again until a position changes, not a hang the 2nd time
+            with trio.fail_after(WAIT_S), pytest.raises(NoOffsetError):
+                await consumer.getmany()
+        assert consumer.position(*TP) is None
+        consumer.seek(TOPIC, 0, 1)
+        assert await take(consumer, 3) == expected(1, 4)
+
+
+async def test_out_of_range_offset_resets_to_earliest(bootstrap):
+    await produce(bootstrap, values(0, 6))
+    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([TP])
+        consumer.seek(TOPIC, 0, 100)  # past the log end (6): the broker answers out of range
+        assert await take(consumer, 6) == expected(0, 6)
+        assert consumer.position(*TP) == 6
+
+
+async def test_out_of_range_offset_with_reset_error_raises(bootstrap):
+    await produce(bootstrap, values(0, 6))
+    async with Consumer(bootstrap, auto_offset_reset="error") as consumer:
+        consumer.assign([TP])
+        consumer.seek(TOPIC, 0, 100)
+        with trio.fail_after(WAIT_S), pytest.raises(NoOffsetError):
+            await consumer.getmany()
+        consumer.seek(TOPIC, 0, 3)
+        assert await take(consumer, 3) == expected(3, 6)
+
+
+async def test_getmany_after_close_raises(bootstrap):
+    await produce(bootstrap, values(0, 3))
+    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([TP])
+        assert await take(consumer, 3) == expected(0, 3)
+    with trio.fail_after(WAIT_S), pytest.raises(ClientClosedError):
+        await consumer.getmany()
+
+
+async def test_getmany_after_close_raises_with_chunks_prefetched(bootstrap):
+    await produce(bootstrap, *[values(i, i + 1) for i in range(6)])
+    async with Consumer(bootstrap, auto_offset_reset="earliest", partition_max_bytes=1) as consumer:
+        consumer.assign([TP])
+        assert await take(consumer, 1) == expected(0, 1)
+        await trio.testing.wait_all_tasks_blocked()  # the next chunks are fetched ahead
+    with trio.fail_after(WAIT_S), pytest.raises(ClientClosedError):
+        await consumer.getmany()
+
+
+async def test_close_wakes_a_waiting_getmany(bootstrap):
+    raised = []
+
+    async def poll(consumer):
+        with pytest.raises(ClientClosedError) as info:
+            await consumer.getmany()
+        raised.append(info.value)
+
+    with trio.fail_after(WAIT_S):
+        async with trio.open_nursery() as nursery:
+            async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
+                consumer.assign([TP])
+                nursery.start_soon(poll, consumer)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not raised
+    assert len(raised) == 1
+
+
+async def test_beginning_and_end_offsets(bootstrap):
+    async with Consumer(bootstrap) as consumer:
+        assert await consumer.beginning_offsets([TP]) == {TP: 0}
+        assert await consumer.end_offsets([TP]) == {TP: 0}
+        await produce(bootstrap, values(0, 7), values(7, 12))
+        assert await consumer.beginning_offsets([TP]) == {TP: 0}
+        assert await consumer.end_offsets([TP]) == {TP: 12}
+
+
+async def test_many_fetches_deliver_each_record_once_in_order(bootstrap):
+    batches = [values(5 * i, 5 * i + 5) for i in range(8)]
+    await produce(bootstrap, *batches)
+    async with Consumer(
+        bootstrap, auto_offset_reset="earliest", partition_max_bytes=1
+    ) as consumer:
+        consumer.assign([TP])
+        chunks = []
+        with trio.fail_after(WAIT_S):
+            async for records in consumer.batches():
+                chunks.append([(r.offset, r.value) for r in records])
+                if chunks[-1][-1][0] == 39:
+                    break
+        assert [len(chunk) for chunk in chunks] == [5] * 8  # one whole batch per fetch
+        assert [pair for chunk in chunks for pair in chunk] == expected(0, 40)
+        assert consumer.position(*TP) == 40
