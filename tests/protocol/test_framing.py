@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.errors import LocalProtocolError, OversizedFrameError, RemoteProtocolError
-from protocol.framing import CLOSED, NEED_DATA, Frame, FrameDecoder, encode_frame
+from protocol.framing import (
+    CLOSED,
+    NEED_DATA,
+    REUSE_MIN_BYTES,
+    Frame,
+    FrameDecoder,
+    encode_frame,
+)
 
 
 def frame_bytes(header: dict, body: bytes = b"") -> bytes:
@@ -220,3 +227,53 @@ def test_receive_into_eof_mid_frame_is_an_error():
     stream = frame_bytes({"k": 1}, b"y" * 50)[:30]
     with pytest.raises(RemoteProtocolError, match="middle of a frame"):
         receive_into(decoder, stream, 8)
+
+
+def _large(tag: int, size: int = REUSE_MIN_BYTES) -> tuple[dict, bytes]:
+    return {"cid": tag}, bytes([tag]) * size
+
+
+def _buffer_of(frame: Frame):
+    return frame.body.obj  # the bytearray the frame's views point into
+
+
+def test_large_frame_buffers_are_reused_only_once_nothing_views_them():
+    decoder = FrameDecoder()
+    decoder.receive_data(frame_bytes(*_large(1, REUSE_MIN_BYTES + 100)))
+    first = decoder.next_frame()
+    decoder.receive_data(frame_bytes(*_large(2)))
+    second = decoder.next_frame()
+    # The first frame is still viewed: the second got its own buffer, the first is intact.
+    assert _buffer_of(second) is not _buffer_of(first)
+    assert as_pair(first) == _large(1, REUSE_MIN_BYTES + 100) and as_pair(second) == _large(2)
+    buffer = _buffer_of(first)
+    del first  # its views are gone: the buffer can serve the next frame (smaller is fine)
+    decoder.receive_data(frame_bytes(*_large(3)))
+    third = decoder.next_frame()
+    assert _buffer_of(third) is buffer
+    assert as_pair(third) == _large(3) and len(third.body) == REUSE_MIN_BYTES
+    assert as_pair(second) == _large(2)  # the frame still held was not touched
+
+
+def test_a_reused_buffer_larger_than_the_frame_is_cut_to_it_received_in_place():
+    decoder = FrameDecoder()
+    decoder.receive_data(frame_bytes(*_large(1, 4 * REUSE_MIN_BYTES)))
+    decoder.next_frame()  # dropped at once: its buffer is free
+    data = frame_bytes(*_large(2))
+    decoder.receive_data(data[:100])
+    assert decoder.next_frame() is NEED_DATA
+    with decoder.receive_buffer(len(data)) as view:  # the rest lands in the reused buffer
+        view[: len(data) - 100] = data[100:]
+    decoder.received(len(data) - 100)
+    frame = decoder.next_frame()
+    assert as_pair(frame) == _large(2) and len(frame.body) == REUSE_MIN_BYTES
+
+
+def test_small_frames_are_not_kept():
+    decoder = FrameDecoder()
+    decoder.receive_data(frame_bytes(*C))
+    frame = decoder.next_frame()
+    buffer = _buffer_of(frame)
+    del frame
+    decoder.receive_data(frame_bytes(*C))
+    assert _buffer_of(decoder.next_frame()) is not buffer
