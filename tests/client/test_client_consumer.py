@@ -184,18 +184,6 @@ async def test_seek_to_time_and_offsets_for_times(bootstrap):
         assert await take(consumer, 5) == expected(5, 10)
 
 
-async def test_no_position_with_reset_error_raises_until_seek(bootstrap):
-    await produce(bootstrap, values(0, 4))
-    async with Consumer(bootstrap, auto_offset_reset="error") as consumer:
-        consumer.assign([TP])
-        for _ in range(2):  # raised again until a position changes, not a hang the 2nd time
-            with trio.fail_after(WAIT_S), pytest.raises(NoOffsetError):
-                await consumer.getmany()
-        assert consumer.position(*TP) is None
-        consumer.seek(TOPIC, 0, 1)
-        assert await take(consumer, 3) == expected(1, 4)
-
-
 async def test_out_of_range_offset_resets_to_earliest(bootstrap):
     await produce(bootstrap, values(0, 6))
     async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
@@ -205,13 +193,17 @@ async def test_out_of_range_offset_resets_to_earliest(bootstrap):
         assert consumer.position(*TP) == 6
 
 
-async def test_out_of_range_offset_with_reset_error_raises(bootstrap):
+@pytest.mark.parametrize("start", [None, 100], ids=["no-position", "out-of-range"])
+async def test_reset_error_raises_until_a_seek(bootstrap, start):
     await produce(bootstrap, values(0, 6))
     async with Consumer(bootstrap, auto_offset_reset="error") as consumer:
         consumer.assign([TP])
-        consumer.seek(TOPIC, 0, 100)
-        with trio.fail_after(WAIT_S), pytest.raises(NoOffsetError):
-            await consumer.getmany()
+        if start is not None:
+            consumer.seek(TOPIC, 0, start)  # past the log end (6): the broker says out of range
+        for _ in range(2):  # raised again until a position changes, not a hang the 2nd time
+            with trio.fail_after(WAIT_S), pytest.raises(NoOffsetError):
+                await consumer.getmany()
+        assert consumer.position(*TP) is None
         consumer.seek(TOPIC, 0, 3)
         assert await take(consumer, 3) == expected(3, 6)
 
