@@ -41,6 +41,13 @@ async def test_topics_produce_tail_roundtrip(cli_env):
     )
 
 
+async def test_perf_e2e_reports_every_record_and_its_latency(cli_env):
+    result = await sluice("perf", "e2e", "--rate", "2000", "--records", "300", env=cli_env)
+    line = result.stdout.decode().strip().splitlines()[-1]
+    assert line.startswith("e2e: 300 records in "), line
+    assert "latency p50 " in line and " ms, p99 " in line and "rate=2000/s, acks=1" in line
+
+
 async def test_tail_follow_shows_new_record(cli_env):
     await sluice("topics", "create", "live", env=cli_env)
     tail = await trio.lowlevel.open_process(
