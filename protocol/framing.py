@@ -84,7 +84,7 @@ class FrameDecoder:
         self.max_frame_bytes = max_frame_bytes
         self.max_header_bytes = max_header_bytes
         self.preallocate_bytes = preallocate_bytes
-        self._scratch: bytearray | None = None  # the buffer receive_buffer handed out
+        self._scratch: bytearray | None = None  # receive_buffer's buffer between frames
         self._into_frame = False  # the last receive_buffer was the current frame's tail
         self._chunks: deque[memoryview] = deque()  # received, not yet consumed
         self._buffered = 0  # bytes in _chunks
@@ -121,11 +121,16 @@ class FrameDecoder:
             self._reserve(self._filled + want)
             self._into_frame = True
             return memoryview(self._frame)[self._filled : self._filled + want]
-        # Between frames: a fresh buffer, kept as the received chunk itself (no copy, and no
-        # buffer held by an idle connection).
-        self._scratch = bytearray(min(size_hint, SCRATCH_BYTES))
+        # Between frames: the scratch buffer, whose received part becomes the chunk itself
+        # (no copy). It is reused once no chunk still points into it -- the usual case, as
+        # small requests are copied out into their frames -- since allocating and zeroing
+        # 64 KiB for every small request cost more than decoding it (and flushed the L1).
+        size = min(size_hint, SCRATCH_BYTES)
+        scratch = self._scratch
+        if scratch is None or len(scratch) < size or not _unviewed(scratch):
+            scratch = self._scratch = bytearray(size)
         self._into_frame = False
-        return memoryview(self._scratch)
+        return memoryview(scratch)[:size]
 
     def received(self, n: int) -> None:
         """``n`` bytes arrived in the view ``receive_buffer`` returned last (0 means EOF)."""
@@ -136,7 +141,6 @@ class FrameDecoder:
         else:
             self._chunks.append(memoryview(self._scratch)[:n])
             self._buffered += n
-        self._scratch = None
 
     def next_frame(self) -> Frame | Signal:
         if self._error is not None:

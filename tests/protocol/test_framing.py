@@ -277,3 +277,22 @@ def test_small_frames_are_not_kept():
     del frame
     decoder.receive_data(frame_bytes(*C))
     assert _buffer_of(decoder.next_frame()) is not buffer
+
+
+def test_the_scratch_buffer_is_reused_between_small_frames_unless_bytes_wait_in_it():
+    decoder = FrameDecoder()
+    a, b = frame_bytes(*A), frame_bytes(*C)
+    with decoder.receive_buffer(1 << 20) as view:
+        first = view.obj
+        view[: len(a) + 5] = a + b[:5]  # all of A and the start of the next frame
+    decoder.received(len(a) + 5)
+    assert as_pair(decoder.next_frame()) == A
+    assert decoder.next_frame() is NEED_DATA
+    with decoder.receive_buffer(1 << 20) as view:  # B's first bytes still sit in `first`
+        assert view.obj is not first
+        second = view.obj
+        view[: len(b) - 5] = b[5:]
+    decoder.received(len(b) - 5)
+    assert as_pair(decoder.next_frame()) == C
+    with decoder.receive_buffer(1 << 20) as view:  # everything was taken out: reused
+        assert view.obj is second
