@@ -32,7 +32,13 @@ from client.connection import (
     raise_for_error,
 )
 from client.consumer_base import ConsumerBase
-from client.errors import BrokerUnreachableError, ConnectionLostError, SluiceError, is_retriable
+from client.errors import (
+    BrokerUnreachableError,
+    ClientClosedError,
+    ConnectionLostError,
+    SluiceError,
+    is_retriable,
+)
 from client.fetcher import EARLIEST, LATEST
 from client.group import REJOIN_ERRORS, call_back_sync, normalize_offsets
 from client.producer import now_ms
@@ -353,6 +359,7 @@ class Consumer(ConsumerBase):
         self._coord = SyncConnection(bootstrap, client_id)
         self._in_flight: int | None = None  # generation of the fetch on the wire
         self._chunks: deque = deque()  # fetched, not yet decoded
+        self._closed = False
 
     def __enter__(self) -> Consumer:
         self._conn.connect()
@@ -369,7 +376,11 @@ class Consumer(ConsumerBase):
         self.close(commit=exc_type is None)
 
     def close(self, *, commit: bool = True) -> None:
-        """Leave the group (after a final auto-commit and ``on_revoke`` if ``commit``)."""
+        """Leave the group (after a final auto-commit and ``on_revoke`` if ``commit``).
+
+        Records fetched but not yet handed out are dropped: in a group, their partitions may
+        already belong to another member. ``poll`` raises ``ClientClosedError`` afterwards."""
+        self._closed = True
         try:
             if self._group is not None and self._coord.sock is not None:
                 self._leave(commit)
@@ -518,6 +529,8 @@ class Consumer(ConsumerBase):
 
     def poll(self, timeout: float | None = None) -> list[Record]:
         """The next records (one fetched chunk); [] if none arrived within ``timeout`` s."""
+        if self._closed:
+            raise ClientClosedError("the consumer is closed")
         if self._index < len(self._records):
             records = self._records[self._index:]
             self._records, self._index = [], 0
@@ -572,6 +585,8 @@ class Consumer(ConsumerBase):
         return self
 
     def __next__(self) -> Record:
+        if self._closed:
+            raise ClientClosedError("the consumer is closed")
         index = self._index
         if index < len(self._records):
             self._index = index + 1

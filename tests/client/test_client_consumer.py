@@ -14,6 +14,7 @@ from client.admin import Admin
 from client.consumer import Consumer
 from client.errors import ClientClosedError, NoOffsetError
 from client.producer import Producer
+from client.sync import Consumer as SyncConsumer
 
 TOPIC = "events"
 TP = (TOPIC, 0)
@@ -270,3 +271,21 @@ async def test_many_fetches_deliver_each_record_once_in_order(bootstrap):
         assert [len(chunk) for chunk in chunks] == [5] * 8  # one whole batch per fetch
         assert [pair for chunk in chunks for pair in chunk] == expected(0, 40)
         assert consumer.position(*TP) == 40
+
+
+async def test_blocking_consumer_poll_after_close_raises(bootstrap):
+    await produce(bootstrap, values(0, 3), values(3, 6))
+
+    def consume_then_close() -> list[tuple[int, bytes]]:
+        consumer = SyncConsumer(bootstrap, auto_offset_reset="earliest", partition_max_bytes=1)
+        with consumer:
+            consumer.assign([TP])
+            got = [(r.offset, r.value) for r in consumer.poll(timeout=WAIT_S)]
+        with pytest.raises(ClientClosedError):  # the next chunk may be fetched: not handed out
+            consumer.poll(timeout=WAIT_S)
+        with pytest.raises(ClientClosedError):
+            next(iter(consumer))
+        return got
+
+    with trio.fail_after(WAIT_S * 2):
+        assert await trio.to_thread.run_sync(consume_then_close) == expected(0, 3)
