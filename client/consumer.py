@@ -75,7 +75,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
         self._coordinator: Cluster | None = None
         self._changed = trio.Event()
         # Fetched chunks (or an error for the application), oldest first, as
-        # ``(generation, chunk)`` / ``(None, exception)``; ``_arrived`` wakes the application
+        # ``(generation, chunk or exception)``; ``_arrived`` wakes the application
         # waiting for one, ``_room`` the fetch task waiting for space or for its answer.
         self._ready: deque = deque()
         self._arrived = trio.Event()
@@ -172,11 +172,11 @@ class Consumer(ConsumerBase, ClientLifecycle):
             generation, chunk = ready.popleft()
             if len(ready) < PREFETCH_CHUNKS:
                 self._room.set()
-            if generation is None:
+            if generation != self._state.generation:
+                continue  # fetched, or failed, for positions the application has changed since
+            if isinstance(chunk, Exception):
                 self._failure = chunk
                 self._check_usable()
-            if generation != self._state.generation:
-                continue
             records = decode_batches(chunk.topic, chunk.partition, chunk.data, chunk.start)
             self._state.consumed((chunk.topic, chunk.partition), chunk.end)
             if records:
@@ -409,7 +409,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
                 await trio.sleep(RETRY_BACKOFF_S)
             except Exception as exc:  # delivered to the application, which raises it
                 self._changed = trio.Event()
-                self._deliver(None, exc)
+                self._deliver(self._state.generation, exc)
                 await self._changed.wait()
 
     async def _fetch_once(self) -> None:
@@ -460,7 +460,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
         if error is not None or not handed:
             self._room.set()
 
-    def _deliver(self, generation: int | None, item) -> None:
+    def _deliver(self, generation: int, item) -> None:
         self._ready.append((generation, item))
         self._arrived.set()
 

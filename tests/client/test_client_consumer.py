@@ -209,6 +209,15 @@ async def test_reset_error_raises_until_a_seek(bootstrap, start):
         assert await take(consumer, 3) == expected(3, 6)
 
 
+async def test_an_error_for_positions_changed_since_is_not_raised(bootstrap):
+    await produce(bootstrap, values(0, 4))
+    async with Consumer(bootstrap, auto_offset_reset="error") as consumer:
+        consumer.assign([TP])
+        await trio.testing.wait_all_tasks_blocked()  # NoOffsetError is queued for getmany...
+        consumer.seek(TOPIC, 0, 1)  # ...but the position it was about exists now
+        assert await take(consumer, 3) == expected(1, 4)
+
+
 async def test_getmany_after_close_raises(bootstrap):
     await produce(bootstrap, values(0, 3))
     async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
