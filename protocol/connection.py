@@ -84,7 +84,8 @@ class ServerConnection:
         max_header_bytes: int = MAX_HEADER_BYTES,
         preallocate_bytes: int = PREALLOCATE_BYTES,
     ) -> None:
-        # A client's announced frame size is not trusted: large frames grow as bytes arrive.
+        # A client's announced frame size is not trusted: large frames grow as bytes arrive,
+        # and none is kept after use (an idle connection must not pin megabytes).
         self._decoder = FrameDecoder(max_frame_bytes, max_header_bytes, preallocate_bytes)
         self._owed: deque[tuple[int, int]] = deque()  # (cid, api) still to answer, in order
 
@@ -149,8 +150,11 @@ class ClientConnection:
     def __init__(
         self, max_frame_bytes: int = MAX_FRAME_BYTES, max_header_bytes: int = MAX_HEADER_BYTES
     ) -> None:
-        # The broker is trusted to send the frame it announces: allocate it whole at once.
-        self._decoder = FrameDecoder(max_frame_bytes, max_header_bytes, max_frame_bytes)
+        # The broker is trusted to send the frame it announces: allocate it whole at once, and
+        # keep two large buffers (a fetch response being read, the one before it) for reuse.
+        self._decoder = FrameDecoder(
+            max_frame_bytes, max_header_bytes, max_frame_bytes, keep_frames=2
+        )
         self._next_cid = 0
         self._awaiting: deque[tuple[int, int]] = deque()  # (cid, api) not yet answered
         self._error: RemoteProtocolError | None = None

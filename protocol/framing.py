@@ -5,12 +5,13 @@ A frame is ``frame_length u32 | header_length u32 | header | body``. The decoder
 it is buffered; it then fills one ``bytearray`` preallocated to exactly the frame's size, or,
 for a frame over ``PREALLOCATE_BYTES``, one that grows as its bytes arrive: an 8-byte prefix
 announcing a huge frame must not make the receiver commit that much memory up front (a peer
-could do it on every connection). Large frame buffers are reused once nothing views them any
-more (``REUSE_MIN_BYTES``): fresh pages cost more than the copy into them. So each received byte is copied once into place (twice if the
-caller hands in a mutable buffer; a growing frame's reallocations add amortised linear time),
-a 64 MiB frame costs linear time however it is chunked, and the body is a writable view the
-broker stamps offsets into in place. The header stays packed here: a header that is not valid
-msgpack leaves the framing intact, so it is ``protocol.messages``' business, not a
+could do it on every connection). So each received byte is copied once into place (twice if
+the caller hands in a mutable buffer; a growing frame's reallocations add amortised linear
+time), a 64 MiB frame costs linear time however it is chunked, and the body is a writable
+view the broker stamps offsets into in place. The scratch buffer between frames, and on a
+client large frame buffers, are reused once nothing views them any more: fresh pages cost
+more than the copy into them (``REUSE_MIN_BYTES``). The header stays packed here: a header that is not
+valid msgpack leaves the framing intact, so it is ``protocol.messages``' business, not a
 ``RemoteProtocolError``.
 """
 
@@ -34,13 +35,12 @@ MAX_HEADER_BYTES = 1024 * 1024
 PREALLOCATE_BYTES = 1024 * 1024
 # At most this much is received at once between frames (before a frame's size is known).
 SCRATCH_BYTES = 64 * 1024
-# Frame buffers this large or larger are kept (up to REUSE_KEEP per decoder) and reused once
-# nothing views them any more. glibc serves such sizes with fresh pages from the kernel each
-# time (its mmap threshold), and on the benchmark VM the first touch of every page costs
-# ~2.5 us: receiving 1 MiB into a fresh buffer took ~1.4 ms, into a reused one ~0.27 ms.
-# Smaller allocations come from malloc's heap, already faulted in.
+# A decoder made with keep_frames=N keeps up to N buffers of frames this large or larger and
+# reuses them once nothing views them any more. glibc serves such sizes with fresh pages from
+# the kernel each time (its mmap threshold), and on the benchmark VM the first touch of every
+# page costs ~2.5 us: receiving 1 MiB into a fresh buffer took ~1.4 ms, into a reused one
+# ~0.27 ms. Smaller allocations come from malloc's heap, already faulted in.
 REUSE_MIN_BYTES = 128 * 1024
-REUSE_KEEP = 2  # one in the caller's hands, one being filled (more only raise idle memory)
 _U32_MAX = 2**32 - 1
 
 
@@ -80,10 +80,15 @@ class FrameDecoder:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         max_header_bytes: int = MAX_HEADER_BYTES,
         preallocate_bytes: int = PREALLOCATE_BYTES,
+        keep_frames: int = 0,
     ) -> None:
+        """``keep_frames``: how many large frame buffers to keep for reuse (see
+        ``REUSE_MIN_BYTES``). They stay allocated while the connection idles, so only a peer
+        whose frames the receiver trusts (a client reading its broker) should keep any."""
         self.max_frame_bytes = max_frame_bytes
         self.max_header_bytes = max_header_bytes
         self.preallocate_bytes = preallocate_bytes
+        self.keep_frames = keep_frames
         self._scratch: bytearray | None = None  # receive_buffer's buffer between frames
         self._into_frame = False  # the last receive_buffer was the current frame's tail
         self._chunks: deque[memoryview] = deque()  # received, not yet consumed
@@ -162,8 +167,8 @@ class FrameDecoder:
         self._frame = None
         assert len(frame) >= self._size, "a complete frame holds its announced size"
         view = memoryview(frame)[: self._size]
-        if self._size >= REUSE_MIN_BYTES:
-            self._spares = [frame, *self._spares[: REUSE_KEEP - 1]]
+        if self.keep_frames and self._size >= REUSE_MIN_BYTES:
+            self._spares = [frame, *self._spares[: self.keep_frames - 1]]
         return Frame(header=view[: self._header_length], body=view[self._header_length :])
 
     def _spare_for(self, size: int) -> bytearray | None:

@@ -238,7 +238,7 @@ def _buffer_of(frame: Frame):
 
 
 def test_large_frame_buffers_are_reused_only_once_nothing_views_them():
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(keep_frames=2)
     decoder.receive_data(frame_bytes(*_large(1, REUSE_MIN_BYTES + 100)))
     first = decoder.next_frame()
     decoder.receive_data(frame_bytes(*_large(2)))
@@ -256,7 +256,7 @@ def test_large_frame_buffers_are_reused_only_once_nothing_views_them():
 
 
 def test_a_reused_buffer_larger_than_the_frame_is_cut_to_it_received_in_place():
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(keep_frames=2)
     decoder.receive_data(frame_bytes(*_large(1, 4 * REUSE_MIN_BYTES)))
     decoder.next_frame()  # dropped at once: its buffer is free
     data = frame_bytes(*_large(2))
@@ -269,13 +269,16 @@ def test_a_reused_buffer_larger_than_the_frame_is_cut_to_it_received_in_place():
     assert as_pair(frame) == _large(2) and len(frame.body) == REUSE_MIN_BYTES
 
 
-def test_small_frames_are_not_kept():
-    decoder = FrameDecoder()
-    decoder.receive_data(frame_bytes(*C))
-    frame = decoder.next_frame()
-    buffer = _buffer_of(frame)
-    del frame
-    decoder.receive_data(frame_bytes(*C))
+@pytest.mark.parametrize(
+    ("keep", "frame"), [(2, C), (0, _large(1))], ids=["small-frame", "keep-none"]
+)
+def test_frames_are_not_kept_when_small_or_not_asked_for(keep, frame):
+    decoder = FrameDecoder(keep_frames=keep)
+    decoder.receive_data(frame_bytes(*frame))
+    first = decoder.next_frame()
+    buffer = _buffer_of(first)
+    del first
+    decoder.receive_data(frame_bytes(*frame))
     assert _buffer_of(decoder.next_frame()) is not buffer
 
 
