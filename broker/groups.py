@@ -21,8 +21,9 @@ At startup the topic is replayed into memory. So that the replay stays proportio
 live offsets rather than to every commit ever made, the log is compacted (at startup and
 every ``COMPACT_INTERVAL_S``) once it holds ``COMPACT_RATIO`` times more records than live
 offsets: roll a segment, write every live offset into it, fdatasync, then delete the older
-segments whole. A crash in between leaves both copies; replaying them gives the same state. Offsets of a group that has had no members for
-``offsets_retention_ms`` (a broker setting) are dropped (a record with a nil value marks the deletion).
+segments whole. A crash in between leaves both copies; replaying them gives the same state.
+Offsets of a group that has had no members for ``offsets_retention_ms`` (a broker setting)
+are dropped (a record with a nil value marks the deletion).
 """
 
 from __future__ import annotations

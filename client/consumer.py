@@ -80,7 +80,6 @@ class Consumer(ConsumerBase, ClientLifecycle):
         self._ready: deque = deque()
         self._arrived = trio.Event()
         self._room = trio.Event()
-        self._waiting = False  # the application is blocked in getmany for a chunk
         self._failure: Exception | None = None  # what stopped fetching, until positions change
         self._fetching = False
 
@@ -161,14 +160,9 @@ class Consumer(ConsumerBase, ClientLifecycle):
                 return records
             ready = self._ready
             while not ready:
-                if not self._fetching:
-                    raise ClientClosedError("the consumer is not open (use `async with`)")
+                self._check_usable()  # closed while it waited
                 self._arrived = trio.Event()
-                self._waiting = True
-                try:
-                    await self._arrived.wait()
-                finally:
-                    self._waiting = False
+                await self._arrived.wait()
             generation, chunk = ready.popleft()
             if len(ready) < PREFETCH_CHUNKS:
                 self._room.set()
@@ -200,7 +194,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
 
     async def __anext__(self) -> Record:
         if not self._fetching:
-            raise ClientClosedError("the consumer is not open (use `async with`)")
+            self._check_usable()
         if self._due:  # the previous record is finished: a safe point for group work
             self._holding = False
             await self._maintenance()
@@ -450,7 +444,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
         if error is None:
             try:
                 raise_for_error(response)
-                waiting = self._waiting
+                waiting = self._arrived.statistics().tasks_waiting > 0  # in getmany
                 for chunk in self._state.on_fetch(response, generation):
                     self._deliver(generation, chunk)
                     handed = waiting

@@ -225,8 +225,7 @@ class BaseLog:
                 by_size = config.retention_bytes >= 0 and total - oldest.size >= config.retention_bytes
                 if not (by_time or by_size):
                     break
-                del self._segments[0], self._bases[0]
-                self._discard(oldest)
+                self._drop_oldest()
                 total -= oldest.size
                 removed += 1
             return removed
@@ -248,11 +247,15 @@ class BaseLog:
             self._check_open()
             removed = 0
             while len(self._segments) > 1 and self._segments[1].base_offset <= offset:
-                oldest = self._segments[0]
-                del self._segments[0], self._bases[0]
-                self._discard(oldest)
+                self._drop_oldest()
                 removed += 1
             return removed
+
+    def _drop_oldest(self) -> None:
+        """Delete the oldest (never the active) segment; ``log_start_offset`` moves up."""
+        oldest = self._segments[0]
+        del self._segments[0], self._bases[0]
+        self._discard(oldest)
 
     def _discard(self, segment: Any) -> None:
         """Hook: release a segment that retention removed from the log."""

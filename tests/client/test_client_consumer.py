@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from functools import partial
 
 import pytest
@@ -31,6 +32,14 @@ async def bootstrap(nursery, tmp_path):
         await admin.create_topic(TOPIC, 1)
     yield address
     handle.shutdown()
+
+
+@asynccontextmanager
+async def assigned(bootstrap: str, reset: str, **options):
+    """A consumer of ``TP`` with the given ``auto_offset_reset`` (closed on leaving)."""
+    async with Consumer(bootstrap, auto_offset_reset=reset, **options) as consumer:
+        consumer.assign([TP])
+        yield consumer
 
 
 async def produce(bootstrap: str, *batches: list[bytes], timestamps=None) -> list[int]:
@@ -76,8 +85,7 @@ def expected(start: int, stop: int) -> list[tuple[int, bytes]]:
 async def test_reads_everything_from_earliest(bootstrap):
     offsets = await produce(bootstrap, values(0, 10), values(10, 20), values(20, 30))
     assert offsets == list(range(30))
-    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "earliest") as consumer:
         got = []
         with trio.fail_after(WAIT_S):
             async for record in consumer:
@@ -98,10 +106,7 @@ async def test_topics_option_assigns_every_partition(bootstrap):
 
 async def test_long_poll_is_woken_by_a_new_record(bootstrap):
     # A long poll far longer than WAIT_S: only the broker's wake-up can return the record.
-    async with Consumer(
-        bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=60_000
-    ) as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "earliest", fetch_max_wait_ms=60_000) as consumer:
         got = []
 
         async def poll():
@@ -125,8 +130,7 @@ async def test_long_poll_is_woken_by_a_new_record(bootstrap):
 
 async def test_seek_back_rereads_from_that_offset(bootstrap):
     await produce(bootstrap, values(0, 10))
-    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "earliest") as consumer:
         assert await take(consumer, 10) == expected(0, 10)
         consumer.seek(TOPIC, 0, 4)
         assert consumer.position(*TP) == 4
@@ -136,8 +140,7 @@ async def test_seek_back_rereads_from_that_offset(bootstrap):
 
 async def test_seek_mid_chunk_drops_the_unread_and_prefetched(bootstrap):
     await produce(bootstrap, values(0, 5), values(5, 10), values(10, 15))
-    async with Consumer(bootstrap, auto_offset_reset="earliest", partition_max_bytes=1) as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "earliest", partition_max_bytes=1) as consumer:
         got = []
         with trio.fail_after(WAIT_S):
             async for record in consumer:
@@ -153,8 +156,7 @@ async def test_seek_mid_chunk_drops_the_unread_and_prefetched(bootstrap):
 
 async def test_seek_to_end_returns_only_newer_records(bootstrap):
     await produce(bootstrap, values(0, 10))
-    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "earliest") as consumer:
         consumer.seek_to_end()
         assert await known_position(consumer) == 10
         await produce(bootstrap, values(10, 13))
@@ -163,8 +165,7 @@ async def test_seek_to_end_returns_only_newer_records(bootstrap):
 
 async def test_seek_to_beginning_restarts_at_zero(bootstrap):
     await produce(bootstrap, values(0, 8))
-    async with Consumer(bootstrap, auto_offset_reset="latest") as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "latest") as consumer:
         assert await known_position(consumer) == 8
         consumer.seek_to_beginning(TP)
         assert await take(consumer, 8) == expected(0, 8)
@@ -174,8 +175,7 @@ async def test_seek_to_beginning_restarts_at_zero(bootstrap):
 async def test_seek_to_time_and_offsets_for_times(bootstrap):
     stamps = [1_000 + 10 * i for i in range(10)]  # batches: 1000..1040, 1050..1090
     await produce(bootstrap, values(0, 5), values(5, 10), timestamps=stamps)
-    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "earliest") as consumer:
         # Batch granularity (docs/STORAGE.md): (base offset, max timestamp) of the first
         # batch whose max timestamp is >= the one asked for.
         assert await consumer.offsets_for_times({TP: 1_045}) == {TP: (5, 1_090)}
@@ -187,8 +187,7 @@ async def test_seek_to_time_and_offsets_for_times(bootstrap):
 
 async def test_out_of_range_offset_resets_to_earliest(bootstrap):
     await produce(bootstrap, values(0, 6))
-    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "earliest") as consumer:
         consumer.seek(TOPIC, 0, 100)  # past the log end (6): the broker answers out of range
         assert await take(consumer, 6) == expected(0, 6)
         assert consumer.position(*TP) == 6
@@ -197,8 +196,7 @@ async def test_out_of_range_offset_resets_to_earliest(bootstrap):
 @pytest.mark.parametrize("start", [None, 100], ids=["no-position", "out-of-range"])
 async def test_reset_error_raises_until_a_seek(bootstrap, start):
     await produce(bootstrap, values(0, 6))
-    async with Consumer(bootstrap, auto_offset_reset="error") as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "error") as consumer:
         if start is not None:
             consumer.seek(TOPIC, 0, start)  # past the log end (6): the broker says out of range
         for _ in range(2):  # raised again until a position changes, not a hang the 2nd time
@@ -211,8 +209,7 @@ async def test_reset_error_raises_until_a_seek(bootstrap, start):
 
 async def test_an_error_for_positions_changed_since_is_not_raised(bootstrap):
     await produce(bootstrap, values(0, 4))
-    async with Consumer(bootstrap, auto_offset_reset="error") as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "error") as consumer:
         await trio.testing.wait_all_tasks_blocked()  # NoOffsetError is queued for getmany...
         consumer.seek(TOPIC, 0, 1)  # ...but the position it was about exists now
         assert await take(consumer, 3) == expected(1, 4)
@@ -220,8 +217,7 @@ async def test_an_error_for_positions_changed_since_is_not_raised(bootstrap):
 
 async def test_getmany_after_close_raises(bootstrap):
     await produce(bootstrap, values(0, 3))
-    async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "earliest") as consumer:
         assert await take(consumer, 3) == expected(0, 3)
     with trio.fail_after(WAIT_S), pytest.raises(ClientClosedError):
         await consumer.getmany()
@@ -229,8 +225,7 @@ async def test_getmany_after_close_raises(bootstrap):
 
 async def test_getmany_after_close_raises_with_chunks_prefetched(bootstrap):
     await produce(bootstrap, *[values(i, i + 1) for i in range(6)])
-    async with Consumer(bootstrap, auto_offset_reset="earliest", partition_max_bytes=1) as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "earliest", partition_max_bytes=1) as consumer:
         assert await take(consumer, 1) == expected(0, 1)
         await trio.testing.wait_all_tasks_blocked()  # the next chunks are fetched ahead
     with trio.fail_after(WAIT_S), pytest.raises(ClientClosedError):
@@ -247,8 +242,7 @@ async def test_close_wakes_a_waiting_getmany(bootstrap):
 
     with trio.fail_after(WAIT_S):
         async with trio.open_nursery() as nursery:
-            async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
-                consumer.assign([TP])
+            async with assigned(bootstrap, "earliest") as consumer:
                 nursery.start_soon(poll, consumer)
                 await trio.testing.wait_all_tasks_blocked()
                 assert not raised
@@ -267,10 +261,7 @@ async def test_beginning_and_end_offsets(bootstrap):
 async def test_many_fetches_deliver_each_record_once_in_order(bootstrap):
     batches = [values(5 * i, 5 * i + 5) for i in range(8)]
     await produce(bootstrap, *batches)
-    async with Consumer(
-        bootstrap, auto_offset_reset="earliest", partition_max_bytes=1
-    ) as consumer:
-        consumer.assign([TP])
+    async with assigned(bootstrap, "earliest", partition_max_bytes=1) as consumer:
         chunks = []
         with trio.fail_after(WAIT_S):
             async for records in consumer.batches():
