@@ -35,15 +35,18 @@ class Chunk:
 
 
 class FetchState:
+    """One consumer's positions and fetch plan (see the module docstring)."""
+
     def __init__(
         self,
         *,
-        auto_offset_reset: str = "latest",
-        fetch_max_bytes: int = 50 * 1024 * 1024,
-        partition_max_bytes: int = 8 * 1024 * 1024,
-        fetch_max_wait_ms: int = 500,
-        fetch_min_bytes: int = 1,
+        auto_offset_reset: str,
+        fetch_max_bytes: int,
+        partition_max_bytes: int,
+        fetch_max_wait_ms: int,
+        fetch_min_bytes: int,
     ) -> None:
+        """The settings are ``ConsumerBase``'s (the defaults live there, once)."""
         if auto_offset_reset not in RESET_POLICIES:
             raise ValueError(
                 f"auto_offset_reset must be one of {', '.join(RESET_POLICIES)}, "

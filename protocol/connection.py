@@ -75,7 +75,23 @@ class ResponseReceived:
     response: Response
 
 
-class ServerConnection:
+class _FramedConnection:
+    """What both sides share: incoming bytes go to one ``FrameDecoder`` (set by the subclass)."""
+
+    _decoder: FrameDecoder
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        self._decoder.receive_data(data)
+
+    def receive_buffer(self, size_hint: int) -> memoryview:
+        """See ``FrameDecoder.receive_buffer``: receive straight into the frame being filled."""
+        return self._decoder.receive_buffer(size_hint)
+
+    def received(self, n: int) -> None:
+        self._decoder.received(n)
+
+
+class ServerConnection(_FramedConnection):
     """The broker's side of one connection."""
 
     def __init__(
@@ -93,16 +109,6 @@ class ServerConnection:
     def owed(self) -> int:
         """How many received requests are still waiting for their response."""
         return len(self._owed)
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        self._decoder.receive_data(data)
-
-    def receive_buffer(self, size_hint: int) -> memoryview:
-        """See ``FrameDecoder.receive_buffer``: receive straight into the frame being filled."""
-        return self._decoder.receive_buffer(size_hint)
-
-    def received(self, n: int) -> None:
-        self._decoder.received(n)
 
     def next_event(self) -> RequestReceived | BadRequest | Signal:
         """The next request, ``NEED_DATA`` or ``CLOSED``; ``RemoteProtocolError`` on bad framing."""
@@ -144,7 +150,7 @@ class ServerConnection:
             )
 
 
-class ClientConnection:
+class ClientConnection(_FramedConnection):
     """The client's side of one connection: assigns correlation ids, matches responses."""
 
     def __init__(
@@ -174,16 +180,6 @@ class ClientConnection:
         if expects_response(request):
             self._awaiting.append((cid, api_of(request).key))
         return cid, pieces
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        self._decoder.receive_data(data)
-
-    def receive_buffer(self, size_hint: int) -> memoryview:
-        """See ``FrameDecoder.receive_buffer``: receive straight into the frame being filled."""
-        return self._decoder.receive_buffer(size_hint)
-
-    def received(self, n: int) -> None:
-        self._decoder.received(n)
 
     def next_event(self) -> ResponseReceived | Signal:
         """The next response, ``NEED_DATA`` or ``CLOSED``; ``RemoteProtocolError`` if the

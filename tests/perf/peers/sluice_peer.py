@@ -180,7 +180,7 @@ async def raw_fetch(p: dict) -> dict:
                 for _ in range(p.get("max_passes", 20) if timed else 1):
                     state = FetchState(
                         auto_offset_reset="earliest", partition_max_bytes=max_bytes,
-                        fetch_max_bytes=max_bytes, fetch_max_wait_ms=0,
+                        fetch_max_bytes=max_bytes, fetch_max_wait_ms=0, fetch_min_bytes=1,
                     )
                     state.assign([(topic, 0)])
                     state.seek((topic, 0), 0)
