@@ -44,6 +44,8 @@ from protocol.errors import StorageError
 from protocol.slices import FileSlice
 
 _SCAN_WINDOW = 16 * 1024  # header walks read this much at a time (~ a few index intervals)
+# Where recent reads ended, per segment: a consumer's next fetch starts there (see Segment.read).
+READ_ENDS_KEPT = 64
 _RECOVERY_CHUNK = 8 * 1024 * 1024  # recovery reads (and CRCs) this much at a time
 I64_MAX = 2**63 - 1
 
@@ -145,7 +147,9 @@ class Segment:
     - every offset-index entry names the start of a batch and that batch's base offset; every
       time-index entry names a batch and the running maximum timestamp up to it; both are
       strictly increasing in every field;
-    - a sealed segment never changes again (the log appends only to its last segment).
+    - a sealed segment never changes again (the log appends only to its last segment);
+    - every ``_read_ends`` entry maps an offset to the position of the batch that starts with
+      it, or ``end_offset`` to ``size`` (where the next batch will start).
 
     Resources are lazy: the ``.log`` descriptor and the index entries are loaded on first use and
     dropped by ``unload`` (the owning log caps how many sealed segments stay loaded). Not
@@ -165,6 +169,7 @@ class Segment:
         "_file",
         "_max_timestamp",
         "_last_batch_offset",
+        "_read_ends",
     )
 
     def __init__(
@@ -189,6 +194,9 @@ class Segment:
         self._file: SegmentFile | None = None
         self._max_timestamp: int | None = None  # running max (active) / largest (sealed)
         self._last_batch_offset: int | None = None  # base offset of the last batch
+        # offset -> position where a recent read ended, so the next read from there (a
+        # consumer's next fetch) needs no index lookup; cleared whenever the file is cut
+        self._read_ends: dict[int, int] = {}
 
     @classmethod
     def create(cls, directory: Path, base_offset: int, index_interval: int) -> Segment:
@@ -365,6 +373,7 @@ class Segment:
                 yield pos, header.base_offset, header.max_timestamp
 
         self._last_batch_offset = None
+        self._read_ends.clear()
         self._index(valid())
         valid_end, next_offset = reached
         if start and valid_end == start:
@@ -421,6 +430,7 @@ class Segment:
             time_entries,
         ) = snapshot
         os.ftruncate(self.file().fileno(), self.size)
+        self._read_ends.clear()
         self.offset_index.truncate(offset_entries)
         self.time_index.truncate(time_entries)
         self.sealed = False
@@ -453,21 +463,38 @@ class Segment:
 
     def read(self, offset: int, max_bytes: int) -> FileSlice:
         """Whole batches from the one containing ``offset``: as many as fit in ``max_bytes``,
-        but always at least one. The slice holds a reference the caller must release."""
-        start, header = self._locate(offset)
-        end = start + header.size
+        but always at least one. The slice holds a reference the caller must release.
+
+        Where the read ends is remembered (``READ_ENDS_KEPT`` places per segment), so a read
+        from there (a consumer's next fetch), like one from the segment's first offset, starts
+        without an index lookup or header walk."""
+        start = 0 if offset == self.base_offset else self._read_ends.get(offset)
+        if start is None:
+            start, header = self._locate(offset)
+            end, following = start + header.size, header.next_offset
+        else:
+            end, following = start, offset  # nothing taken yet
         limit = start + max_bytes
         if limit >= self.size:
-            end = max(end, self.size)
+            end, following = self.size, self.end_offset
         elif end < limit:
             # Every batch before an indexed batch starting within the budget fits: jump there.
             entry = self._entry(self.offset_index.lookup_position, limit)
-            end = max(end, entry[1]) if entry else end
+            if entry is not None and entry[1] > end:
+                end, following = entry[1], self.base_offset + entry[0]
             for pos, batch in self._walk(None, end):
-                if pos + batch.size > limit:
+                if pos + batch.size > limit and end > start:
                     break
-                end = pos + batch.size
+                end, following = pos + batch.size, batch.next_offset
+                if end >= limit:
+                    break
+        self._remember_read_end(following, end)
         return FileSlice(self.file().retain(), start, end - start)
+
+    def _remember_read_end(self, offset: int, position: int) -> None:
+        if offset not in self._read_ends and len(self._read_ends) >= READ_ENDS_KEPT:
+            self._read_ends.clear()  # readers that moved on: start over rather than track age
+        self._read_ends[offset] = position
 
     def find_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """``(base offset, max timestamp)`` of the first batch with max timestamp >= ``timestamp``."""
@@ -578,3 +605,7 @@ class Segment:
             ts, rel = self.time_index.entry(i)
             if running.get(rel) != ts:
                 raise StorageError(f"{self!r}: time index entry {(ts, rel)} is not the running max")
+        starts[self.end_offset - self.base_offset] = self.size
+        for offset, pos in self._read_ends.items():
+            if starts.get(offset - self.base_offset) != pos:
+                raise StorageError(f"{self!r}: remembered read end {(offset, pos)} is not a batch start")
