@@ -123,6 +123,37 @@ def bench_lookup(work: Path, batches: int, lookups: int) -> dict:
     return result
 
 
+def bench_read_on(work: Path, batches: int, budget: int) -> dict:
+    """A consumer's reads: each from the offset after the previous read's last batch (the
+    segment remembers where reads ended), against the same reads starting one offset into
+    their first batch (an offset no read ended at: index lookup and header walk)."""
+    log = FileLog.open(work / "read-on", TopicConfig(segment_bytes=GIB), recovery_point=None)
+    template = build_batch([(None, b"x" * 60, [], 0)] * 3)  # 3 records: offset + 1 is inside
+    for _ in range(batches):
+        log.append(bytearray(template))
+    starts, offset = [], 0
+    while offset < log.log_end_offset:
+        starts.append(offset)
+        result = log.read(offset, budget)
+        for piece in result.slices:
+            offset += piece.length // len(template) * 3
+            piece.file.release()
+
+    def timed(offsets: list[int]) -> float:
+        began = time.perf_counter()
+        for offset in offsets:
+            for piece in log.read(offset, budget).slices:
+                piece.file.release()
+        return (time.perf_counter() - began) / len(offsets) * 1e6
+
+    read_on_us, looked_up_us = best_of_interleaved(
+        3, lambda: timed(starts), lambda: timed([o + 1 for o in starts])
+    )
+    log.delete()
+    return {"reads": len(starts), "budget": budget, "read_on_us": read_on_us,
+            "looked_up_us": looked_up_us, "ratio": read_on_us / looked_up_us}
+
+
 # -- recovery ------------------------------------------------------------------------------
 
 
@@ -239,6 +270,11 @@ def report(results: dict) -> str:
             f"| offset lookup, {label} (us, {lookup['segments'][1]} vs {lookup['segments'][0]} "
             f"segment) | {r['many_us']:.1f} | {r['one_us']:.1f} | {r['ratio']:.2f}x | <= 2x |"
         )
+    r = results["read_on"]
+    rows.append(
+        f"| a consumer's reads, {r['budget'] // KIB} KiB each: on from the last read's end vs "
+        f"looked up (us) | {r['read_on_us']:.1f} | {r['looked_up_us']:.1f} | {r['ratio']:.2f}x | - |"
+    )
     rec = results["recovery"]
     rows.append(
         f"| unclean open, {rec['log_bytes'] / MIB:.0f} MiB log, last "
@@ -281,6 +317,7 @@ def main() -> None:
             "append_64k": bench_append(work, 64 * KIB, (8 if quick else 512) * MIB, 1 if quick else 3),
             "append_1m": bench_append(work, MIB, (8 if quick else 512) * MIB, 1 if quick else 3),
             "lookup": bench_lookup(work, 5_000 if quick else 200_000, 500 if quick else 20_000),
+            "read_on": bench_read_on(work, 2_000 if quick else 100_000, 64 * KIB),
             "recovery": bench_recovery(work, (16 if quick else 1024) * MIB, (2 if quick else 10) * MIB),
             "memory": bench_memory(work, (10, 100 if quick else 1_000)),
         }
