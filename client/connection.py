@@ -125,11 +125,15 @@ class Connection:
                 await self._write(pieces)
             except BaseException as exc:
                 # Half a frame may be on the wire: this connection cannot be used again. This
-                # request's caller learns it from the exception, not from its Pending.
-                if pending is not None:
+                # request's caller learns it once: from the exception, or, if the reader failed
+                # the connection while the write waited, from its Pending (already resolved).
+                told = pending is not None and not (self._pending and self._pending[-1] is pending)
+                if pending is not None and not told:
                     self._pending.pop()
                 self._fail(ConnectionLostError(f"write to {self.address} failed: {exc!r}"))
                 if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
+                    if told:
+                        return pending
                     raise ConnectionLostError(f"connection to {self.address} lost") from None
                 raise
         finally:

@@ -28,7 +28,7 @@ import trio
 from client import admin_ops as ops
 from client.connection import DEFAULT_BOOTSTRAP, Cluster, raise_for_error
 from client.consumer_base import ConsumerBase
-from client.errors import ClientClosedError, ConnectionLostError, SluiceError, is_retriable
+from client.errors import ClientClosedError, SluiceError, is_retriable
 from client.fetcher import EARLIEST, LATEST
 from client.group import REJOIN_ERRORS, call_back, normalize_offsets
 from client.lifecycle import ClientLifecycle
@@ -160,9 +160,10 @@ class Consumer(ConsumerBase, ClientLifecycle):
                 return records
             ready = self._ready
             while not ready:
-                self._check_usable()  # closed while it waited
+                self._check_usable()
                 self._arrived = trio.Event()
                 await self._arrived.wait()
+            self._check_usable()  # closed while it waited (answers may have come in too)
             generation, chunk = ready.popleft()
             if len(ready) < PREFETCH_CHUNKS:
                 self._room.set()
@@ -397,19 +398,24 @@ class Consumer(ConsumerBase, ClientLifecycle):
 
     async def _fetch_loop(self) -> None:
         while True:
+            generation = self._state.generation
             try:
-                await self._fetch_once()
-            except ConnectionLostError:
-                await trio.sleep(RETRY_BACKOFF_S)
-            except Exception as exc:  # delivered to the application, which raises it
-                self._changed = trio.Event()
-                self._deliver(self._state.generation, exc)
-                await self._changed.wait()
+                await self._fetch_once(generation)
+            except Exception as exc:
+                if is_retriable(exc):  # connection lost, broker restarting: try again
+                    await trio.sleep(RETRY_BACKOFF_S)
+                elif self._state.generation == generation:  # else: stale, positions changed
+                    # Delivered to the application, which raises it; fetching resumes when a
+                    # position changes (the event exists before anything can set it).
+                    self._changed = trio.Event()
+                    self._deliver(generation, exc)
+                    await self._changed.wait()
 
-    async def _fetch_once(self) -> None:
+    async def _fetch_once(self, generation: int) -> None:
+        """One round for the positions of ``generation``: a lookup, or a fetch. Returns early
+        (to start over) if the positions change while it waits."""
         state = self._state
         state.check_positions()
-        generation = state.generation
         lookup = state.list_offsets_request()
         if lookup is not None:
             response = await self._cluster.request(lookup)
@@ -418,6 +424,8 @@ class Consumer(ConsumerBase, ClientLifecycle):
         while len(self._ready) >= PREFETCH_CHUNKS:
             self._room = trio.Event()
             await self._room.wait()
+        if state.generation != generation:
+            return  # a seek set ``_changed`` while it waited; the next round sees the change
         request = state.fetch_request()
         if request is None:
             self._changed = trio.Event()

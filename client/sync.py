@@ -50,6 +50,7 @@ from protocol.errors import ProtocolError, error_for_code
 from protocol.framing import NEED_DATA
 
 RECEIVE_BYTES = 1 << 20
+FETCH_RETRY_BACKOFF_S = 0.1  # after a retriable fetch error (e.g. the broker shutting down)
 log = logging.getLogger("sluice.sync")
 
 
@@ -522,8 +523,14 @@ class Consumer(ConsumerBase):
             generation, self._in_flight = self._in_flight, None
             try:
                 response = self._conn.receive()
+                raise_for_error(response)  # top-level: e.g. the broker is shutting down
             except ConnectionLostError:
                 self._conn.connect()
+                return
+            except SluiceError as exc:
+                if not is_retriable(exc):
+                    raise
+                time.sleep(FETCH_RETRY_BACKOFF_S)  # then fetch again, as for a lost connection
                 return
             self._chunks += self._state.on_fetch(response, generation)
 

@@ -11,11 +11,15 @@ import trio.testing
 
 from broker.config import BrokerConfig
 from broker.server import serve
+from client import consumer as consumer_module
+from client import sync as sync_module
 from client.admin import Admin
-from client.consumer import Consumer
+from client.consumer import PREFETCH_CHUNKS, Consumer
 from client.errors import ClientClosedError, NoOffsetError
 from client.producer import Producer
 from client.sync import Consumer as SyncConsumer
+from protocol import messages as m
+from protocol.errors import BrokerShuttingDownError, InvalidRequestError, code_for_error
 
 TOPIC = "events"
 TP = (TOPIC, 0)
@@ -215,6 +219,86 @@ async def test_an_error_for_positions_changed_since_is_not_raised(bootstrap):
         assert await take(consumer, 3) == expected(1, 4)
 
 
+
+async def test_an_error_answered_just_before_a_seek_is_not_raised(bootstrap):
+    """The fetch answer carrying the error and the application's seek come in the same turn of
+    the scheduler, before the fetch task resumes: the error belongs to the old positions."""
+    await produce(bootstrap, values(0, 6))
+    async with Consumer(bootstrap, auto_offset_reset="error") as consumer:
+        answered = consumer._fetched
+        errors = []
+
+        def answered_then_seek(generation, answer, response, error):
+            answered(generation, answer, response, error)
+            if answer[0] is not None and not errors:
+                errors.append(answer[0])
+                consumer.seek(TOPIC, 0, 1)  # the application, before the fetch task runs
+
+        consumer._fetched = answered_then_seek
+        consumer.assign([TP])
+        consumer.seek(TOPIC, 0, 100)  # past the end: NoOffsetError (reset policy "error")
+        assert await take(consumer, 5) == expected(1, 6)
+        assert len(errors) == 1 and isinstance(errors[0], NoOffsetError)
+
+
+async def test_a_seek_while_the_fetch_task_waits_for_room_is_not_lost(bootstrap):
+    await produce(bootstrap, *[values(i, i + 1) for i in range(6)])
+    async with assigned(bootstrap, "earliest", partition_max_bytes=1) as consumer:
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(consumer._ready) == PREFETCH_CHUNKS  # fetched ahead; the task waits for room
+        consumer.seek_to_beginning()  # needs a lookup, not a fetch: it used to wait forever
+        assert await take(consumer, 6) == expected(0, 6)
+
+
+async def test_a_retriable_broker_error_is_retried_not_raised(bootstrap, monkeypatch):
+    checked = []
+
+    def shutting_down_once(response):
+        checked.append(response)
+        if len(checked) == 1:
+            raise BrokerShuttingDownError("the broker is shutting down")
+        raise_for_error(response)
+
+    raise_for_error = consumer_module.raise_for_error
+    monkeypatch.setattr(consumer_module, "raise_for_error", shutting_down_once)
+    await produce(bootstrap, values(0, 3))
+    async with assigned(bootstrap, "earliest") as consumer:
+        assert await take(consumer, 3) == expected(0, 3)
+    assert len(checked) >= 2
+
+
+async def test_consuming_goes_on_across_a_broker_restart(nursery, tmp_path):
+    """An orderly restart on the same port: fetches in flight meet a lost connection or
+    ``BrokerShuttingDownError``; both are retried, and no record is lost or repeated."""
+    def config(port: int) -> BrokerConfig:
+        return BrokerConfig(port=port, data_dir=tmp_path / "data", shutdown_grace_s=2.0)
+
+    stopped = trio.Event()
+
+    async def broker(cfg, task_status=trio.TASK_STATUS_IGNORED):
+        try:
+            await serve(cfg, task_status=task_status)
+        finally:
+            stopped.set()
+
+    handle = await nursery.start(broker, config(0))
+    address = f"127.0.0.1:{handle.port}"
+    async with Admin(address) as admin:
+        await admin.create_topic(TOPIC, 1)
+    await produce(address, values(0, 3))
+    async with assigned(address, "earliest", fetch_max_wait_ms=100) as consumer:
+        got = await take(consumer, 3)
+        handle.shutdown()
+        with trio.fail_after(WAIT_S):
+            await stopped.wait()
+        stopped = trio.Event()
+        handle = await nursery.start(broker, config(handle.port))
+        await produce(address, values(3, 6))
+        got += await take(consumer, 3)
+    handle.shutdown()
+    assert got == expected(0, 6)
+
+
 async def test_getmany_after_close_raises(bootstrap):
     await produce(bootstrap, values(0, 3))
     async with assigned(bootstrap, "earliest") as consumer:
@@ -247,6 +331,36 @@ async def test_close_wakes_a_waiting_getmany(bootstrap):
                 await trio.testing.wait_all_tasks_blocked()
                 assert not raised
     assert len(raised) == 1
+
+
+
+async def test_no_records_after_a_close_that_comes_with_them(bootstrap):
+    """Another task closes the consumer in the same turn of the scheduler as the answer that
+    wakes a waiting ``getmany``: it must raise, not hand out the records."""
+    async with assigned(bootstrap, "earliest", fetch_max_wait_ms=60_000) as consumer:
+        answered = consumer._fetched
+
+        def answered_then_closed(*args):
+            answered(*args)
+            if args[1][0] is None and consumer._ready:
+                consumer._stop_fetching()  # what closing does first
+
+        consumer._fetched = answered_then_closed
+        await trio.testing.wait_all_tasks_blocked()  # position looked up, long poll in flight
+        outcome = []
+
+        async def poll():
+            try:
+                outcome.append(await consumer.getmany())
+            except ClientClosedError as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poll)
+            await trio.testing.wait_all_tasks_blocked()  # getmany waits
+            with trio.fail_after(WAIT_S):
+                await produce(bootstrap, values(0, 1))
+    assert len(outcome) == 1 and isinstance(outcome[0], ClientClosedError), outcome
 
 
 async def test_beginning_and_end_offsets(bootstrap):
@@ -289,3 +403,40 @@ async def test_blocking_consumer_poll_after_close_raises(bootstrap):
 
     with trio.fail_after(WAIT_S * 2):
         assert await trio.to_thread.run_sync(consume_then_close) == expected(0, 3)
+
+
+
+@pytest.mark.parametrize("error", [BrokerShuttingDownError, InvalidRequestError])
+async def test_blocking_consumer_retries_a_retriable_fetch_error_and_raises_the_rest(
+    bootstrap, monkeypatch, error
+):
+    """Top-level fetch errors used to be ignored: the consumer silently fetched again,
+    forever for an error that can't go away."""
+    receive = sync_module.SyncConnection.receive
+    replaced = []
+
+    def first_fetch_fails(conn):
+        response = receive(conn)
+        if isinstance(response, m.FetchResponse) and not replaced:
+            replaced.append(response)
+            return m.FetchResponse(error=code_for_error(error("injected")), message="injected")
+        return response
+
+    monkeypatch.setattr(sync_module.SyncConnection, "receive", first_fetch_fails)
+    await produce(bootstrap, values(0, 3))
+
+    def consume() -> list[tuple[int, bytes]]:
+        with SyncConsumer(bootstrap, auto_offset_reset="earliest") as consumer:
+            consumer.assign([TP])
+            got: list[tuple[int, bytes]] = []
+            while len(got) < 3:
+                got += [(r.offset, r.value) for r in consumer.poll(timeout=WAIT_S)]
+            return got
+
+    with trio.fail_after(WAIT_S * 2):
+        if error.retriable:
+            assert await trio.to_thread.run_sync(consume) == expected(0, 3)
+        else:
+            with pytest.raises(error, match="injected"):
+                await trio.to_thread.run_sync(consume)
+    assert replaced
