@@ -50,7 +50,7 @@ from protocol.errors import ProtocolError, error_for_code
 from protocol.framing import NEED_DATA
 
 RECEIVE_BYTES = 1 << 20
-FETCH_RETRY_BACKOFF_S = 0.1  # after a retriable fetch error (e.g. the broker shutting down)
+FETCH_RETRY_BACKOFF_S = 0.1  # after a retriable fetch or lookup error (e.g. the broker restarting)
 log = logging.getLogger("sluice.sync")
 
 
@@ -560,7 +560,14 @@ class Consumer(ConsumerBase):
             lookup = state.list_offsets_request()
             if lookup is not None:
                 self._drain_fetch()
-                state.on_list_offsets(self._conn.request(lookup), state.generation)
+                try:
+                    state.on_list_offsets(self._conn.request(lookup), state.generation)
+                except ConnectionLostError:
+                    self._conn.connect()
+                except SluiceError as exc:
+                    if not is_retriable(exc):
+                        raise
+                    time.sleep(FETCH_RETRY_BACKOFF_S)
                 continue
             self._send_fetch()
             if self._in_flight is None:  # nothing assigned

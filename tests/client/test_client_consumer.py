@@ -440,3 +440,30 @@ async def test_blocking_consumer_retries_a_retriable_fetch_error_and_raises_the_
             with pytest.raises(error, match="injected"):
                 await trio.to_thread.run_sync(consume)
     assert replaced
+
+
+
+async def test_blocking_consumer_retries_a_retriable_offset_lookup_error(bootstrap, monkeypatch):
+    request = sync_module.SyncConnection.request
+    failed = []
+
+    def first_lookup_fails(conn, req):
+        if isinstance(req, m.ListOffsetsRequest) and not failed:
+            failed.append(req)
+            raise BrokerShuttingDownError("injected")
+        return request(conn, req)
+
+    monkeypatch.setattr(sync_module.SyncConnection, "request", first_lookup_fails)
+    await produce(bootstrap, values(0, 3))
+
+    def consume() -> list[tuple[int, bytes]]:
+        with SyncConsumer(bootstrap, auto_offset_reset="earliest") as consumer:
+            consumer.assign([TP])
+            got: list[tuple[int, bytes]] = []
+            while len(got) < 3:
+                got += [(r.offset, r.value) for r in consumer.poll(timeout=WAIT_S)]
+            return got
+
+    with trio.fail_after(WAIT_S * 2):
+        assert await trio.to_thread.run_sync(consume) == expected(0, 3)
+    assert failed
