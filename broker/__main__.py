@@ -1,4 +1,4 @@
-"""``python -m broker`` (also ``sluice broker``): run a broker in the foreground.
+"""``python -m sluice.broker`` (also ``sluice broker``): run a broker in the foreground.
 
 Prints ``listening on HOST:PORT`` on stdout once it accepts connections; logs go to stderr in
 logfmt (``time=... level=... logger=... msg="..."``). SIGINT/SIGTERM shut it down cleanly
@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import trio
-
-from broker.config import BrokerConfig
-from broker.server import serve
-from protocol.errors import SluiceError
+from sluice.broker.config import BrokerConfig
+from sluice.broker.server import serve
+from sluice.protocol.errors import SluiceError
 
 EXAMPLES = """examples:
   sluice broker                                  # ./sluice-data, 127.0.0.1:9092

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import InvalidConfigError
+from sluice.protocol.errors import InvalidConfigError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,13 +35,12 @@ from dataclasses import dataclass, field
 
 import msgpack
 import trio
-
-from broker.assignor import assign
-from broker.deferred import Deferred
-from broker.partition import Partition
-from protocol import messages as m
-from protocol.batch import build_batch, decode_records, iter_batches, parse_header
-from protocol.errors import (
+from sluice.broker.assignor import assign
+from sluice.broker.deferred import Deferred
+from sluice.broker.partition import Partition
+from sluice.protocol import messages as m
+from sluice.protocol.batch import build_batch, decode_records, iter_batches, parse_header
+from sluice.protocol.errors import (
     ApiError,
     FencedMemberEpochError,
     GroupIdNotFoundError,

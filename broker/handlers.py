@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable
 
 import trio
-
-from broker.deferred import Deferred
-from broker.state import BrokerState
-from protocol import messages as m
-from protocol.batch import BatchHeader, InvalidBatchError, split_batches, validate_batch
-from protocol.errors import (
+from sluice.broker.deferred import Deferred
+from sluice.broker.state import BrokerState
+from sluice.protocol import messages as m
+from sluice.protocol.batch import BatchHeader, InvalidBatchError, split_batches, validate_batch
+from sluice.protocol.errors import (
     ApiError,
     CorruptRecordError,
     InvalidRequestError,
@@ -33,7 +32,7 @@ from protocol.errors import (
     RequestTimedOutError,
     UnknownTopicOrPartitionError,
 )
-from protocol.slices import FileSlice
+from sluice.protocol.slices import FileSlice
 
 EARLIEST = -2
 LATEST = -1

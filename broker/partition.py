@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
-
-from broker.producers import Duplicate, ProducerStates
-from protocol.batch import BatchHeader
-from protocol.errors import StorageError, UnknownTopicOrPartitionError
+from sluice.broker.producers import Duplicate, ProducerStates
+from sluice.protocol.batch import BatchHeader
+from sluice.protocol.errors import StorageError, UnknownTopicOrPartitionError
 
 
 @dataclass(frozen=True, slots=True)

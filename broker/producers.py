@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from protocol.batch import NO_PRODUCER_ID, BatchHeader
-from protocol.errors import OutOfOrderSequenceError, ProducerFencedError
+from sluice.protocol.batch import NO_PRODUCER_ID, BatchHeader
+from sluice.protocol.errors import OutOfOrderSequenceError, ProducerFencedError
 
 RETAINED_BATCHES = 5
 SEQUENCE_WRAP = 2**31

@@ -19,12 +19,11 @@ import socket as stdsocket
 from dataclasses import dataclass
 
 import trio
-
-from broker.config import BrokerConfig
-from broker.session import Session
-from broker.state import BrokerState
-from broker.storage.config import TopicConfig
-from broker.storage.manager import LogManager
+from sluice.broker.config import BrokerConfig
+from sluice.broker.session import Session
+from sluice.broker.state import BrokerState
+from sluice.broker.storage.config import TopicConfig
+from sluice.broker.storage.manager import LogManager
 
 log = logging.getLogger("sluice.server")
 

@@ -24,14 +24,13 @@ import math
 import os
 
 import trio
-
-from broker.deferred import Deferred
-from broker.handlers import dispatch, release
-from broker.state import BrokerState
-from broker.transport import Transport
-from protocol import messages as m
-from protocol.connection import BadRequest, RequestReceived, ServerConnection
-from protocol.errors import (
+from sluice.broker.deferred import Deferred
+from sluice.broker.handlers import dispatch, release
+from sluice.broker.state import BrokerState
+from sluice.broker.transport import Transport
+from sluice.protocol import messages as m
+from sluice.protocol.connection import BadRequest, RequestReceived, ServerConnection
+from sluice.protocol.errors import (
     ApiError,
     BrokerShuttingDownError,
     FrameTooLargeError,
@@ -41,7 +40,7 @@ from protocol.errors import (
     RemoteProtocolError,
     UnknownServerError,
 )
-from protocol.framing import CLOSED, NEED_DATA
+from sluice.protocol.framing import CLOSED, NEED_DATA
 
 log = logging.getLogger("sluice.session")
 

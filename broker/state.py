@@ -17,14 +17,13 @@ from pathlib import Path
 
 import msgpack
 import trio
-
-from broker.config import BrokerConfig
-from broker.groups import OFFSETS_TOPIC, GroupCoordinator
-from broker.partition import Partition
-from broker.producers import ProducerStates
-from broker.storage.files import atomic_write
-from broker.storage.manager import LogManager
-from protocol.errors import InvalidRequestError, StorageError, UnknownTopicOrPartitionError
+from sluice.broker.config import BrokerConfig
+from sluice.broker.groups import OFFSETS_TOPIC, GroupCoordinator
+from sluice.broker.partition import Partition
+from sluice.broker.producers import ProducerStates
+from sluice.broker.storage.files import atomic_write
+from sluice.broker.storage.manager import LogManager
+from sluice.protocol.errors import InvalidRequestError, StorageError, UnknownTopicOrPartitionError
 
 log = logging.getLogger("sluice.broker")
 

@@ -36,9 +36,8 @@ import os
 from collections.abc import Iterable
 
 import trio
-
-from broker.pagecache import is_cached, read_cached, warm
-from protocol.slices import FileSlice
+from sluice.broker.pagecache import is_cached, read_cached, warm
+from sluice.protocol.slices import FileSlice
 
 # Coalesce small byte pieces into one send; larger ones are sent as they are.
 COALESCE_BYTES = 64 * 1024

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from itertools import accumulate, repeat
 from operator import add
 
-from client.records import RecordMetadata
-from protocol.batch import NO_PRODUCER_ID, NO_SEQUENCE, assemble, pack_records
+from sluice.client.records import RecordMetadata
+from sluice.protocol.batch import NO_PRODUCER_ID, NO_SEQUENCE, assemble, pack_records
 
 # Approximate per-record framing cost in the msgpack payload (array header, ints, nils).
 RECORD_OVERHEAD = 16

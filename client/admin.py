@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from client import admin_ops as ops
-from client.connection import DEFAULT_BOOTSTRAP
-from client.lifecycle import ClientLifecycle
+from sluice.client import admin_ops as ops
+from sluice.client.connection import DEFAULT_BOOTSTRAP
+from sluice.client.lifecycle import ClientLifecycle
 
 
 class Admin(ClientLifecycle):

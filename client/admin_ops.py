@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from protocol import messages as m
-from protocol.errors import GroupIdNotFoundError, error_for_code
+from sluice.protocol import messages as m
+from sluice.protocol.errors import GroupIdNotFoundError, error_for_code
 
 OFFSET_SPECS = {"earliest": -2, "latest": -1}
 

@@ -11,13 +11,12 @@ import os
 import sys
 
 import trio
-
-from client import perf, tail
-from client.admin import Admin
-from client.connection import DEFAULT_BOOTSTRAP, parse_bootstrap
-from client.lifecycle import single_exception
-from client.producer import Producer
-from protocol.errors import SluiceError
+from sluice.client import perf, tail
+from sluice.client.admin import Admin
+from sluice.client.connection import DEFAULT_BOOTSTRAP, parse_bootstrap
+from sluice.client.lifecycle import single_exception
+from sluice.client.producer import Producer
+from sluice.protocol.errors import SluiceError
 
 
 class UsageError(Exception):
@@ -215,7 +214,7 @@ def build_parser() -> Parser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    from broker import __main__ as broker_main
+    from sluice.broker import __main__ as broker_main
 
     broker = commands.add_parser(
         "broker", help="run a broker in the foreground", epilog=broker_main.EXAMPLES,

@@ -14,12 +14,11 @@ import os
 from collections import deque
 
 import trio
-
-from client.errors import BrokerUnreachableError, ClientClosedError, ConnectionLostError
-from protocol import messages as m
-from protocol.connection import ClientConnection, ResponseReceived
-from protocol.errors import ProtocolError, error_for_code
-from protocol.framing import NEED_DATA
+from sluice.client.errors import BrokerUnreachableError, ClientClosedError, ConnectionLostError
+from sluice.protocol import messages as m
+from sluice.protocol.connection import ClientConnection, ResponseReceived
+from sluice.protocol.errors import ProtocolError, error_for_code
+from sluice.protocol.framing import NEED_DATA
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 RECEIVE_BYTES = 1 << 20

@@ -24,15 +24,14 @@ from contextlib import AsyncExitStack
 from functools import partial
 
 import trio
-
-from client import admin_ops as ops
-from client.connection import DEFAULT_BOOTSTRAP, Cluster, raise_for_error
-from client.consumer_base import ConsumerBase
-from client.errors import ClientClosedError, SluiceError, is_retriable
-from client.fetcher import EARLIEST, LATEST
-from client.group import REJOIN_ERRORS, call_back, normalize_offsets
-from client.lifecycle import ClientLifecycle
-from client.records import Record, decode_batches
+from sluice.client import admin_ops as ops
+from sluice.client.connection import DEFAULT_BOOTSTRAP, Cluster, raise_for_error
+from sluice.client.consumer_base import ConsumerBase
+from sluice.client.errors import ClientClosedError, SluiceError, is_retriable
+from sluice.client.fetcher import EARLIEST, LATEST
+from sluice.client.group import REJOIN_ERRORS, call_back, normalize_offsets
+from sluice.client.lifecycle import ClientLifecycle
+from sluice.client.records import Record, decode_batches
 
 log = logging.getLogger("sluice.consumer")
 

@@ -9,9 +9,9 @@ decoded) and ``_positions_changed`` (e.g. wake a fetch task).
 
 from __future__ import annotations
 
-from client.fetcher import EARLIEST, LATEST, FetchState
-from client.group import GroupMembership
-from client.records import Record
+from sluice.client.fetcher import EARLIEST, LATEST, FetchState
+from sluice.client.group import GroupMembership
+from sluice.client.records import Record
 
 
 class ConsumerBase:

@@ -5,8 +5,8 @@ broker raised; the classes here cover what only the client can observe (no broke
 a delivery that ran out of time, a closed producer).
 """
 
-from protocol.errors import *  # noqa: F403 -- re-export: users import every error from here
-from protocol.errors import ApiError, SluiceError
+from sluice.protocol.errors import *  # noqa: F403 -- re-export: users import every error from here
+from sluice.protocol.errors import ApiError, SluiceError
 
 
 class BrokerUnreachableError(SluiceError):

@@ -11,10 +11,10 @@ decodes them when the application gets to them, while the next fetch is in fligh
 
 from __future__ import annotations
 
-from client.errors import NoOffsetError
-from client.records import next_offset_after
-from protocol import messages as m
-from protocol.errors import OffsetOutOfRangeError, error_for_code
+from sluice.client.errors import NoOffsetError
+from sluice.client.records import next_offset_after
+from sluice.protocol import messages as m
+from sluice.protocol.errors import OffsetOutOfRangeError, error_for_code
 
 EARLIEST = -2
 LATEST = -1

@@ -24,8 +24,8 @@ from __future__ import annotations
 import inspect
 from typing import NamedTuple
 
-from protocol import messages as m
-from protocol.errors import FencedMemberEpochError, UnknownMemberIdError, error_for_code
+from sluice.protocol import messages as m
+from sluice.protocol.errors import FencedMemberEpochError, UnknownMemberIdError, error_for_code
 
 TopicPartition = tuple[str, int]
 DEFAULT_HEARTBEAT_INTERVAL_MS = 500

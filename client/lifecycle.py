@@ -11,8 +11,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 import trio
-
-from client.connection import Cluster
+from sluice.client.connection import Cluster
 
 
 def single_exception(group: BaseExceptionGroup) -> BaseException | None:

@@ -17,11 +17,10 @@ import sys
 import time
 
 import trio
-
-from client.admin import Admin
-from client.consumer import Consumer
-from client.producer import Producer
-from protocol.errors import TopicAlreadyExistsError
+from sluice.client.admin import Admin
+from sluice.client.consumer import Consumer
+from sluice.client.producer import Producer
+from sluice.protocol.errors import TopicAlreadyExistsError
 
 EXAMPLES = """examples:
   sluice perf produce --records 1000000 --record-size 100 --api batch

@@ -17,14 +17,13 @@ from functools import partial
 from time import time_ns as _time_ns
 
 import trio
-
-from client.accumulator import ProducerBatch
-from client.connection import DEFAULT_BOOTSTRAP
-from client.errors import ClientClosedError, ConnectionLostError
-from client.lifecycle import ClientLifecycle
-from client.producer_base import BulkResult, ProducerBase
-from client.records import RecordMetadata
-from protocol import messages as m
+from sluice.client.accumulator import ProducerBatch
+from sluice.client.connection import DEFAULT_BOOTSTRAP
+from sluice.client.errors import ClientClosedError, ConnectionLostError
+from sluice.client.lifecycle import ClientLifecycle
+from sluice.client.producer_base import BulkResult, ProducerBase
+from sluice.client.records import RecordMetadata
+from sluice.protocol import messages as m
 
 
 class DeliveryHandle:

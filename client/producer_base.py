@@ -9,11 +9,10 @@ from itertools import repeat
 from operator import itemgetter, mod
 
 from crc32c import crc32c
-
-from client.accumulator import Accumulator, ProducerBatch
-from client.partitioner import StickyPartitioner, partition_for_key
-from client.records import RecordMetadata
-from client.sender import SendState, parse_acks
+from sluice.client.accumulator import Accumulator, ProducerBatch
+from sluice.client.partitioner import StickyPartitioner, partition_for_key
+from sluice.client.records import RecordMetadata
+from sluice.client.sender import SendState, parse_acks
 
 MAX_IN_FLIGHT_IDEMPOTENT = 5
 BULK_STEP = 4096  # send_batch records appended between two checks for buffer space

@@ -14,8 +14,7 @@ from operator import add
 from typing import NamedTuple
 
 import msgpack
-
-from protocol.batch import HEADER, HEADER_SIZE, BatchRecordsError, split_batches
+from sluice.protocol.batch import HEADER, HEADER_SIZE, BatchRecordsError, split_batches
 
 
 class Record(NamedTuple):

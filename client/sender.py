@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections import deque
 
-from client.accumulator import Accumulator, ProducerBatch
-from client.errors import DeliveryTimeoutError, is_retriable
-from protocol import messages as m
-from protocol.batch import NO_SEQUENCE
-from protocol.errors import OutOfOrderSequenceError, error_for_code
+from sluice.client.accumulator import Accumulator, ProducerBatch
+from sluice.client.errors import DeliveryTimeoutError, is_retriable
+from sluice.protocol import messages as m
+from sluice.protocol.batch import NO_SEQUENCE
+from sluice.protocol.errors import OutOfOrderSequenceError, error_for_code
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 SEQUENCE_WRAP = 2**31

@@ -23,31 +23,31 @@ import time
 from collections import deque
 from itertools import repeat
 
-from client import admin_ops as ops
-from client.accumulator import ProducerBatch
-from client.connection import (
+from sluice.client import admin_ops as ops
+from sluice.client.accumulator import ProducerBatch
+from sluice.client.connection import (
     DEFAULT_BOOTSTRAP,
     describe_connect_error,
     parse_bootstrap,
     raise_for_error,
 )
-from client.consumer_base import ConsumerBase
-from client.errors import (
+from sluice.client.consumer_base import ConsumerBase
+from sluice.client.errors import (
     BrokerUnreachableError,
     ClientClosedError,
     ConnectionLostError,
     SluiceError,
     is_retriable,
 )
-from client.fetcher import EARLIEST, LATEST
-from client.group import REJOIN_ERRORS, call_back_sync, normalize_offsets
-from client.producer import now_ms
-from client.producer_base import BulkResult, ProducerBase
-from client.records import Record, RecordMetadata, decode_batches
-from protocol import messages as m
-from protocol.connection import ClientConnection, ResponseReceived
-from protocol.errors import ProtocolError, error_for_code
-from protocol.framing import NEED_DATA
+from sluice.client.fetcher import EARLIEST, LATEST
+from sluice.client.group import REJOIN_ERRORS, call_back_sync, normalize_offsets
+from sluice.client.producer import now_ms
+from sluice.client.producer_base import BulkResult, ProducerBase
+from sluice.client.records import Record, RecordMetadata, decode_batches
+from sluice.protocol import messages as m
+from sluice.protocol.connection import ClientConnection, ResponseReceived
+from sluice.protocol.errors import ProtocolError, error_for_code
+from sluice.protocol.framing import NEED_DATA
 
 RECEIVE_BYTES = 1 << 20
 FETCH_RETRY_BACKOFF_S = 0.1  # after a retriable fetch or lookup error (e.g. the broker restarting)

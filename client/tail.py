@@ -22,8 +22,7 @@ import time
 from datetime import datetime
 
 import trio
-
-from client.consumer import Consumer
+from sluice.client.consumer import Consumer
 
 DEFAULT_LAST = 10
 EXAMPLES = """examples:

@@ -5,7 +5,7 @@
 
 import argparse
 
-from client.sync import Consumer
+from sluice.client.sync import Consumer
 
 
 def main(bootstrap: str, topic: str, count: int) -> None:

@@ -9,11 +9,10 @@ prints the sink's records. Consumer and producer run in one trio program.
 import argparse
 
 import trio
-
-from client.admin import Admin
-from client.consumer import Consumer
-from client.errors import TopicAlreadyExistsError
-from client.producer import Producer
+from sluice.client.admin import Admin
+from sluice.client.consumer import Consumer
+from sluice.client.errors import TopicAlreadyExistsError
+from sluice.client.producer import Producer
 
 WORDS = [b"alpha", b"bravo", b"charlie", b"delta", b"echo"]
 

@@ -6,10 +6,9 @@
 import argparse
 
 import trio
-
-from client.admin import Admin
-from client.errors import TopicAlreadyExistsError
-from client.producer import Producer
+from sluice.client.admin import Admin
+from sluice.client.errors import TopicAlreadyExistsError
+from sluice.client.producer import Producer
 
 
 async def main(bootstrap: str, topic: str, count: int) -> None:

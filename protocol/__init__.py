@@ -3,22 +3,22 @@
 See docs/PROTOCOL.md. Nothing here touches a socket, a file descriptor or trio.
 """
 
-from protocol.connection import (
+from sluice.protocol.connection import (
     BadRequest,
     ClientConnection,
     RequestReceived,
     ResponseReceived,
     ServerConnection,
 )
-from protocol.errors import (
+from sluice.protocol.errors import (
     ApiError,
     LocalProtocolError,
     OversizedFrameError,
     ProtocolError,
     RemoteProtocolError,
 )
-from protocol.framing import CLOSED, NEED_DATA, Frame, FrameDecoder, Signal, encode_frame
-from protocol.messages import (
+from sluice.protocol.framing import CLOSED, NEED_DATA, Frame, FrameDecoder, Signal, encode_frame
+from sluice.protocol.messages import (
     API_VERSIONS,
     APIS,
     Api,
@@ -30,7 +30,7 @@ from protocol.messages import (
     encode_response,
     records_length,
 )
-from protocol.slices import FileSlice
+from sluice.protocol.slices import FileSlice
 
 __all__ = [
     "API_VERSIONS",

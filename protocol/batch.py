@@ -55,8 +55,7 @@ from typing import NamedTuple
 
 import msgpack
 from crc32c import crc32c
-
-from protocol.errors import CorruptRecordError
+from sluice.protocol.errors import CorruptRecordError
 
 MAGIC = 1
 HEADER = struct.Struct(">qiibIhiqqqhii")

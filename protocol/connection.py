@@ -13,13 +13,13 @@ raised, ``next_event`` raises it again.
 from collections import deque
 from dataclasses import dataclass
 
-from protocol.errors import (
+from sluice.protocol.errors import (
     ApiError,
     LocalProtocolError,
     RemoteProtocolError,
     error_for_code,
 )
-from protocol.framing import (
+from sluice.protocol.framing import (
     CLOSED,
     MAX_FRAME_BYTES,
     MAX_HEADER_BYTES,
@@ -28,7 +28,7 @@ from protocol.framing import (
     FrameDecoder,
     Signal,
 )
-from protocol.messages import (
+from sluice.protocol.messages import (
     CID_MAX,
     Piece,
     Request,

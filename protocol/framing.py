@@ -23,8 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import msgpack
-
-from protocol.errors import LocalProtocolError, OversizedFrameError, RemoteProtocolError
+from sluice.protocol.errors import LocalProtocolError, OversizedFrameError, RemoteProtocolError
 
 PREFIX = struct.Struct(">II")  # frame_length, header_length
 FRAME_LENGTH = struct.Struct(">I")

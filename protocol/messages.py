@@ -18,8 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Annotated, Any, ClassVar, TypeAlias, Union, get_args, get_origin
 
 import msgpack
-
-from protocol.errors import (
+from sluice.protocol.errors import (
     ApiError,
     InvalidRequestError,
     LocalProtocolError,
@@ -28,8 +27,8 @@ from protocol.errors import (
     UnsupportedVersionError,
     code_for_error,
 )
-from protocol.framing import MAX_HEADER_BYTES, Frame, encode_frame
-from protocol.slices import FileSlice
+from sluice.protocol.framing import MAX_HEADER_BYTES, Frame, encode_frame
+from sluice.protocol.slices import FileSlice
 
 Piece: TypeAlias = bytes | bytearray | memoryview | FileSlice
 Records: TypeAlias = bytes | bytearray | memoryview | list[Piece]

@@ -1,4 +1,4 @@
-"""Real broker processes (``python -m broker``) for end-to-end tests, on 127.0.0.1."""
+"""Real broker processes (``python -m sluice.broker``) for end-to-end tests, on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 class BrokerProcess:
-    """A ``python -m broker`` child on 127.0.0.1; ``start`` returns once it is listening.
+    """A ``python -m sluice.broker`` child on 127.0.0.1; ``start`` returns once it is listening.
 
     ``start`` again after ``kill``/``stop`` brings it back on the same port and data dir.
     """
@@ -44,7 +44,7 @@ class BrokerProcess:
     def start(self, args: Sequence[str] = ()) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "broker", "--data-dir", str(self.data_dir),
+            [sys.executable, "-m", "sluice.broker", "--data-dir", str(self.data_dir),
              "--port", str(self.port), *self.broker_args(), *args],
             stdout=subprocess.PIPE, stderr=log, env=subprocess_env(), cwd=REPO,
             preexec_fn=self.child_setup,

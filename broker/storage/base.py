@@ -13,17 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker.storage.config import TopicConfig
-from broker.storage.index import U32_MAX
-from broker.storage.segment import BatchSpan
-from protocol.batch import HEADER, BatchHeader, split_batches, stamp
-from protocol.errors import (
+from sluice.broker.storage.config import TopicConfig
+from sluice.broker.storage.index import U32_MAX
+from sluice.broker.storage.segment import BatchSpan
+from sluice.protocol.batch import HEADER, BatchHeader, split_batches, stamp
+from sluice.protocol.errors import (
     CorruptRecordError,
     OffsetOutOfRangeError,
     RecordTooLargeError,
     StorageError,
 )
-from protocol.slices import FileSlice
+from sluice.protocol.slices import FileSlice
 
 
 def wall_clock_ms() -> int:

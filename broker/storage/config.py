@@ -6,8 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from protocol.batch import HEADER_SIZE, MAX_BATCH_BYTES
-from protocol.errors import InvalidConfigError, InvalidPartitionsError
+from sluice.protocol.batch import HEADER_SIZE, MAX_BATCH_BYTES
+from sluice.protocol.errors import InvalidConfigError, InvalidPartitionsError
 
 KIB = 1024
 MIB = 1024 * KIB

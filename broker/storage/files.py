@@ -11,7 +11,7 @@ import os
 import threading
 from pathlib import Path
 
-from protocol.errors import StorageError
+from sluice.protocol.errors import StorageError
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"

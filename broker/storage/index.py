@@ -13,8 +13,8 @@ import os
 import struct
 from pathlib import Path
 
-from broker.storage.files import write_all
-from protocol.errors import StorageError
+from sluice.broker.storage.files import write_all
+from sluice.protocol.errors import StorageError
 
 U32_MAX = 2**32 - 1
 

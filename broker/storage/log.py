@@ -21,9 +21,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from broker.storage.base import AppendResult, BaseLog, ReadResult, wall_clock_ms
-from broker.storage.config import TopicConfig
-from broker.storage.files import (
+from sluice.broker.storage.base import AppendResult, BaseLog, ReadResult, wall_clock_ms
+from sluice.broker.storage.config import TopicConfig
+from sluice.broker.storage.files import (
     LOG_SUFFIX,
     SEGMENT_SUFFIXES,
     CorruptLogError,
@@ -32,10 +32,10 @@ from broker.storage.files import (
     fsync_dir,
     parse_segment_name,
 )
-from broker.storage.segment import Segment, iter_headers
-from protocol.batch import BatchHeader
-from protocol.errors import StorageError
-from protocol.slices import FileSlice
+from sluice.broker.storage.segment import Segment, iter_headers
+from sluice.protocol.batch import BatchHeader
+from sluice.protocol.errors import StorageError
+from sluice.protocol.slices import FileSlice
 
 DEFAULT_MAX_OPEN_SEGMENTS = 8
 

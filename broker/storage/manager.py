@@ -26,12 +26,12 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.storage.base import wall_clock_ms
-from broker.storage.config import TopicConfig
-from broker.storage.files import CorruptLogError, atomic_write, fsync_dir
-from broker.storage.log import DEFAULT_MAX_OPEN_SEGMENTS, FileLog
-from broker.storage.memory import MemoryLog
-from protocol.errors import (
+from sluice.broker.storage.base import wall_clock_ms
+from sluice.broker.storage.config import TopicConfig
+from sluice.broker.storage.files import CorruptLogError, atomic_write, fsync_dir
+from sluice.broker.storage.log import DEFAULT_MAX_OPEN_SEGMENTS, FileLog
+from sluice.broker.storage.memory import MemoryLog
+from sluice.protocol.errors import (
     InvalidTopicError,
     StorageError,
     TopicAlreadyExistsError,

@@ -9,10 +9,10 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 
-from broker.storage.base import BaseLog, wall_clock_ms
-from broker.storage.config import TopicConfig
-from broker.storage.segment import BatchSpan
-from protocol.batch import BatchHeader, parse_header
+from sluice.broker.storage.base import BaseLog, wall_clock_ms
+from sluice.broker.storage.config import TopicConfig
+from sluice.broker.storage.segment import BatchSpan
+from sluice.protocol.batch import BatchHeader, parse_header
 
 
 class MemorySegment:

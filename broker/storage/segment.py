@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from broker.storage.files import (
+from sluice.broker.storage.files import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
     SEGMENT_SUFFIXES,
@@ -27,8 +27,8 @@ from broker.storage.files import (
     segment_path,
     write_all,
 )
-from broker.storage.index import U32_MAX, CorruptIndexError, OffsetIndex, TimeIndex
-from protocol.batch import (
+from sluice.broker.storage.index import U32_MAX, CorruptIndexError, OffsetIndex, TimeIndex
+from sluice.protocol.batch import (
     BASE_OFFSET,
     HEADER,
     HEADER_SIZE,
@@ -40,8 +40,8 @@ from protocol.batch import (
     peek_size,
     validate_batch,
 )
-from protocol.errors import StorageError
-from protocol.slices import FileSlice
+from sluice.protocol.errors import StorageError
+from sluice.protocol.slices import FileSlice
 
 _SCAN_WINDOW = 16 * 1024  # header walks read this much at a time (~ a few index intervals)
 # Where recent reads ended, per segment: a consumer's next fetch starts there (see Segment.read).

@@ -11,14 +11,13 @@ from functools import partial
 
 import pytest
 import trio
-
-from broker.config import BrokerConfig
-from broker.server import serve
-from protocol import messages as m
-from protocol.batch import build_batch, decode_records, iter_batches
-from protocol.connection import ClientConnection, ResponseReceived
-from protocol.framing import NEED_DATA
-from protocol.slices import FileSlice
+from sluice.broker.config import BrokerConfig
+from sluice.broker.server import serve
+from sluice.protocol import messages as m
+from sluice.protocol.batch import build_batch, decode_records, iter_batches
+from sluice.protocol.connection import ClientConnection, ResponseReceived
+from sluice.protocol.framing import NEED_DATA
+from sluice.protocol.slices import FileSlice
 
 
 class RawClient:

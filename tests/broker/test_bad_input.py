@@ -7,16 +7,16 @@ import struct
 import msgpack
 import pytest
 import trio
-
-from protocol import messages as m
-from protocol.connection import ClientConnection, ResponseReceived
-from protocol.errors import (
+from sluice.protocol import messages as m
+from sluice.protocol.connection import ClientConnection, ResponseReceived
+from sluice.protocol.errors import (
     FrameTooLargeError,
     InvalidRequestError,
     UnknownApiError,
     UnsupportedVersionError,
 )
-from protocol.framing import NEED_DATA, Frame, FrameDecoder
+from sluice.protocol.framing import NEED_DATA, Frame, FrameDecoder
+
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce
 
 

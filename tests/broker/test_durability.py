@@ -5,9 +5,9 @@ from __future__ import annotations
 import signal
 
 import trio
+from sluice.protocol import messages as m
+from sluice.protocol.errors import OutOfOrderSequenceError
 
-from protocol import messages as m
-from protocol.errors import OutOfOrderSequenceError
 from tests.broker.conftest import RawClient, create_topic, make_batch, produce, read_values
 from tests.processes import BrokerProcess
 

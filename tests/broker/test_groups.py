@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import partial
 
 import trio
+from sluice.broker.server import serve
+from sluice.protocol import messages as m
+from sluice.protocol.errors import FencedMemberEpochError, UnknownMemberIdError
 
-from broker.server import serve
-from protocol import messages as m
-from protocol.errors import FencedMemberEpochError, UnknownMemberIdError
 from tests.broker.conftest import RawClient, create_topic, make_batch, produce
 
 
@@ -142,7 +142,7 @@ async def test_heartbeat_from_unknown_member_creates_no_group(client):
 async def test_offsets_log_is_compacted_at_startup(broker_config, monkeypatch):
     """Many commits of few offsets: the next start rewrites the live offsets and drops the
     superseded segments, so replay stays proportional to what is live; nothing is lost."""
-    import broker.groups as groups
+    import sluice.broker.groups as groups
 
     monkeypatch.setattr(groups, "COMPACT_MIN_RECORDS", 20)
     async with trio.open_nursery() as nursery:
@@ -169,7 +169,7 @@ async def test_offsets_log_is_compacted_at_startup(broker_config, monkeypatch):
 
 
 async def test_offsets_log_is_compacted_while_running(broker_config, monkeypatch):
-    import broker.groups as groups
+    import sluice.broker.groups as groups
 
     monkeypatch.setattr(groups, "COMPACT_MIN_RECORDS", 20)
     monkeypatch.setattr(groups, "COMPACT_INTERVAL_S", 0.05)

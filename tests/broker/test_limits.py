@@ -6,9 +6,9 @@ import socket
 
 import pytest
 import trio
+from sluice.broker.config import BrokerConfig
+from sluice.protocol import messages as m
 
-from broker.config import BrokerConfig
-from protocol import messages as m
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce
 
 

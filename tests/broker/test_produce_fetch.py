@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import trio
-
-from protocol import messages as m
-from protocol.batch import decode_records, iter_batches
-from protocol.errors import (
+from sluice.protocol import messages as m
+from sluice.protocol.batch import decode_records, iter_batches
+from sluice.protocol.errors import (
     CorruptRecordError,
     OffsetOutOfRangeError,
     OutOfOrderSequenceError,
@@ -14,6 +13,7 @@ from protocol.errors import (
     RecordTooLargeError,
     UnknownTopicOrPartitionError,
 )
+
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce
 
 
@@ -184,7 +184,7 @@ async def test_metadata_and_describe(broker, client):
 
 
 async def test_create_invalid_and_duplicate_topics(client):
-    from protocol.errors import InvalidTopicError, TopicAlreadyExistsError
+    from sluice.protocol.errors import InvalidTopicError, TopicAlreadyExistsError
 
     await create_topic(client, "ok")
     response = await client.request(

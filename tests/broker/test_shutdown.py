@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import partial
 
 import trio
+from sluice.broker.server import serve
+from sluice.protocol.errors import BrokerShuttingDownError
 
-from broker.server import serve
-from protocol.errors import BrokerShuttingDownError
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce, read_values
 
 

@@ -8,9 +8,8 @@ import os
 import pytest
 import trio
 import trio.testing
-
-from broker import pagecache
-from broker.transport import Transport
+from sluice.broker import pagecache
+from sluice.broker.transport import Transport
 
 MIB = 1024 * 1024
 

@@ -1,14 +1,13 @@
 """Producer batching: records in, one valid record batch per partition out; sequencing/retries."""
 
 import pytest
-
-from client.accumulator import Accumulator
-from client.errors import ConnectionLostError
-from client.records import decode_batches
-from client.sender import SendState
-from protocol import messages as m
-from protocol.batch import decode_records, validate_batch
-from protocol.errors import OutOfOrderSequenceError, RecordTooLargeError
+from sluice.client.accumulator import Accumulator
+from sluice.client.errors import ConnectionLostError
+from sluice.client.records import decode_batches
+from sluice.client.sender import SendState
+from sluice.protocol import messages as m
+from sluice.protocol.batch import decode_records, validate_batch
+from sluice.protocol.errors import OutOfOrderSequenceError, RecordTooLargeError
 
 
 class Clock:

@@ -5,15 +5,14 @@ No broker: batches are completed by hand (async) or by a fake connection (blocki
 
 import pytest
 import trio
-
-from client import producer_base
-from client.accumulator import Accumulator
-from client.partitioner import partition_for_key
-from client.producer import Producer
-from client.records import RecordMetadata, decode_batches
-from client.sync import Producer as SyncProducer
-from protocol import messages as m
-from protocol.errors import UnknownTopicOrPartitionError
+from sluice.client import producer_base
+from sluice.client.accumulator import Accumulator
+from sluice.client.partitioner import partition_for_key
+from sluice.client.producer import Producer
+from sluice.client.records import RecordMetadata, decode_batches
+from sluice.client.sync import Producer as SyncProducer
+from sluice.protocol import messages as m
+from sluice.protocol.errors import UnknownTopicOrPartitionError
 
 
 def keyed(n, prefix=b"key-"):

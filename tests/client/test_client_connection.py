@@ -5,10 +5,9 @@ import socket
 import pytest
 import trio
 import trio.testing
-
-from client.connection import Connection
-from client.errors import ConnectionLostError
-from protocol import messages as m
+from sluice.client.connection import Connection
+from sluice.client.errors import ConnectionLostError
+from sluice.protocol import messages as m
 
 
 async def test_a_failed_write_is_reported_once_to_its_caller_and_fails_the_rest(nursery):

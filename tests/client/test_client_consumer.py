@@ -8,18 +8,17 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
-
-from broker.config import BrokerConfig
-from broker.server import serve
-from client import consumer as consumer_module
-from client import sync as sync_module
-from client.admin import Admin
-from client.consumer import PREFETCH_CHUNKS, Consumer
-from client.errors import ClientClosedError, NoOffsetError
-from client.producer import Producer
-from client.sync import Consumer as SyncConsumer
-from protocol import messages as m
-from protocol.errors import BrokerShuttingDownError, InvalidRequestError, code_for_error
+from sluice.broker.config import BrokerConfig
+from sluice.broker.server import serve
+from sluice.client import consumer as consumer_module
+from sluice.client import sync as sync_module
+from sluice.client.admin import Admin
+from sluice.client.consumer import PREFETCH_CHUNKS, Consumer
+from sluice.client.errors import ClientClosedError, NoOffsetError
+from sluice.client.producer import Producer
+from sluice.client.sync import Consumer as SyncConsumer
+from sluice.protocol import messages as m
+from sluice.protocol.errors import BrokerShuttingDownError, InvalidRequestError, code_for_error
 
 TOPIC = "events"
 TP = (TOPIC, 0)

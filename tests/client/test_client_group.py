@@ -1,10 +1,9 @@
 """The sans-IO group membership: requests it builds, plans it makes, resets and commits."""
 
 import pytest
-
-from client.group import GroupMembership, normalize_offsets
-from protocol import messages as m
-from protocol.errors import UnknownTopicOrPartitionError
+from sluice.client.group import GroupMembership, normalize_offsets
+from sluice.protocol import messages as m
+from sluice.protocol.errors import UnknownTopicOrPartitionError
 
 
 def answer(member_id="m1", epoch=1, assignment=None, interval=500):

@@ -1,8 +1,7 @@
 """The key -> partition mapping is pinned: it must never change across versions or hosts."""
 
 import pytest
-
-from client.partitioner import StickyPartitioner, partition_for_key
+from sluice.client.partitioner import StickyPartitioner, partition_for_key
 
 
 @pytest.mark.parametrize(

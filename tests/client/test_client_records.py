@@ -1,8 +1,8 @@
 """Consumed records are built per batch; the first batch is trimmed to the requested offset."""
 
-from client.records import Record, decode_batches, next_offset_after
-from client.tail import parse_since
-from protocol.batch import build_batch, stamp
+from sluice.client.records import Record, decode_batches, next_offset_after
+from sluice.client.tail import parse_since
+from sluice.protocol.batch import build_batch, stamp
 
 
 def batch_at(base_offset, values):
@@ -31,8 +31,7 @@ def test_since_accepts_ms_relative_and_iso():
 def test_batch_with_inconsistent_columns_is_a_named_error():
     import msgpack
     import pytest
-
-    from protocol.batch import BatchRecordsError, assemble
+    from sluice.protocol.batch import BatchRecordsError, assemble
 
     payload = msgpack.packb([None, [b"k"], [b"a", b"b"], None], use_bin_type=True)
     batch = assemble(payload, record_count=2, base_timestamp=0, max_timestamp=0)

@@ -1,4 +1,4 @@
-"""End-to-end fixtures: real broker processes (``python -m broker``) on 127.0.0.1.
+"""End-to-end fixtures: real broker processes (``python -m sluice.broker``) on 127.0.0.1.
 
 ``broker`` starts one on a free port in a temporary data dir and parses ``listening on``;
 ``BrokerProcess.kill`` is kill -9 and ``start`` can bring it back on the same port and dir.
@@ -27,4 +27,4 @@ def cli_env(broker):
     return subprocess_env(SLUICE_BOOTSTRAP=broker.bootstrap)
 
 
-SLUICE = [sys.executable, "-m", "client.cli"]
+SLUICE = [sys.executable, "-m", "sluice.client.cli"]

@@ -4,8 +4,7 @@ member as a task that can be stopped between records (so its close is a clean on
 from __future__ import annotations
 
 import trio
-
-from client import Admin, Consumer, Producer
+from sluice.client import Admin, Consumer, Producer
 
 
 async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:

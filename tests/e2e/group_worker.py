@@ -7,8 +7,7 @@ from __future__ import annotations
 import sys
 
 import trio
-
-from client import Consumer
+from sluice.client import Consumer
 
 
 async def main(bootstrap: str, group: str, topic: str, session_ms: int) -> None:

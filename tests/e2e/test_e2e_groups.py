@@ -10,9 +10,9 @@ from collections import Counter
 from functools import partial
 
 import trio
+from sluice.client import Admin, Consumer
+from sluice.client.sync import Consumer as SyncConsumer
 
-from client import Admin, Consumer
-from client.sync import Consumer as SyncConsumer
 from tests.e2e.conftest import SLUICE
 from tests.e2e.group_helpers import Member, create_topic, produce, wait_for
 from tests.processes import subprocess_env

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import trio
+from sluice.client.admin import Admin
+from sluice.client.consumer import Consumer
+from sluice.client.partitioner import partition_for_key
 
-from client.admin import Admin
-from client.consumer import Consumer
-from client.partitioner import partition_for_key
 from tests.e2e.workers import expected_record
 from tests.processes import subprocess_env
 

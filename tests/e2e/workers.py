@@ -9,8 +9,7 @@ from __future__ import annotations
 import sys
 
 import trio
-
-from client.producer import Producer
+from sluice.client.producer import Producer
 
 BASE_TS = 1_700_000_000_000
 

@@ -29,9 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from protocol import messages as m  # noqa: E402
-from protocol.batch import build_batch  # noqa: E402
-from protocol.connection import ClientConnection, ResponseReceived  # noqa: E402
+from sluice.protocol import messages as m  # noqa: E402
+from sluice.protocol.batch import build_batch  # noqa: E402
+from sluice.protocol.connection import ClientConnection, ResponseReceived  # noqa: E402
 
 MIB = 1024 * 1024
 IN_FLIGHT = 8
@@ -82,7 +82,7 @@ class Client:
 def start_broker(data_dir: Path) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broker", "--data-dir", str(data_dir), "--port", "0",
+        [sys.executable, "-m", "sluice.broker", "--data-dir", str(data_dir), "--port", "0",
          "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
     )
@@ -147,7 +147,7 @@ def fetch_all(port: int, topic: str, end: int) -> float:
 
 
 def last_offset_after(data) -> int:
-    from protocol.batch import parse_header, split_batches
+    from sluice.protocol.batch import parse_header, split_batches
 
     positions, _ = split_batches(data)
     pos, _size = positions[-1]

@@ -24,7 +24,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from client import Admin, Consumer, Producer  # noqa: E402
+from sluice.client import Admin, Consumer, Producer  # noqa: E402
+
 from tests.processes import BrokerProcess  # noqa: E402
 
 PARTS = 6

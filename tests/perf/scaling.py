@@ -3,7 +3,7 @@
 
     python tests/perf/scaling.py [--quick] [--reps 1] [--big-log-gib 2] [--json out.json]
 
-Starts its own broker (``python -m broker --data-dir TMP --port 0``; a fresh one for each of
+Starts its own broker (``python -m sluice.broker --data-dir TMP --port 0``; a fresh one for each of
 the four sections, so the memory figures of a section do not carry another's state) and
 prints one markdown table per section (progress goes to stderr):
 
@@ -22,7 +22,7 @@ prints one markdown table per section (progress goes to stderr):
    the whole machine) -- the broker's cold path, which warms cold ranges in a worker thread --
    then the same range again (now cached), vs a fresh small log just written. Each read is
    done by a raw reader (blocking socket, sans-IO protocol, no record decoding: the broker's
-   fetch path) and by a ``client.Consumer`` process (what an application gets). The table
+   fetch path) and by a ``sluice.client.Consumer`` process (what an application gets). The table
    shows how much of the range was in the page cache before each read (``mincore``).
 
 Every figure is repeated ``--reps`` times (default 1 here, so that a full run stays well under
@@ -192,7 +192,7 @@ class Broker:
             filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "broker", "--data-dir", str(self.data), "--port", "0",
+                [sys.executable, "-m", "sluice.broker", "--data-dir", str(self.data), "--port", "0",
                  "--host", "127.0.0.1", "--log-level", "WARNING"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, cwd=REPO, env=env,
             )
@@ -248,8 +248,7 @@ def tail_of(path: Path, lines: int = 8) -> str:
 
 def admin(address: str, op: str, *args):
     import trio
-
-    import client
+    from sluice import client
 
     async def run():
         async with client.Admin(address, client_id="scaling-admin") as a:
@@ -286,7 +285,7 @@ async def _wait_go() -> None:
 
 
 async def work_produce(p: dict) -> dict:
-    import client
+    from sluice import client
 
     n, size = p["records"], p["value_size"]
     value = os.urandom(size)
@@ -317,8 +316,7 @@ async def work_produce(p: dict) -> dict:
 
 async def work_consume(p: dict) -> dict:
     import trio
-
-    import client
+    from sluice import client
 
     parts = [tuple(x) for x in p["partitions"]]
     async with client.Consumer(p["address"], client_id=p.get("client_id", "scaling-consumer"),
@@ -460,8 +458,8 @@ def run_group(broker: Broker, role: str, params: list[dict], workdir: Path,
 def write_log(port: int, topic: str, total_bytes: int, value_size: int) -> dict:
     """Append ``total_bytes`` of ~1 MiB batches (``value_size`` values), 8 requests in
     flight, acks=1. Returns MB/s and the records written."""
-    from protocol import messages as m
-    from protocol.batch import build_batch
+    from sluice.protocol import messages as m
+    from sluice.protocol.batch import build_batch
 
     per_batch = max(1, MIB // (value_size + 16))
     now = int(time.time() * 1000)
@@ -493,8 +491,8 @@ def write_log(port: int, topic: str, total_bytes: int, value_size: int) -> dict:
 def raw_read(port: int, topic: str, nbytes: int) -> dict:
     """Fetch from offset 0 until ``nbytes`` of batches arrived (``FETCH_BYTES`` per fetch,
     one at a time, nothing decoded but each response's last batch header)."""
-    from protocol import messages as m
-    from protocol.batch import parse_header, split_batches
+    from sluice.protocol import messages as m
+    from sluice.protocol.batch import parse_header, split_batches
 
     raw = RawClient(port)
     offset = got = fetches = 0

@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from broker.storage import FileLog, TopicConfig
-from protocol.batch import build_batch
+from sluice.broker.storage import FileLog, TopicConfig
+from sluice.protocol.batch import build_batch
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
 

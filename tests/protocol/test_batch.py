@@ -7,8 +7,7 @@ import pytest
 from crc32c import crc32c
 from hypothesis import given
 from hypothesis import strategies as st
-
-from protocol.batch import (
+from sluice.protocol.batch import (
     CRC_OFFSET,
     HEADER,
     HEADER_SIZE,
@@ -32,7 +31,7 @@ from protocol.batch import (
     stamp,
     validate_batch,
 )
-from protocol.errors import CorruptRecordError
+from sluice.protocol.errors import CorruptRecordError
 
 RECORDS = [(b"k", b"v", [("h", b"1")], 1000), (None, b"w", [], 999)]
 PRODUCER = {"producer_id": 7, "producer_epoch": 1, "base_sequence": 3}

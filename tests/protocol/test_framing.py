@@ -7,9 +7,8 @@ import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from protocol.errors import LocalProtocolError, OversizedFrameError, RemoteProtocolError
-from protocol.framing import (
+from sluice.protocol.errors import LocalProtocolError, OversizedFrameError, RemoteProtocolError
+from sluice.protocol.framing import (
     CLOSED,
     NEED_DATA,
     REUSE_MIN_BYTES,

@@ -7,10 +7,9 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from protocol import messages as m
-from protocol.batch import build_batch, stamp, validate_batch
-from protocol.errors import (
+from sluice.protocol import messages as m
+from sluice.protocol.batch import build_batch, stamp, validate_batch
+from sluice.protocol.errors import (
     ApiError,
     InvalidRequestError,
     LocalProtocolError,
@@ -19,8 +18,8 @@ from protocol.errors import (
     UnknownApiError,
     UnsupportedVersionError,
 )
-from protocol.framing import Frame, FrameDecoder
-from protocol.slices import FileSlice
+from sluice.protocol.framing import Frame, FrameDecoder
+from sluice.protocol.slices import FileSlice
 
 
 def to_frame(pieces) -> Frame:

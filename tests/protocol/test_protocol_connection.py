@@ -6,16 +6,15 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from protocol import messages as m
-from protocol.connection import (
+from sluice.protocol import messages as m
+from sluice.protocol.connection import (
     BadRequest,
     ClientConnection,
     RequestReceived,
     ResponseReceived,
     ServerConnection,
 )
-from protocol.errors import (
+from sluice.protocol.errors import (
     FrameTooLargeError,
     InvalidRequestError,
     LocalProtocolError,
@@ -23,7 +22,7 @@ from protocol.errors import (
     RemoteProtocolError,
     UnknownApiError,
 )
-from protocol.framing import CLOSED, NEED_DATA
+from sluice.protocol.framing import CLOSED, NEED_DATA
 
 
 def wire(pieces) -> bytes:

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import pytest
-
-from broker.storage import FileLog, MemoryLog, TopicConfig
+from sluice.broker.storage import FileLog, MemoryLog, TopicConfig
 
 
 class FakeClock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol.batch import build_batch, decode_records, iter_batches, parse_header
+from sluice.protocol.batch import build_batch, decode_records, iter_batches, parse_header
 
 
 def make_batch(first_value: int, count: int = 1, *, ts: int = 1_000, size: int = 10) -> bytearray:

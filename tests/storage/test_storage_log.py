@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from storage_helpers import fill, headers, make_batch, values
-
-from broker.storage import TopicConfig
-from protocol.batch import iter_batches
-from protocol.errors import (
+from sluice.broker.storage import TopicConfig
+from sluice.protocol.batch import iter_batches
+from sluice.protocol.errors import (
     CorruptRecordError,
     InvalidConfigError,
     InvalidPartitionsError,
     OffsetOutOfRangeError,
     RecordTooLargeError,
 )
+from storage_helpers import fill, headers, make_batch, values
 
 SMALL = {"segment_bytes": 1_000, "index_interval_bytes": 200}
 

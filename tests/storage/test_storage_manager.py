@@ -7,16 +7,15 @@ import os
 import shutil
 
 import pytest
-from storage_helpers import fill, make_batch, values
-
-from broker.storage import FileLog, LogManager, MemoryLog, TopicConfig, validate_topic_name
-from protocol.errors import (
+from sluice.broker.storage import FileLog, LogManager, MemoryLog, TopicConfig, validate_topic_name
+from sluice.protocol.errors import (
     InvalidConfigError,
     InvalidPartitionsError,
     InvalidTopicError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from storage_helpers import fill, make_batch, values
 
 
 @pytest.fixture

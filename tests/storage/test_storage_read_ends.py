@@ -9,12 +9,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from sluice.broker.storage import FileLog, MemoryLog, TopicConfig
+from sluice.broker.storage import segment as segment_module
+from sluice.client.records import next_offset_after
+from sluice.protocol.errors import StorageError
 from storage_helpers import make_batch
-
-from broker.storage import FileLog, MemoryLog, TopicConfig
-from broker.storage import segment as segment_module
-from client.records import next_offset_after
-from protocol.errors import StorageError
 
 CONFIG = TopicConfig(segment_bytes=4_000, index_interval_bytes=300)
 

@@ -10,10 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from sluice.broker.storage import FileLog, TopicConfig, files
+from sluice.protocol.errors import StorageError
 from storage_helpers import fill, headers, make_batch, values
-
-from broker.storage import FileLog, TopicConfig, files
-from protocol.errors import StorageError
 
 CONFIG = TopicConfig(segment_bytes=2_000, index_interval_bytes=150)
 BATCH = len(make_batch(0, 3))  # fill()'s batch size
@@ -216,7 +215,7 @@ def test_failed_write_is_undone(tmp_path, monkeypatch, allow):
     log.flush()
     before = (log.log_end_offset, log.segment_count, log.size_bytes)
     files_before = {p.name: p.stat().st_size for p in path.iterdir()}
-    monkeypatch.setattr("broker.storage.segment.write_all", FailingWrite(allow))
+    monkeypatch.setattr("sluice.broker.storage.segment.write_all", FailingWrite(allow))
     buf = bytearray(b"".join(make_batch(12 + 3 * i, 3) for i in range(6)))
     with pytest.raises(StorageError, match="No space left"):
         log.append(buf)

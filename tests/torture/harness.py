@@ -51,7 +51,7 @@ def _toml_value(value) -> str:
 
 
 class Broker(BrokerProcess):
-    """A ``python -m broker`` child with a settings file, extra flags and resource limits."""
+    """A ``python -m sluice.broker`` child with a settings file, extra flags and resource limits."""
 
     def __init__(
         self,

@@ -19,9 +19,8 @@ import time
 
 import msgpack
 import trio
-
-from protocol import messages as m
-from protocol.connection import ClientConnection
+from sluice.protocol import messages as m
+from sluice.protocol.connection import ClientConnection
 
 TOPIC = "hostile"
 COUNTS: dict[str, int] = {}

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from sluice.protocol import messages as m
+from sluice.protocol.batch import HEADER_SIZE, LOG_OVERHEAD, iter_batches, parse_header
+from sluice.protocol.errors import StorageError
 
-from protocol import messages as m
-from protocol.batch import HEADER_SIZE, LOG_OVERHEAD, iter_batches, parse_header
-from protocol.errors import StorageError
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce, read_values
 from tests.torture.harness import Broker, record
 
@@ -253,7 +253,7 @@ async def test_damage_found_at_a_clean_start_below_the_flushed_point_is_refused(
 
 
 def test_broker_help_documents_repair_truncate():
-    from broker.__main__ import build_parser
+    from sluice.broker.__main__ import build_parser
 
     assert "--repair-truncate" in build_parser().format_help()
     assert time  # keep the import used for clarity in failures

@@ -1,6 +1,6 @@
 """Scenario 1: the crash loop, against a real broker process.
 
-Idempotent ``acks=all`` producers (the ``client.Producer``) and two raw group members that fetch
+Idempotent ``acks=all`` producers (the ``sluice.client.Producer``) and two raw group members that fetch
 and commit run while the broker is killed with SIGKILL at random moments and restarted on the
 same port and data dir. Promised, checked at the end: every acknowledged record is present
 exactly once, in per-partition order (per producer), with dense offsets; every committed offset
@@ -15,11 +15,11 @@ import time
 
 import pytest
 import trio
+from sluice.client import Producer
+from sluice.protocol import messages as m
+from sluice.protocol.batch import decode_records, iter_batches
+from sluice.protocol.errors import ProtocolError
 
-from client import Producer
-from protocol import messages as m
-from protocol.batch import decode_records, iter_batches
-from protocol.errors import ProtocolError
 from tests.broker.conftest import RawClient, create_topic, read_records
 from tests.torture.harness import MODES, Broker, record
 

@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 import trio
+from sluice.protocol.errors import StorageError
 
-from protocol.errors import StorageError
 from tests.broker.conftest import RawClient, create_topic, make_batch, produce, read_records
 from tests.torture.harness import Broker, record
 

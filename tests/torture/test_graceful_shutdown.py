@@ -12,9 +12,9 @@ import time
 
 import pytest
 import trio
+from sluice.protocol import messages as m
+from sluice.protocol.errors import BrokerShuttingDownError, ProtocolError
 
-from protocol import messages as m
-from protocol.errors import BrokerShuttingDownError, ProtocolError
 from tests.broker.conftest import RawClient, create_topic, make_batch, read_values
 from tests.torture.harness import MODES, Broker, record
 

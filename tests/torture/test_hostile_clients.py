@@ -19,11 +19,11 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sluice.protocol import messages as m
+from sluice.protocol.connection import BadRequest, RequestReceived, ServerConnection
+from sluice.protocol.errors import FrameTooLargeError, RemoteProtocolError
+from sluice.protocol.framing import CLOSED, NEED_DATA, PREALLOCATE_BYTES, FrameDecoder
 
-from protocol import messages as m
-from protocol.connection import BadRequest, RequestReceived, ServerConnection
-from protocol.errors import FrameTooLargeError, RemoteProtocolError
-from protocol.framing import CLOSED, NEED_DATA, PREALLOCATE_BYTES, FrameDecoder
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce
 from tests.torture.harness import MODES, ROOT, Broker, child_env, record
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from broker.storage import FileLog, LogManager, TopicConfig
-from broker.storage.files import CorruptLogError
-from protocol.batch import build_batch, iter_batches
-from protocol.errors import StorageError
+from sluice.broker.storage import FileLog, LogManager, TopicConfig
+from sluice.broker.storage.files import CorruptLogError
+from sluice.protocol.batch import build_batch, iter_batches
+from sluice.protocol.errors import StorageError
 
 CONFIG = TopicConfig(segment_bytes=2_000, index_interval_bytes=150)
 
@@ -118,8 +117,9 @@ def test_recreated_topic_does_not_inherit_the_old_recovery_point(tmp_path):
 
 # -- scenario 4 ----------------------------------------------------------------------------------
 
-from protocol import messages as m  # noqa: E402
-from protocol.errors import InvalidRequestError  # noqa: E402
+from sluice.protocol import messages as m  # noqa: E402
+from sluice.protocol.errors import InvalidRequestError  # noqa: E402
+
 from tests.broker.conftest import RawClient, broker, broker_config  # noqa: E402,F401 - fixtures
 
 
@@ -144,7 +144,7 @@ async def test_a_failing_session_does_not_take_the_broker_down(broker, monkeypat
     """Found by scenario 4: any unexpected exception in one connection's session (above, a
     response too large to encode) propagated out of the sessions nursery and stopped the broker.
     Now the connection is closed and logged; everyone else is served."""
-    from broker.session import Session
+    from sluice.broker.session import Session
 
     original = Session._read_loop
     calls = []
@@ -172,8 +172,7 @@ async def test_a_failing_periodic_checkpoint_does_not_stop_the_broker():
     import errno
 
     import trio
-
-    from broker.state import BrokerState
+    from sluice.broker.state import BrokerState
 
     calls = []
 

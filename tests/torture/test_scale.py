@@ -11,8 +11,8 @@ import time
 
 import pytest
 import trio
+from sluice.protocol import messages as m
 
-from protocol import messages as m
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce
 from tests.torture.harness import MODES, Broker, record
 

@@ -82,7 +82,7 @@ class SluiceServer(Server):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         self.proc = self._popen(
-            [sys.executable, "-m", "broker", "--data-dir", str(self.dir / "data"), "--port", "0",
+            [sys.executable, "-m", "sluice.broker", "--data-dir", str(self.dir / "data"), "--port", "0",
              "--host", "127.0.0.1"],
             stdout=subprocess.PIPE, cwd=REPO, env=env,
         )

@@ -1,4 +1,4 @@
-"""Sluice through its own client library (``client.Producer``, ``Consumer``, ``Admin``)."""
+"""Sluice through its own client library (``sluice.client.Producer``, ``Consumer``, ``Admin``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 from contextlib import nullcontext
 
 import trio
+from sluice import client
 
-import client
 from peers.common import (
     Timer,
     check_sequence,
@@ -164,8 +164,8 @@ async def raw_fetch(p: dict) -> dict:
     """
     if p.get("reader", "client") == "socket":
         return _raw_fetch_socket(p)
-    from client.connection import Cluster
-    from client.fetcher import FetchState
+    from sluice.client.connection import Cluster
+    from sluice.client.fetcher import FetchState
 
     address, topic, max_bytes = p["address"], p["topic"], p.get("max_bytes", 8 << 20)
     min_total = p.get("min_bytes", 0)
@@ -207,9 +207,9 @@ def _raw_fetch_socket(p: dict) -> dict:
     import socket
     import struct
 
-    from client.records import next_offset_after
-    from protocol import messages as m
-    from protocol.connection import ClientConnection
+    from sluice.client.records import next_offset_after
+    from sluice.protocol import messages as m
+    from sluice.protocol.connection import ClientConnection
 
     host, port = p["address"].rsplit(":", 1)
     topic, max_bytes = p["topic"], p.get("max_bytes", 8 << 20)
