@@ -21,7 +21,14 @@ import trio
 from sluice.broker.deferred import Deferred
 from sluice.broker.state import BrokerState
 from sluice.protocol import messages as m
-from sluice.protocol.batch import BatchHeader, InvalidBatchError, split_batches, validate_batch
+from sluice.protocol.batch import (
+    CONTROL,
+    TRANSACTIONAL,
+    BatchHeader,
+    InvalidBatchError,
+    split_batches,
+    validate_batch,
+)
 from sluice.protocol.errors import (
     ApiError,
     CorruptRecordError,
@@ -136,7 +143,9 @@ def handle_describe_topics(state: BrokerState, request: m.DescribeTopicsRequest,
 
 
 def validate_records(records: memoryview, max_message_bytes: int) -> list[BatchHeader]:
-    """Validate every batch of a produce body (header + CRC, not records); return headers."""
+    """Validate every batch of a produce body (header + CRC, never the records, which stay
+    compressed if they are); return headers. Only Kafka's record batch v2 (magic 2) is
+    accepted: an older Sluice client's magic-1 batch gets a ``CorruptRecordError`` saying so."""
     try:
         found, end = split_batches(records)
     except InvalidBatchError as exc:
@@ -155,6 +164,10 @@ def validate_records(records: memoryview, max_message_bytes: int) -> list[BatchH
         header = validate_batch(records[position : position + size])
         if header.base_timestamp < 0:
             raise InvalidTimestampError(f"negative record timestamp {header.base_timestamp}")
+        if header.attributes & TRANSACTIONAL:
+            raise InvalidRequestError("transactions are not supported: a batch is transactional")
+        if header.attributes & CONTROL:
+            raise InvalidRequestError("control batches are written by brokers, not producers")
         headers.append(header)
     return headers
 

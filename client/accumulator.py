@@ -1,10 +1,11 @@
 """Producer batching, sans-IO: records go into one open batch per partition.
 
 Per record, ``append`` does a dict lookup and appends the record's timestamp, key, value and
-headers to the batch's four columns (the batch payload is columnar, see ``protocol.batch``).
-All real work is per batch: ``seal`` closes a batch, and ``ProducerBatch.encode`` packs the
-columns with ONE msgpack call and frames them with ``protocol.batch.assemble``. The encoded bytes are kept, so a
-retry resends exactly the same bytes (same sequence numbers) and the broker can deduplicate.
+headers to the batch's four columns. All real work is per batch: ``seal`` closes a batch, and
+``ProducerBatch.encode`` turns the columns into Kafka v2 records with ONE call into the
+compiled codec, compresses them if asked, and frames them (``protocol.batch.encode_batch``).
+The encoded bytes are kept, so a retry resends exactly the same bytes (same sequence numbers)
+and the broker can deduplicate.
 
 Memory is bounded by the caller checking ``pending_bytes`` against its budget before
 appending; a batch's bytes are released when it completes (delivered or failed).
@@ -19,9 +20,10 @@ from itertools import accumulate, repeat
 from operator import add
 
 from sluice.client.records import RecordMetadata
-from sluice.protocol.batch import NO_PRODUCER_ID, NO_SEQUENCE, assemble, pack_records
+from sluice.protocol.batch import NO_PRODUCER_ID, NO_SEQUENCE, encode_batch
+from sluice.protocol.compression import NONE
 
-# Approximate per-record framing cost in the msgpack payload (array header, ints, nils).
+# Approximate per-record framing cost in a v2 record (length, attributes, deltas, lengths).
 RECORD_OVERHEAD = 16
 NO_HEADERS = ()
 
@@ -52,12 +54,14 @@ class ProducerBatch:
     """Records for one partition, from first append to delivery or failure."""
 
     __slots__ = (
-        "topic", "partition", "timestamps", "keys", "values", "headers", "size", "min_ts",
+        "topic", "partition", "timestamps", "keys", "values", "headers", "size",
         "max_ts", "created", "data", "base_sequence", "attempts", "base_offset", "error",
-        "done", "waiter",
+        "done", "waiter", "compression",
     )
 
-    def __init__(self, topic: str, partition: int, timestamp: int, created: float) -> None:
+    def __init__(
+        self, topic: str, partition: int, timestamp: int, created: float, compression: int = NONE
+    ) -> None:
         self.topic = topic
         self.partition = partition
         self.timestamps: list[int] = []
@@ -65,7 +69,7 @@ class ProducerBatch:
         self.values: list[bytes | None] = []
         self.headers: list = []
         self.size = 0
-        self.min_ts = self.max_ts = timestamp
+        self.max_ts = timestamp  # the base timestamp is the first record's (Kafka's rule)
         self.created = created
         self.data: bytearray | None = None  # encoded once, resent as is
         self.base_sequence = NO_SEQUENCE
@@ -74,6 +78,7 @@ class ProducerBatch:
         self.error: BaseException | None = None
         self.done = False
         self.waiter = None  # set by the I/O layer to be woken on completion
+        self.compression = compression  # codec of protocol.compression
 
     def __len__(self) -> int:
         return len(self.values)
@@ -81,11 +86,13 @@ class ProducerBatch:
     def encode(self, producer_id: int = NO_PRODUCER_ID, producer_epoch: int = -1) -> bytearray:
         """The batch's bytes (built on first call, then reused for every retry)."""
         if self.data is None:
-            self.data = assemble(
-                pack_records(self.timestamps, self.keys, self.values, self.headers, self.min_ts),
-                record_count=len(self.values),
-                base_timestamp=self.min_ts,
+            self.data = encode_batch(
+                self.timestamps,
+                self.keys,
+                self.values,
+                self.headers,
                 max_timestamp=self.max_ts,
+                compression_codec=self.compression,
                 producer_id=producer_id,
                 producer_epoch=producer_epoch,
                 base_sequence=self.base_sequence,
@@ -119,8 +126,10 @@ class Accumulator:
         batch_bytes: int,
         clock: Callable[[], float],
         on_seal: Callable[[ProducerBatch], None],
+        compression: int = NONE,
     ) -> None:
         self.batch_bytes = batch_bytes
+        self.compression = compression
         self.clock = clock
         self.on_seal = on_seal
         self.open: dict[tuple[str, int], ProducerBatch] = {}
@@ -147,7 +156,9 @@ class Accumulator:
         if batch is None or (batch.size + size > self.batch_bytes and batch.values):
             if batch is not None:
                 self.seal(batch)
-            batch = self.open[tp] = ProducerBatch(topic, partition, timestamp, self.clock())
+            batch = self.open[tp] = ProducerBatch(
+                topic, partition, timestamp, self.clock(), self.compression
+            )
             self.incomplete += 1
         index = len(batch.values)
         batch.timestamps.append(timestamp)
@@ -158,8 +169,6 @@ class Accumulator:
         self.pending_bytes += size
         if timestamp > batch.max_ts:
             batch.max_ts = timestamp
-        elif timestamp < batch.min_ts:
-            batch.min_ts = timestamp
         return batch, index
 
     def append_values(
@@ -188,7 +197,9 @@ class Accumulator:
             if batch is None or (batch.size >= self.batch_bytes and batch.values):
                 if batch is not None:
                     self.seal(batch)
-                batch = self.open[tp] = ProducerBatch(topic, partition, timestamp, self.clock())
+                batch = self.open[tp] = ProducerBatch(
+                topic, partition, timestamp, self.clock(), self.compression
+            )
                 self.incomplete += 1
             room = self.batch_bytes - batch.size
             k = bisect_right(ends, ends[i] + room, i, n + 1) - 1 - i
@@ -205,8 +216,6 @@ class Accumulator:
             batch.headers += repeat(NO_HEADERS, k) if headers is None else headers[i : i + k]
             if timestamp > batch.max_ts:
                 batch.max_ts = timestamp
-            elif timestamp < batch.min_ts:
-                batch.min_ts = timestamp
             batch.size += size
             self.pending_bytes += size
             segments.append((batch, start, k))

@@ -16,6 +16,7 @@ from sluice.client.admin import Admin
 from sluice.client.connection import DEFAULT_BOOTSTRAP, parse_bootstrap
 from sluice.client.lifecycle import single_exception
 from sluice.client.producer import Producer
+from sluice.protocol import compression
 from sluice.protocol.errors import SluiceError
 
 
@@ -47,6 +48,13 @@ def key_value(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
     return key, value
+
+
+def add_compression(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--compression", choices=[name for name in compression.NAMES if name != "none"],
+        help="compress each batch's records with this codec (default: none)",
+    )
 
 
 def acks_value(text: str):
@@ -121,7 +129,7 @@ async def produce(args) -> int:
     separator = args.key_separator.encode() if args.key_separator else None
     failed: list[BaseException] = []
     count = 0
-    async with Producer(args.bootstrap, acks=args.acks) as producer:
+    async with Producer(args.bootstrap, acks=args.acks, compression=args.compression) as producer:
         await producer.partitions_for(args.topic)
         handles = []
         async for line in read_lines(sys.stdin.buffer):
@@ -195,6 +203,7 @@ PRODUCE_EXAMPLES = """examples:
   echo hello | sluice produce orders
   printf 'user1:clicked\\nuser2:paid\\n' | sluice produce orders --key-separator :
   sluice produce orders --acks all --header source=cli < events.txt
+  sluice produce orders --compression zstd < events.txt
 """
 
 GROUPS_EXAMPLES = """examples:
@@ -256,6 +265,7 @@ def build_parser() -> Parser:
     prod.add_argument("--acks", type=acks_value, default=1, help="0, 1 or all (default 1)")
     prod.add_argument("--header", type=key_value, action="append", metavar="KEY=VALUE",
                       help="a header on every record (repeatable)")
+    add_compression(prod)
     prod.set_defaults(run=produce)
     add_bootstrap(prod)
 
@@ -273,7 +283,7 @@ def build_parser() -> Parser:
         add_bootstrap(sub)
 
     tail.add_parser(commands, add_bootstrap)
-    perf.add_parser(commands, add_bootstrap, acks_value)
+    perf.add_parser(commands, add_bootstrap, acks_value, add_compression)
     return parser
 
 

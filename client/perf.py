@@ -25,6 +25,7 @@ from sluice.protocol.errors import TopicAlreadyExistsError
 EXAMPLES = """examples:
   sluice perf produce --records 1000000 --record-size 100 --api batch
   sluice perf produce --records 500000 --api record --acks all
+  sluice perf produce --records 1000000 --compression lz4
   sluice perf consume --records 1000000 --api batch
   sluice perf e2e --rate 5000 --records 20000
 """
@@ -106,7 +107,9 @@ async def perf_produce(args) -> int:
     latencies: list[float] = []
     batches: list = []
     sent_all = trio.Event()
-    async with Producer(args.bootstrap, acks=args.acks, linger_ms=args.linger_ms) as producer:
+    async with Producer(
+        args.bootstrap, acks=args.acks, linger_ms=args.linger_ms, compression=args.compression
+    ) as producer:
         await producer.partitions_for(args.topic)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_batches, batches, latencies, sent_all)
@@ -130,7 +133,8 @@ async def perf_produce(args) -> int:
             sent_all.set()
     progress.clear()
     report("produce", args.records, args.record_size, elapsed, latencies,
-           f"api={args.api}, acks={args.acks}, partitions={args.partitions}")
+           f"api={args.api}, acks={args.acks}, partitions={args.partitions}, "
+           f"compression={args.compression or 'none'}")
     return 0
 
 
@@ -200,7 +204,7 @@ async def perf_e2e(args) -> int:
     return 0
 
 
-def add_parser(commands, add_bootstrap, acks_value) -> None:
+def add_parser(commands, add_bootstrap, acks_value, add_compression) -> None:
     perf = commands.add_parser("perf", help="measure throughput and latency", epilog=EXAMPLES,
                                description=__doc__.split("\n\n")[0])
     modes = perf.add_subparsers(dest="mode", metavar="MODE", required=True)
@@ -221,5 +225,7 @@ def add_parser(commands, add_bootstrap, acks_value) -> None:
         mode.add_argument("--api", choices=["batch", "record"], default="batch",
                           help="batch: send_batch()/batches(); record: send()/async for")
         mode.add_argument("--rate", type=int, default=5000, help="e2e: records/s (default 5000)")
+        if name == "produce":
+            add_compression(mode)
         mode.set_defaults(run=run)
         add_bootstrap(mode)

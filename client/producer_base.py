@@ -13,6 +13,7 @@ from sluice.client.accumulator import Accumulator, ProducerBatch
 from sluice.client.partitioner import StickyPartitioner, partition_for_key
 from sluice.client.records import RecordMetadata
 from sluice.client.sender import SendState, parse_acks
+from sluice.protocol.compression import codec_for
 
 MAX_IN_FLIGHT_IDEMPOTENT = 5
 BULK_STEP = 4096  # send_batch records appended between two checks for buffer space
@@ -131,6 +132,9 @@ class ProducerBase:
     """Producer options, validated, and the sans-IO parts built from them.
 
     ``clock`` is the monotonic clock batches linger by (trio's or ``time.monotonic``).
+    ``compression``: None (default), "gzip", "snappy", "lz4" or "zstd"; each batch's records
+    are compressed as a whole, as Kafka's producers do (consumers decompress, the broker
+    stores the batch as sent).
     """
 
     def __init__(
@@ -147,14 +151,16 @@ class ProducerBase:
         request_timeout_ms: int = 30_000,
         max_in_flight: int = 5,
         partitioner=partition_for_key,
+        compression: str | None = None,
     ) -> None:
         acks, idempotent = check_config(acks, idempotent, max_in_flight)
+        codec = codec_for(compression)
         self.linger_s = linger_ms / 1000
         self.buffer_bytes = buffer_bytes
         self.max_in_flight = max_in_flight
         self.partitioner = partitioner
         self._sticky = StickyPartitioner()
-        self._acc = Accumulator(batch_bytes, clock, self._on_seal)
+        self._acc = Accumulator(batch_bytes, clock, self._on_seal, codec)
         self._state = SendState(
             self._acc,
             acks=acks,

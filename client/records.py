@@ -1,20 +1,17 @@
 """The record types users see, and the per-batch decoding that builds them.
 
 ``Record`` and ``RecordMetadata`` are NamedTuples: building one is a single C-level tuple
-allocation. Decoding is per batch: one msgpack call unpacks a batch's columns (see
-``protocol.batch``), then ``map``/``zip`` build the records without a Python-level loop, so
+allocation. Decoding is per batch: one call into the compiled codec (``protocol.codec``)
+decodes a batch's records (after decompressing them, if they are) straight into ``Record``s, so
 nothing here runs Python bytecode per record.
 """
 
 from __future__ import annotations
 
 import gc
-from itertools import repeat
-from operator import add
 from typing import NamedTuple
 
-import msgpack
-from sluice.protocol.batch import HEADER, HEADER_SIZE, BatchRecordsError, split_batches
+from sluice.protocol.batch import HEADER, BatchRecordsError, decode_batch_into, split_batches
 
 
 class Record(NamedTuple):
@@ -38,11 +35,6 @@ class RecordMetadata(NamedTuple):
     timestamp: int
 
 
-_new = tuple.__new__
-_unpackb = msgpack.unpackb
-NO_HEADERS = ()
-
-
 def decode_batches(
     topic: str, partition: int, data: bytes | memoryview, start: int
 ) -> list[Record]:
@@ -54,55 +46,27 @@ def decode_batches(
     view = memoryview(data)
     out: list[Record] = []
     positions, _ = split_batches(view)
+    prefix = (topic, partition)
     # Building ~10^5 small objects in a burst would trigger many (useless: nothing here is
     # garbage) collections, costing several times the decoding itself; defer them.
     collecting = gc.isenabled()
     gc.disable()
     try:
         for pos, size in positions:
-            _decode_batch(out, topic, partition, view[pos : pos + size], start)
+            try:
+                decode_batch_into(out, Record, prefix, view[pos : pos + size], start)
+            except BatchRecordsError as exc:
+                # The broker checks a batch's header and CRC, not its records: a producer bug
+                # shows here.
+                base_offset = HEADER.unpack_from(view, pos)[0]
+                raise type(exc)(
+                    f"{topic}[{partition}] batch at offset {base_offset} has malformed "
+                    f"records: {exc}"
+                ) from None
     finally:
         if collecting:
             gc.enable()
     return out
-
-
-def _decode_batch(out: list[Record], topic: str, partition: int, batch, start: int) -> None:
-    fields = HEADER.unpack_from(batch, 0)
-    base_offset, base_ts, count = fields[0], fields[7], fields[12]
-    skip = start - base_offset
-    if skip >= count:
-        return
-    try:
-        deltas, keys, values, headers = _unpackb(batch[HEADER_SIZE:], use_list=False)
-        if len(values) != count:
-            raise ValueError(f"{len(values)} values for {count} records")
-        if skip > 0:
-            values = values[skip:]
-            deltas = deltas[skip:] if deltas is not None else None
-            keys = keys[skip:] if keys is not None else None
-            headers = headers[skip:] if headers is not None else None
-            base_offset = start
-        n = len(values)
-        out += map(
-            _new,
-            repeat(Record, n),
-            zip(
-                repeat(topic, n),
-                repeat(partition, n),
-                range(base_offset, base_offset + n),
-                repeat(base_ts, n) if deltas is None else map(add, deltas, repeat(base_ts)),
-                repeat(None, n) if keys is None else keys,
-                values,
-                map(list, repeat(NO_HEADERS, n) if headers is None else headers),
-                strict=True,
-            ),
-        )
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        # The broker checks a batch's header and CRC, not its columns: a producer bug shows here.
-        raise BatchRecordsError(
-            f"{topic}[{partition}] batch at offset {fields[0]} has malformed records: {exc}"
-        ) from None
 
 
 def next_offset_after(data: bytes | memoryview) -> int | None:
