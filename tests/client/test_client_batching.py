@@ -40,13 +40,14 @@ def test_records_become_one_valid_batch_per_partition():
     ]
 
 
-def test_backwards_timestamps_rebase_to_the_smallest():
+def test_backwards_timestamps_are_negative_deltas_from_the_first():
     acc, _, _ = make()
     acc.append("t", 0, None, b"a", None, 1000)
     acc.append("t", 0, None, b"b", None, 900)
     acc.seal_all()
     data = acc.ready[("t", 0)][0].encode()
-    assert validate_batch(data).base_timestamp == 900
+    header = validate_batch(data)
+    assert (header.base_timestamp, header.max_timestamp) == (1000, 1000)  # Kafka's rule
     assert [r.timestamp for r in decode_records(data)] == [1000, 900]
 
 

@@ -1,8 +1,16 @@
 """Consumed records are built per batch; the first batch is trimmed to the requested offset."""
 
+import pytest
 from sluice.client.records import Record, decode_batches, next_offset_after
 from sluice.client.tail import parse_since
-from sluice.protocol.batch import build_batch, stamp
+from sluice.protocol.batch import (
+    HEADER_SIZE,
+    BatchMagicError,
+    BatchRecordsError,
+    assemble,
+    build_batch,
+    stamp,
+)
 
 
 def batch_at(base_offset, values):
@@ -28,12 +36,25 @@ def test_since_accepts_ms_relative_and_iso():
     assert parse_since("2024-01-01T00:00:00+00:00") == 1_704_067_200_000
 
 
-def test_batch_with_inconsistent_columns_is_a_named_error():
-    import msgpack
-    import pytest
-    from sluice.protocol.batch import BatchRecordsError, assemble
+def test_batch_whose_records_disagree_with_its_header_is_a_named_error():
+    one_record = build_batch([(b"k", b"a", [], 0)])
+    batch = assemble(bytes(one_record[HEADER_SIZE:]), record_count=2, base_timestamp=0,
+                     max_timestamp=0)
+    stamp(batch, 40)
+    with pytest.raises(BatchRecordsError, match=r"t\[0\] batch at offset 40 has malformed records"):
+        decode_batches("t", 0, batch_at(38, [b"x", b"y"]) + bytes(batch), 0)
 
-    payload = msgpack.packb([None, [b"k"], [b"a", b"b"], None], use_bin_type=True)
-    batch = assemble(payload, record_count=2, base_timestamp=0, max_timestamp=0)
-    with pytest.raises(BatchRecordsError, match="malformed records"):
-        decode_batches("t", 0, batch, 0)
+
+def test_compressed_batches_are_decompressed_by_the_consumer():
+    plain = batch_at(0, [b"a", b"b"])
+    for codec in range(1, 5):
+        batch = build_batch([(None, v, [("n", v)], 100 + i) for i, v in enumerate([b"a", b"b"])],
+                            compression_codec=codec)
+        assert decode_batches("t", 1, bytes(batch), 1) == decode_batches("t", 1, plain, 1)
+
+
+def test_an_old_format_batch_is_refused_plainly():
+    old = bytearray(batch_at(0, [b"a"]))
+    old[16] = 1  # magic 1: the msgpack records of Sluice before Kafka's v2
+    with pytest.raises(BatchMagicError, match="magic 1"):
+        decode_batches("t", 0, bytes(old), 0)
