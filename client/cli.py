@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import trio
 from sluice.client import perf, tail
@@ -191,6 +192,23 @@ async def groups_describe(args) -> int:
     return 0
 
 
+# -- migrate -----------------------------------------------------------------------------------
+
+
+def migrate(args) -> int:
+    from sluice.broker.storage.migrate import migrate as migrate_data_dir
+
+    migrate_data_dir(args.data_dir)
+    return 0
+
+
+MIGRATE_DESCRIPTION = """Convert a data directory written by Sluice before record batch v2 (magic-1
+batches with msgpack records) to Kafka's record batch v2, in place: the broker refuses such a
+directory at start until it is converted. Offsets, timestamps, leader epochs and producer
+fields are kept; every batch is validated first. Stop the broker before running it; an
+interrupted migration is completed by running it again."""
+
+
 # -- the parser --------------------------------------------------------------------------------
 
 TOPICS_EXAMPLES = """examples:
@@ -281,6 +299,13 @@ def build_parser() -> Parser:
     gdescribe.set_defaults(run=groups_describe)
     for sub in (groups, glist, gdescribe):
         add_bootstrap(sub)
+
+    mig = commands.add_parser(
+        "migrate", help="convert an old data directory to record batch v2",
+        description=MIGRATE_DESCRIPTION, epilog="example:\n  sluice migrate --data-dir ./sluice-data\n",
+    )
+    mig.add_argument("--data-dir", type=Path, required=True, help="the data directory")
+    mig.set_defaults(run=migrate, sync=True)
 
     tail.add_parser(commands, add_bootstrap)
     perf.add_parser(commands, add_bootstrap, acks_value, add_compression)

@@ -6,6 +6,12 @@ difference (creates missing partition directories, removes ones of unknown topic
 ``.clean-shutdown`` marker is written last at ``close`` and removed at ``open``; without it,
 every partition re-validates from its checkpointed recovery point.
 
+The batch format is recorded in ``meta/format.json`` (``{"record_batch_magic": 2}``), written
+when a directory is first opened. A directory with topics but no format file was written by
+Sluice before record batch v2 (magic-1 batches): ``open`` refuses it with
+``DataFormatError``, which names the migration command (``sluice migrate``), rather than
+serve batches no client of this version could read.
+
 Corruption below a partition's checkpointed recovery point (data that was flushed, so maybe
 acknowledged) is never truncated silently: that partition is left *offline* (``offline``
 maps it to the error, naming the file and position), every other partition serves, the
@@ -31,6 +37,7 @@ from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import CorruptLogError, atomic_write, fsync_dir
 from sluice.broker.storage.log import DEFAULT_MAX_OPEN_SEGMENTS, FileLog
 from sluice.broker.storage.memory import MemoryLog
+from sluice.protocol.batch import MAGIC
 from sluice.protocol.errors import (
     InvalidTopicError,
     StorageError,
@@ -41,6 +48,7 @@ from sluice.protocol.errors import (
 META_DIR = "meta"
 TOPICS_FILE = "topics.json"
 RECOVERY_POINTS_FILE = "recovery-points.json"
+FORMAT_FILE = "format.json"
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 MAX_TOPIC_NAME = 249
 INTERNAL_PREFIX = "__"
@@ -49,6 +57,37 @@ _PARTITION_DIR = re.compile(r"(.+)-([0-9]+)")
 
 Log = FileLog | MemoryLog
 storage_log = logging.getLogger("sluice.storage")
+
+
+class DataFormatError(StorageError):
+    """The data directory holds batches in a format this version does not read."""
+
+
+def write_format(data_dir: Path) -> None:
+    """Record (durably) that ``data_dir`` holds record batch v2 only."""
+    atomic_write(data_dir / META_DIR / FORMAT_FILE, json.dumps({"record_batch_magic": MAGIC}).encode())
+
+
+def check_format(data_dir: Path) -> None:
+    """Refuse a data directory of another batch format; mark a new one as this format's."""
+    try:
+        found = json.loads((data_dir / META_DIR / FORMAT_FILE).read_bytes())
+    except FileNotFoundError:
+        if not (data_dir / META_DIR / TOPICS_FILE).exists():
+            write_format(data_dir)  # a new directory: nothing to migrate
+            return
+        raise DataFormatError(
+            f"{data_dir} was written by Sluice before record batch v2 (its batches are magic 1, "
+            "msgpack records), which this version does not read. Stop any broker using it and "
+            f"convert it once, in place: sluice migrate --data-dir {data_dir}"
+        ) from None
+    except ValueError as exc:
+        raise DataFormatError(f"{data_dir}/{META_DIR}/{FORMAT_FILE} is unreadable: {exc}") from None
+    if not isinstance(found, dict) or found.get("record_batch_magic") != MAGIC:
+        raise DataFormatError(
+            f"{data_dir} holds record batch format {found!r}; this version reads "
+            f"record_batch_magic {MAGIC} only"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +160,7 @@ class LogManager:
         if self.memory:
             return self
         self._path(META_DIR).mkdir(parents=True, exist_ok=True)
+        check_format(self._path())
         marker = self._path(CLEAN_SHUTDOWN_FILE)
         self.was_clean = marker.exists()
         recovery_points = self._read_json(RECOVERY_POINTS_FILE)

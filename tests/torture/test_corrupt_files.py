@@ -25,7 +25,9 @@ from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, pr
 from tests.torture.harness import Broker, record
 
 CHECKPOINT_S = 0.2
-SEGMENT = dict(segment_bytes=4096, index_interval_bytes=256)
+# 201-byte batches (5 records): the first segment holds offsets 0..109, so the recovery point
+# (100) falls inside it and the second segment starts in the unflushed tail.
+SEGMENT = dict(segment_bytes=4600, index_interval_bytes=256)
 
 
 def values(topic: str, start: int, count: int) -> list[bytes]:
