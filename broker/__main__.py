@@ -93,14 +93,21 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
-    except SluiceError as exc:
-        print(f"sluice broker: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"sluice broker: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
+    except BaseException as raised:
+        # A failure to start (a refused data directory, a port in use) comes out of the
+        # nurseries wrapped in exception groups: say it in one line.
+        exc = raised
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if isinstance(exc, SluiceError):
+            print(f"sluice broker: {exc}", file=sys.stderr)
+            return 1
+        if isinstance(exc, OSError):
+            print(f"sluice broker: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        if isinstance(exc, KeyboardInterrupt):
+            return 0
+        raise
     return 0
 
 

@@ -2,7 +2,7 @@
 last Sluice before record batch v2 (commit 8ed2b4c), and what its records are.
 
 Run it with THAT version installed (e.g. in a worktree of 8ed2b4c with its own venv):
-``python tests/storage/data/make_magic1_fixture.py OUT_DIR``. It starts that version's
+``python tests/broker/data/make_magic1_fixture.py OUT_DIR``. It starts that version's
 broker, produces keyed records with headers and out-of-order timestamps through an
 idempotent producer (several segments per partition, index entries), commits a consumer
 group's offsets, stops the broker cleanly, then records every batch's header fields and
