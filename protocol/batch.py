@@ -177,7 +177,7 @@ def check_magic(magic: int) -> None:
         return
     if magic == 1:
         raise BatchMagicError(
-            "record batch magic 1 is the format of Sluice before 0.2 (msgpack records); "
+            "record batch magic 1 is the format of Sluice before record batch v2 (msgpack records); "
             "this version reads and writes Kafka's record batch v2 (magic 2) only: upgrade "
             "the client, or migrate an old data directory with `sluice migrate --data-dir D`"
         )

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import msgpack
 import trio
 from sluice.protocol import messages as m
-from sluice.protocol.batch import decode_records, iter_batches
+from sluice.protocol.batch import (
+    CONTROL,
+    HEADER_SIZE,
+    TRANSACTIONAL,
+    assemble,
+    decode_records,
+    iter_batches,
+)
 from sluice.protocol.errors import (
     CorruptRecordError,
+    InvalidRequestError,
     OffsetOutOfRangeError,
     OutOfOrderSequenceError,
     ProducerFencedError,
@@ -115,6 +124,41 @@ async def test_bad_crc_is_refused_and_nothing_is_written(client):
     response = await produce(client, "t", batch)
     assert response.partitions[0].error == CorruptRecordError.code
     assert "CRC" in response.partitions[0].message
+    assert (await fetch(client, "t", 0)).partitions[0].high_watermark == 0
+
+
+async def test_an_old_client_batch_is_refused_saying_why(client):
+    await create_topic(client, "t")
+    old = assemble(msgpack.packb([None, None, [b"x"], None]), record_count=1,
+                   base_timestamp=0, max_timestamp=0)
+    old[16] = 1  # magic 1: what Sluice clients before record batch v2 send
+    response = await produce(client, "t", bytes(old))
+    assert response.partitions[0].error == CorruptRecordError.code
+    assert "magic 1" in response.partitions[0].message
+    assert "upgrade the client" in response.partitions[0].message
+    assert (await fetch(client, "t", 0)).partitions[0].high_watermark == 0
+
+
+async def test_compressed_batches_are_stored_and_served_as_sent(client):
+    await create_topic(client, "t")
+    sent = [make_batch([b"v%d" % i] * 50, compression_codec=codec) for i, codec in
+            enumerate(range(1, 5))]
+    for batch in sent:
+        assert (await produce(client, "t", bytes(batch))).partitions[0].error == 0
+    served = list(iter_batches((await fetch(client, "t", 0)).partitions[0].records))
+    assert [bytes(b[8:]) for b in served] == [bytes(b[8:]) for b in sent]  # but the offsets
+    assert values_of(b"".join(served)) == [b"v%d" % i for i in range(4) for _ in range(50)]
+
+
+async def test_transactional_and_control_batches_are_refused(client):
+    await create_topic(client, "t")
+    for attributes, needle in ((TRANSACTIONAL, "transactions"), (CONTROL, "control")):
+        batch = bytes(make_batch([b"x"]))
+        batch = assemble(batch[HEADER_SIZE:], record_count=1, base_timestamp=0,
+                         max_timestamp=0, attributes=attributes)
+        response = await produce(client, "t", bytes(batch))
+        assert response.partitions[0].error == InvalidRequestError.code
+        assert needle in response.partitions[0].message
     assert (await fetch(client, "t", 0)).partitions[0].high_watermark == 0
 
 
