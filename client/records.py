@@ -15,7 +15,8 @@ from sluice.protocol.batch import HEADER, BatchRecordsError, decode_batch_into, 
 
 
 class Record(NamedTuple):
-    """A consumed record. ``headers`` is a list of ``(str, bytes)`` pairs; timestamp in ms."""
+    """A consumed record. ``headers`` is a list of ``(str, bytes)`` pairs (a Kafka producer may
+    send a None value); timestamp in ms."""
 
     topic: str
     partition: int

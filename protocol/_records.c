@@ -90,6 +90,12 @@ static inline char *put_nullable(char *p, const Bytes *b) {
 /* The headers of one record: ``p == NULL`` measures, else writes. Returns the size, -1 on
  * error. ``seq`` is the record's headers object. */
 static Py_ssize_t headers_encode(PyObject *seq, char **p) {
+    if ((PyTuple_CheckExact(seq) && PyTuple_GET_SIZE(seq) == 0) ||
+        (PyList_CheckExact(seq) && PyList_GET_SIZE(seq) == 0)) { /* the common case */
+        if (p != NULL)
+            *(*p)++ = 0;
+        return 1;
+    }
     PyObject *fast = PySequence_Fast(seq, "headers must be a sequence of (str, bytes) pairs");
     if (fast == NULL)
         return -1;

@@ -11,13 +11,16 @@ turn (the order alternating between repetitions, so that a pair sees the same ma
 (``batches()``) and ``--api record`` (``async for record``) over what was produced.
 
 Prints one markdown row per measurement: the median records/s of each tree (every value in
-brackets) and NEW / BASE; then the same for the client process's CPU time per record
-(user + system), which a machine shared with other work disturbs much less than throughput.
+brackets), NEW / BASE of the medians, and the median of the per-repetition ratios (each pair
+ran back to back, so this one cancels more of a shared machine's swings); then the same for
+the CPU time per record (user + system) of the client process and of the broker, which other
+work on the machine disturbs much less than throughput.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import resource
 import statistics
@@ -47,6 +50,12 @@ def perf(tree: Path, *args: str) -> tuple[float, float]:
     return float(RATE.search(done.stdout).group(1).replace(",", "")), cpu
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_broker(tree: Path, data: str) -> tuple[subprocess.Popen, str]:
     broker = subprocess.Popen(
         [str(tree / ".venv" / "bin" / "python"), "-m", "sluice.broker", "--data-dir", data,
@@ -65,6 +74,7 @@ def main() -> None:
     trees = {"base": args.base.resolve(), "new": args.new.resolve()}
     rates: dict = {(name, run): [] for name in trees for run in RUNS}
     cpus: dict = {(name, run): [] for name in trees for run in RUNS}
+    broker_cpus: dict = {(name, run): [] for name in trees for run in RUNS}
     with tempfile.TemporaryDirectory() as base_data, tempfile.TemporaryDirectory() as new_data:
         brokers = {name: start_broker(tree, data)
                    for (name, tree), data in zip(trees.items(), (base_data, new_data), strict=True)}
@@ -74,6 +84,7 @@ def main() -> None:
                 for run in RUNS:
                     mode, api, _label = run
                     for name in order:
+                        broker_before = cpu_seconds(brokers[name][0].pid)
                         rate, cpu = perf(
                             trees[name], mode, "--bootstrap", brokers[name][1],
                             "--topic", f"perf-{api}-{rep}", "--records", str(args.records),
@@ -81,31 +92,38 @@ def main() -> None:
                         )
                         rates[name, run].append(rate)
                         cpus[name, run].append(cpu / args.records * 1e6)
+                        broker_cpu = cpu_seconds(brokers[name][0].pid) - broker_before
+                        broker_cpus[name, run].append(broker_cpu / args.records * 1e6)
                         print(f"rep {rep + 1} {name} {mode} {api}: {rate:,.0f} records/s, "
                               f"{cpus[name, run][-1]:.2f} us CPU/record", file=sys.stderr, flush=True)
         finally:
             for broker, _ in brokers.values():
                 broker.terminate()
                 broker.wait(30)
-    print(f"| {args.records:,} records of 100 B | base records/s | new records/s | new / base |")
-    print("|---|---|---|---|")
-    for run in RUNS:
-        print(row(run, rates["base", run], rates["new", run], "{:,.0f}"))
-    print()
-    print("| client CPU per record | base us | new us | base / new |")
-    print("|---|---|---|---|")
-    for run in RUNS:
-        print(row(run, cpus["new", run], cpus["base", run], "{:.2f}", swap=True))
+    for title, table, fmt, higher_is_better in (
+        (f"{args.records:,} records of 100 B: records/s", rates, "{:,.0f}", True),
+        ("client CPU per record (us)", cpus, "{:.2f}", False),
+        ("broker CPU per record (us)", broker_cpus, "{:.2f}", False),
+    ):
+        ratio = "new / base" if higher_is_better else "base / new"
+        print(f"| {title} | base | new | {ratio} (medians) | {ratio} (median of pairs) |")
+        print("|---|---|---|---|---|")
+        for run in RUNS:
+            print(row(run, table["base", run], table["new", run], fmt, higher_is_better))
+        print()
 
 
-def row(run, first: list[float], second: list[float], fmt: str, swap: bool = False) -> str:
-    """A table row: each side's median and values, and second / first of the medians."""
+def row(run, base: list[float], new: list[float], fmt: str, higher_is_better: bool) -> str:
+    """A table row: each side's median and values, the ratio of the medians and the median
+    of the per-repetition ratios (oriented so that above 1 means the new tree is better)."""
     mode, _api, label = run
-    base, new = (second, first) if swap else (first, second)
     cells = [f"{fmt.format(statistics.median(v))} ({', '.join(fmt.format(x) for x in v)})"
              for v in (base, new)]
-    return f"| {mode} `{label}` | {cells[0]} | {cells[1]} | " \
-        f"{statistics.median(second) / statistics.median(first):.2f} |"
+    better, worse = (new, base) if higher_is_better else (base, new)
+    ratios = [b / w for b, w in zip(better, worse, strict=True) if w]  # CPU ticks can be 0
+    pairs = f"{statistics.median(ratios):.2f}" if ratios else "-"
+    medians = statistics.median(better) / (statistics.median(worse) or float("nan"))
+    return f"| {mode} `{label}` | {cells[0]} | {cells[1]} | {medians:.2f} | {pairs} |"
 
 
 if __name__ == "__main__":
