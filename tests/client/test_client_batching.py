@@ -3,8 +3,10 @@
 import pytest
 from sluice.client.accumulator import Accumulator
 from sluice.client.errors import ConnectionLostError
+from sluice.client.producer import Producer as AsyncProducer
 from sluice.client.records import decode_batches
 from sluice.client.sender import SendState
+from sluice.client.sync import Producer as SyncProducer
 from sluice.protocol import messages as m
 from sluice.protocol.batch import decode_records, validate_batch
 from sluice.protocol.errors import OutOfOrderSequenceError, RecordTooLargeError
@@ -38,6 +40,27 @@ def test_records_become_one_valid_batch_per_partition():
         (b"k", b"v1", [("h", b"x")], 1000),
         (None, None, [], 1005),
     ]
+
+
+@pytest.mark.parametrize(("name", "codec"), [("gzip", 1), ("snappy", 2), ("lz4", 3), ("zstd", 4)])
+async def test_producers_compress_each_batch_with_the_codec_asked_for(name, codec):
+    for producer in (AsyncProducer(compression=name), SyncProducer(compression=name)):
+        acc = producer._acc
+        acc.append("t", 0, b"k", b"v" * 500, [("h", b"x")], 1000)
+        acc.append_values("t", 0, [b"w" * 500] * 3, 1001)
+        acc.seal_all()
+        data = acc.ready[("t", 0)][0].encode()
+        header = validate_batch(data)
+        assert header.attributes == codec and header.size < 500
+        assert [(r.key, r.value, r.timestamp) for r in decode_records(data)] == [
+            (b"k", b"v" * 500, 1000), *[(None, b"w" * 500, 1001)] * 3
+        ]
+
+
+def test_an_unknown_compression_is_refused_at_construction():
+    for producer in (AsyncProducer, SyncProducer):
+        with pytest.raises(ValueError, match="compression must be one of none, gzip, snappy"):
+            producer(compression="brotli")
 
 
 def test_backwards_timestamps_are_negative_deltas_from_the_first():
