@@ -198,8 +198,8 @@ class Accumulator:
                 if batch is not None:
                     self.seal(batch)
                 batch = self.open[tp] = ProducerBatch(
-                topic, partition, timestamp, self.clock(), self.compression
-            )
+                    topic, partition, timestamp, self.clock(), self.compression
+                )
                 self.incomplete += 1
             room = self.batch_bytes - batch.size
             k = bisect_right(ends, ends[i] + room, i, n + 1) - 1 - i
