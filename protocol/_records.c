@@ -87,13 +87,22 @@ static inline char *put_nullable(char *p, const Bytes *b) {
     return p + b->size;
 }
 
-/* The headers of one record: ``p == NULL`` measures, else writes. Returns the size, -1 on
- * error. ``seq`` is the record's headers object. */
-static Py_ssize_t headers_encode(PyObject *seq, char **p) {
+static void changed_size(void) {
+    PyErr_SetString(PyExc_RuntimeError, "a key, value or header changed size while encoding");
+}
+
+/* The headers of one record: ``p == NULL`` measures, else writes, never past ``end``.
+ * Returns the size, -1 on error. ``seq`` is the record's headers object. */
+static Py_ssize_t headers_encode(PyObject *seq, char **p, const char *end) {
     if ((PyTuple_CheckExact(seq) && PyTuple_GET_SIZE(seq) == 0) ||
         (PyList_CheckExact(seq) && PyList_GET_SIZE(seq) == 0)) { /* the common case */
-        if (p != NULL)
+        if (p != NULL) {
+            if (*p >= end) {
+                changed_size();
+                return -1;
+            }
             *(*p)++ = 0;
+        }
         return 1;
     }
     PyObject *fast = PySequence_Fast(seq, "headers must be a sequence of (str, bytes) pairs");
@@ -101,8 +110,15 @@ static Py_ssize_t headers_encode(PyObject *seq, char **p) {
         return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     Py_ssize_t total = varint_size(zigzag(n));
-    if (p != NULL)
+    if (p != NULL) {
+        /* Python code (a custom sequence's iterator) may have run since the measuring pass:
+         * every write is checked against the room left. */
+        if (end - *p < total) {
+            changed_size();
+            goto error;
+        }
         *p = put_varint(*p, zigzag(n));
+    }
     for (Py_ssize_t j = 0; j < n; j++) {
         PyObject *pair = PySequence_Fast(PySequence_Fast_GET_ITEM(fast, j),
                                          "a header must be a (str, bytes) pair");
@@ -127,7 +143,14 @@ static Py_ssize_t headers_encode(PyObject *seq, char **p) {
             Py_DECREF(pair);
             goto error;
         }
-        total += varint_size(zigzag(key_size)) + key_size + nullable_size(value.size);
+        Py_ssize_t pair_size = varint_size(zigzag(key_size)) + key_size + nullable_size(value.size);
+        total += pair_size;
+        if (p != NULL && end - *p < pair_size) {
+            changed_size();
+            bytes_release(&value);
+            Py_DECREF(pair);
+            goto error;
+        }
         if (p != NULL) {
             *p = put_varint(*p, zigzag(key_size));
             memcpy(*p, key_data, (size_t)key_size);
@@ -157,8 +180,9 @@ static PyObject *encode_records(PyObject *self, PyObject *args) {
                         "timestamps, keys, values and headers must have the same length");
         return NULL;
     }
-    /* Pass 1 measures each record body (kept for pass 2's length prefixes); pass 2 writes.
-     * Nothing runs Python code between the passes, so the lists cannot change. */
+    /* Pass 1 measures each record body (kept for pass 2's length prefixes); pass 2 writes,
+     * checking every write against the buffer's end: Python code (an exotic header sequence)
+     * could change what a second look finds, and that must be an error, never an overflow. */
     Py_ssize_t *bodies = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(count ? count : 1));
     int64_t *deltas = PyMem_Malloc(sizeof(int64_t) * (size_t)(count ? count : 1));
     PyObject *out = NULL;
@@ -186,7 +210,7 @@ static PyObject *encode_records(PyObject *self, PyObject *args) {
                           nullable_size(key.size) + nullable_size(value.size);
         bytes_release(&key);
         bytes_release(&value);
-        Py_ssize_t header_bytes = headers_encode(PyList_GET_ITEM(headers, i), NULL);
+        Py_ssize_t header_bytes = headers_encode(PyList_GET_ITEM(headers, i), NULL, NULL);
         if (header_bytes < 0)
             goto done;
         body += header_bytes;
@@ -201,6 +225,7 @@ static PyObject *encode_records(PyObject *self, PyObject *args) {
     if (out == NULL)
         goto done;
     char *p = PyBytes_AS_STRING(out);
+    const char *end = p + total;
     for (Py_ssize_t i = 0; i < count; i++) {
         Bytes key, value;
         if (bytes_get(PyList_GET_ITEM(keys, i), &key, "a key") < 0)
@@ -209,6 +234,16 @@ static PyObject *encode_records(PyObject *self, PyObject *args) {
             bytes_release(&key);
             goto fail;
         }
+        Py_ssize_t fixed = varint_size(zigzag(bodies[i])) + 1 + varint_size(zigzag(deltas[i])) +
+                           varint_size(zigzag(i)) + nullable_size(key.size) +
+                           nullable_size(value.size);
+        if (end - p < fixed) {
+            bytes_release(&key);
+            bytes_release(&value);
+            changed_size();
+            goto fail;
+        }
+        const char *record_end = p + varint_size(zigzag(bodies[i])) + bodies[i];
         p = put_varint(p, zigzag(bodies[i]));
         *p++ = 0; /* attributes */
         p = put_varint(p, zigzag(deltas[i]));
@@ -217,12 +252,12 @@ static PyObject *encode_records(PyObject *self, PyObject *args) {
         p = put_nullable(p, &value);
         bytes_release(&key);
         bytes_release(&value);
-        if (headers_encode(PyList_GET_ITEM(headers, i), &p) < 0)
+        if (headers_encode(PyList_GET_ITEM(headers, i), &p, end) < 0)
             goto fail;
-    }
-    if (p != PyBytes_AS_STRING(out) + total) { /* a buffer changed size between the passes */
-        PyErr_SetString(PyExc_RuntimeError, "record sizes changed while encoding");
-        goto fail;
+        if (p != record_end) { /* its length prefix would not match its bytes */
+            changed_size();
+            goto fail;
+        }
     }
     goto done;
 fail:

@@ -167,3 +167,25 @@ def test_without_the_extension_the_reference_is_used_with_a_warning():
         "assert batch.decode_records(b)[0].value == b'v'\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+class Shifty:
+    """A header sequence that grows each time it is iterated (Python code between passes)."""
+
+    def __init__(self) -> None:
+        self.pairs: list = []
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __iter__(self):
+        self.pairs.append(("k" * 50, b"v" * 50))
+        return iter(list(self.pairs))
+
+
+@pytest.mark.parametrize("grows", ["first", "last"])
+def test_headers_that_change_between_the_passes_are_an_error_not_an_overflow(grows):
+    headers = [[], []]
+    headers[0 if grows == "first" else 1] = Shifty()
+    with pytest.raises(RuntimeError, match="changed size while encoding"):
+        _records.encode_records([0, 0], [None, None], [b"a", b"b"], headers, 0)
