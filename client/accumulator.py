@@ -54,7 +54,7 @@ class ProducerBatch:
     __slots__ = (
         "topic", "partition", "timestamps", "keys", "values", "headers", "size", "min_ts",
         "max_ts", "created", "data", "base_sequence", "attempts", "base_offset", "error",
-        "done", "waiter",
+        "done", "waiter", "topic_id",
     )
 
     def __init__(self, topic: str, partition: int, timestamp: int, created: float) -> None:
@@ -74,6 +74,7 @@ class ProducerBatch:
         self.error: BaseException | None = None
         self.done = False
         self.waiter = None  # set by the I/O layer to be woken on completion
+        self.topic_id = ""  # the topic incarnation it was first sent to (set when first sent)
 
     def __len__(self) -> int:
         return len(self.values)

@@ -113,11 +113,11 @@ class _TopicId(_Kind):
     """A topic id: 32 lowercase hex digits (a UUID4 without dashes), or "" for none."""
 
     expected = 'a topic id (32 lowercase hex digits) or ""'
-    _DIGITS = frozenset("0123456789abcdef")
+    DIGITS = frozenset("0123456789abcdef")
 
     def ok(self, value: object) -> bool:
         return isinstance(value, str) and (
-            not value or (len(value) == TOPIC_ID_CHARS and self._DIGITS.issuperset(value))
+            not value or (len(value) == TOPIC_ID_CHARS and self.DIGITS.issuperset(value))
         )
 
 
@@ -444,6 +444,12 @@ def _check_expr(kind: _Kind, value: str, ns: dict, name: str) -> str:
         )
     if type(kind) is _Str:
         return f"isinstance({value}, str)"
+    if type(kind) is _TopicId:
+        ns["_TOPIC_ID_DIGITS"] = _TopicId.DIGITS
+        return (
+            f"({value} == '' or (type({value}) is str and len({value}) == {TOPIC_ID_CHARS} "
+            f"and _TOPIC_ID_DIGITS.issuperset({value})))"
+        )
     if type(kind) is _Optional:
         return f"({value} is None or {_check_expr(kind.inner, value, ns, name)})"
     ns[name] = kind
