@@ -118,8 +118,9 @@ class Consumer(ConsumerBase, ClientLifecycle):
         self._changed.set()
 
     async def partitions_for(self, topic: str) -> int:
-        """The topic's partition count (``UnknownTopicOrPartitionError`` if it has none)."""
-        return await self._cluster.partitions(topic)
+        """The topic's partition count, asked now (``UnknownTopicOrPartitionError`` if there
+        is no such topic)."""
+        return await self._cluster.partitions(topic, refresh=True)
 
     async def offsets_for_times(self, timestamps: dict) -> dict:
         """``{(topic, partition): ts}`` -> ``{(topic, partition): (offset, ts) or None}``: the

@@ -434,6 +434,8 @@ class Consumer(ConsumerBase):
             self._coord.close()
 
     def partitions_for(self, topic: str) -> int:
+        """The topic's partition count, asked now (``UnknownTopicOrPartitionError`` if none)."""
+        self._drain_fetch()  # the answer to the fetch on the wire comes first
         return self._conn.partitions(topic)
 
     def offsets_for_times(self, timestamps: dict) -> dict:

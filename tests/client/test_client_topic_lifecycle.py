@@ -259,3 +259,27 @@ def test_with_reset_policy_error_a_recreated_topic_needs_a_seek():
     state.bind(TOPIC, NEW_ID, 1)
     with pytest.raises(NoOffsetError):
         state.check_positions()
+
+
+def test_partition_counts_are_asked_afresh_and_never_read_from_a_fetch_answer(process_bootstrap):
+    """The blocking consumer sends its next fetch before ``poll`` returns: ``partitions_for``
+    used to read that fetch's answer as its metadata answer. And the count is not cached: it
+    follows a recreate."""
+    bootstrap = process_bootstrap
+    trio.run(recreate, bootstrap, 2, True)
+    trio.run(produce, bootstrap, [b"x"] * 3)
+    with SyncConsumer(bootstrap, topics=[TOPIC], auto_offset_reset="earliest") as consumer:
+        got = []
+        while not got:
+            got = consumer.poll(timeout=WAIT_S)
+        assert consumer.partitions_for(TOPIC) == 2
+        trio.run(recreate, bootstrap, 3)
+        assert consumer.partitions_for(TOPIC) == 3
+
+
+async def test_the_trio_consumer_asks_for_partition_counts_afresh(bootstrap):
+    await recreate(bootstrap, 2, first=True)
+    async with Consumer(bootstrap, topics=[TOPIC]) as consumer:
+        assert await consumer.partitions_for(TOPIC) == 2
+        await recreate(bootstrap, 3)
+        assert await consumer.partitions_for(TOPIC) == 3

@@ -6,7 +6,9 @@ disk; the topic is deleted and created again (1-3 partitions); producer P writes
 the new topic; after a random short delay the broker is killed with SIGKILL and restarted.
 Promised, checked after every restart: the new topic holds exactly what P was told was written,
 nothing of the old one; the group's commits to the old topic are gone; P's state survived --
-a retry of a batch it already wrote is not written again, and its next batch is accepted; the
+a retry of its last batch, or of its first if still within the five remembered, is answered
+with the original offset and not written again (an older one is refused as out of order),
+and its next batch is accepted; the
 topic id is the one it had before the crash; no partition is offline.
 """
 
@@ -115,6 +117,9 @@ async def test_a_crash_right_after_a_recreate_applies_nothing_of_the_old_topic(t
                 assert [r for r in fetched.partitions if r.topic == TOPIC] == []
                 figures["old_commits_gone"] += 1
                 for p, count in written.items():
+                    last = await write(client, p_id, "p", rnd, p, count - 1)  # always remembered
+                    assert (last.error, last.base_offset) == (0, count - 1), last
+                    figures["retries_deduplicated"] += 1
                     retry = await write(client, p_id, "p", rnd, p, 0)
                     if count <= 5:  # within the window the broker remembers: a duplicate
                         assert (retry.error, retry.base_offset) == (0, 0), retry
