@@ -599,29 +599,13 @@ class Consumer(ConsumerBase):
             self._check_assignment()
             lookup = state.metadata_request()
             if lookup is not None and time.monotonic() >= self._next_topic_lookup:
-                self._drain_fetch()
-                try:
-                    self._topics_found(ops.topic_metas(self._conn.request(lookup)))
-                except ConnectionLostError:
-                    self._conn.connect()
-                except SluiceError as exc:
-                    if not is_retriable(exc):
-                        raise
-                    time.sleep(FETCH_RETRY_BACKOFF_S)
+                self._look_up(lookup, lambda answer: self._topics_found(ops.topic_metas(answer)))
                 if state.unresolved:  # deleted: look again later, fetching the others meanwhile
                     self._next_topic_lookup = time.monotonic() + TOPIC_LOOKUP_INTERVAL_S
                 continue
             lookup = state.list_offsets_request()
             if lookup is not None:
-                self._drain_fetch()
-                try:
-                    state.on_list_offsets(self._conn.request(lookup), state.generation)
-                except ConnectionLostError:
-                    self._conn.connect()
-                except SluiceError as exc:
-                    if not is_retriable(exc):
-                        raise
-                    time.sleep(FETCH_RETRY_BACKOFF_S)
+                self._look_up(lookup, lambda answer: state.on_list_offsets(answer, state.generation))
                 continue
             self._send_fetch()
             if self._in_flight is None:  # nothing to fetch
@@ -636,6 +620,19 @@ class Consumer(ConsumerBase):
                 continue
             self._drain_fetch()
             self._send_fetch()  # the next fetch travels while the caller handles these
+
+    def _look_up(self, request, take) -> None:
+        """Send ``request`` once the fetch on the wire is answered, and ``take`` its answer; a
+        retriable failure (connection lost, broker restarting) is retried by the next round."""
+        self._drain_fetch()
+        try:
+            take(self._conn.request(request))
+        except ConnectionLostError:
+            self._conn.connect()
+        except SluiceError as exc:
+            if not is_retriable(exc):
+                raise
+            time.sleep(FETCH_RETRY_BACKOFF_S)
 
     def _send_fetch(self) -> None:
         request = self._state.fetch_request()
