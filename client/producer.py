@@ -220,7 +220,8 @@ class Producer(ProducerBase, ClientLifecycle):
             await self._progress.wait()
 
     async def partitions_for(self, topic: str) -> int:
-        """The topic's partition count (fetched once, then cached)."""
+        """The topic's partition count (cached; looked up again once an answer says the
+        topic was deleted or recreated)."""
         await self._ready_for(topic)
         return self._partitions[topic]
 
