@@ -16,8 +16,17 @@ reconciles members incrementally:
 
 Committed offsets live in the internal topic ``__consumer_offsets`` (one partition): each
 commit appends one batch whose records are ``key = [group, topic, partition]``, ``value =
-[offset, metadata, commit_time_ms]`` (msgpack). A commit is acknowledged after fdatasync.
-At startup the topic is replayed into memory. So that the replay stays proportional to the
+[offset, metadata, commit_time_ms, topic_id]`` (msgpack). A commit is acknowledged after
+fdatasync. At startup the topic is replayed into memory.
+
+Committed offsets belong to one incarnation of their topic (its ``topic_id``): deleting the
+topic drops them (``topic_deleted`` appends a nil-valued record for each, so the log forgets
+them too), and the replay at startup keeps only offsets whose id is the topic's current one --
+so a crash between the topic's deletion and those records, or a recreate before they were
+flushed, can never hand an old topic's offsets to a new topic of the same name. A commit may
+name the incarnation it means (``topic_id``) and is refused with ``UnknownTopicIdError`` if
+that is no longer the current one. Records written before topic ids (three fields) are taken
+as the current incarnation's and rewritten with its id. So that the replay stays proportional to the
 live offsets rather than to every commit ever made, the log is compacted (at startup and
 every ``COMPACT_INTERVAL_S``) once it holds ``COMPACT_RATIO`` times more records than live
 offsets: roll a segment, write every live offset into it, fdatasync, then delete the older
@@ -87,7 +96,8 @@ class Group:
     epoch: int = 0
     members: dict[str, Member] = field(default_factory=dict)
     target: dict[str, frozenset[TopicPartition]] = field(default_factory=dict)
-    offsets: dict[TopicPartition, tuple[int, str]] = field(default_factory=dict)
+    # (topic, partition) -> (offset, metadata, topic_id): only the current incarnations' offsets
+    offsets: dict[TopicPartition, tuple[int, str, str]] = field(default_factory=dict)
     empty_since_ms: int = 0
 
     @property
@@ -108,6 +118,7 @@ class GroupCoordinator:
         self.groups: dict[str, Group] = {}
         self._expiry_changed = trio.Event()
         self._replay()
+        self._keep_current_incarnations()
         snapshot_start = self._write_snapshot_if_due()
         if snapshot_start is not None:  # before serving: nothing else appends meanwhile
             offsets.log.flush()
@@ -138,8 +149,37 @@ class GroupCoordinator:
             if not group.offsets and not group.members:
                 del self.groups[group_id]
         else:
-            committed, metadata, _ = msgpack.unpackb(value, raw=False)
-            group.offsets[(topic, partition)] = (committed, metadata)
+            fields = msgpack.unpackb(value, raw=False)
+            topic_id = fields[3] if len(fields) > 3 else None  # None: written before topic ids
+            group.offsets[(topic, partition)] = (fields[0], fields[1], topic_id)
+
+    def _keep_current_incarnations(self) -> None:
+        """After the replay: drop (and record the drop of) offsets of topics deleted since --
+        recreated or not -- and give offsets from before topic ids the current id."""
+        dropped, adopted = [], []
+        for group in self.groups.values():
+            for (topic, partition), (offset, metadata, topic_id) in list(group.offsets.items()):
+                current = self._state.topic_id(topic)
+                if current is not None and topic_id in (current, None):
+                    if topic_id is None:
+                        group.offsets[(topic, partition)] = (offset, metadata, current)
+                        adopted.append((group.group_id, topic, partition, offset, metadata, current))
+                    continue
+                del group.offsets[(topic, partition)]
+                dropped.append((group.group_id, topic, partition))
+        self._forget_empty_groups()
+        stamp = now_ms()
+        records = [_tombstone(*gtp, stamp) for gtp in dropped]
+        records += [_offset_record(*row, stamp) for row in adopted]
+        for i in range(0, len(records), SNAPSHOT_BATCH_RECORDS):
+            self._append(records[i : i + SNAPSHOT_BATCH_RECORDS])
+        if records:
+            log.info("dropped %d committed offset(s) of deleted topics; gave %d a topic id",
+                     len(dropped), len(adopted))
+
+    def _forget_empty_groups(self) -> None:
+        for group_id in [g.group_id for g in self.groups.values() if not g.offsets and not g.members]:
+            del self.groups[group_id]
 
     # -- compaction of the offsets log -----------------------------------------------------------
 
@@ -155,9 +195,9 @@ class GroupCoordinator:
         start = plog.log_end_offset
         stamp = now_ms()
         rows = [
-            (msgpack.packb([g.group_id, t, p]), msgpack.packb([offset, metadata, stamp]), [], stamp)
+            _offset_record(g.group_id, t, p, offset, metadata, topic_id, stamp)
             for g in self.groups.values()
-            for (t, p), (offset, metadata) in g.offsets.items()
+            for (t, p), (offset, metadata, topic_id) in g.offsets.items()
         ]
         for i in range(0, len(rows), SNAPSHOT_BATCH_RECORDS):
             self._append(rows[i : i + SNAPSHOT_BATCH_RECORDS])
@@ -247,7 +287,7 @@ class GroupCoordinator:
         counts = {}
         for member in group.members.values():
             for topic in member.topics:
-                info = self._state.manager.topics().get(topic)
+                info = self._state.manager.topic(topic)
                 counts[topic] = info.config.partitions if info is not None else 0
         group.target = assign(
             {mid: mem.topics for mid, mem in group.members.items()},
@@ -272,6 +312,20 @@ class GroupCoordinator:
             if group.members:
                 self._rebalance(group)
 
+    def topic_deleted(self, topic: str) -> None:
+        """The topic is gone: forget every group's offsets of it (a nil-valued record each, so
+        the log forgets them too) and rebalance the groups that consumed it."""
+        stamp = now_ms()
+        records = []
+        for group in self.groups.values():
+            for tp in [tp for tp in group.offsets if tp[0] == topic]:
+                del group.offsets[tp]
+                records.append(_tombstone(group.group_id, *tp, stamp))
+        self._forget_empty_groups()
+        for i in range(0, len(records), SNAPSHOT_BATCH_RECORDS):
+            self._append(records[i : i + SNAPSHOT_BATCH_RECORDS])
+        self.topics_changed()
+
     async def run_expiry(self) -> None:
         """Remove members whose session timed out; drop long-empty groups' offsets."""
         while True:
@@ -291,10 +345,7 @@ class GroupCoordinator:
         cutoff = now_ms() - self._state.config.offsets_retention_ms
         stale = [g for g in self.groups.values() if not g.members and g.empty_since_ms < cutoff]
         for group in stale:
-            records = [
-                (msgpack.packb([group.group_id, t, p]), None, [], now_ms())
-                for (t, p) in group.offsets
-            ]
+            records = [_tombstone(group.group_id, t, p, now_ms()) for (t, p) in group.offsets]
             if records:
                 self._append(records)
             del self.groups[group.group_id]
@@ -325,22 +376,22 @@ class GroupCoordinator:
         accepted = []
         stamp = now_ms()
         for item in request.offsets:
-            error = self._check_commit(item)
-            if error is not None:
+            try:
+                topic_id = self._check_commit(item)
+            except ApiError as error:
                 results.append(m.PartitionResult(topic=item.topic, partition=item.partition,
                                                  error=error.code, message=error.message))
                 continue
-            key = msgpack.packb([request.group_id, item.topic, item.partition])
-            value = msgpack.packb([item.offset, item.metadata, stamp])
-            records.append((key, value, [], stamp))
-            accepted.append(item)
+            records.append(_offset_record(request.group_id, item.topic, item.partition,
+                                          item.offset, item.metadata, topic_id, stamp))
+            accepted.append((item, topic_id))
             results.append(m.PartitionResult(topic=item.topic, partition=item.partition))
         if not records:
             return m.CommitOffsetsResponse(partitions=results)
         last_offset = self._append(records)
         group = self.groups.setdefault(request.group_id, Group(request.group_id, empty_since_ms=stamp))
-        for item in accepted:
-            group.offsets[(item.topic, item.partition)] = (item.offset, item.metadata)
+        for item, topic_id in accepted:
+            group.offsets[(item.topic, item.partition)] = (item.offset, item.metadata, topic_id)
 
         async def complete() -> m.CommitOffsetsResponse:
             await self._offsets.wait_flushed(last_offset)
@@ -348,14 +399,15 @@ class GroupCoordinator:
 
         return Deferred(complete)
 
-    def _check_commit(self, item: m.OffsetCommit) -> ApiError | None:
+    def _check_commit(self, item: m.OffsetCommit) -> str:
+        """The id of the topic incarnation the commit is for; raises why it can't be taken."""
         if item.offset < 0:
-            return InvalidRequestError(f"offset {item.offset} must be >= 0")
+            raise InvalidRequestError(f"offset {item.offset} must be >= 0")
         if len(item.metadata) > MAX_METADATA_CHARS:
-            return InvalidRequestError(f"metadata longer than {MAX_METADATA_CHARS} characters")
+            raise InvalidRequestError(f"metadata longer than {MAX_METADATA_CHARS} characters")
         if (item.topic, item.partition) not in self._state.partitions:
-            return UnknownTopicOrPartitionError(f"unknown topic or partition {item.topic}[{item.partition}]")
-        return None
+            raise UnknownTopicOrPartitionError(f"unknown topic or partition {item.topic}[{item.partition}]")
+        return self._state.partition(item.topic, item.partition, item.topic_id).topic_id
 
     def _append(self, records) -> int:
         batch = build_batch(records)
@@ -370,8 +422,11 @@ class GroupCoordinator:
             wanted = [(tp.topic, tp.partition) for tp in request.partitions]
         out = []
         for topic, partition in wanted:
-            offset, metadata = committed.get((topic, partition), (-1, ""))
-            out.append(m.OffsetFetchResult(topic=topic, partition=partition, offset=offset, metadata=metadata))
+            offset, metadata, topic_id = committed.get((topic, partition), (-1, "", None))
+            if topic_id is None:  # no offset: the topic's current id, if there is such a topic
+                topic_id = self._state.topic_id(topic) or ""
+            out.append(m.OffsetFetchResult(topic=topic, partition=partition, offset=offset,
+                                           metadata=metadata, topic_id=topic_id))
         return m.FetchOffsetsResponse(partitions=out)
 
     # -- visibility ---------------------------------------------------------------------------
@@ -401,7 +456,7 @@ class GroupCoordinator:
                 for mem in group.members.values()
             ]
             offsets = []
-            for (topic, partition), (offset, _) in sorted(group.offsets.items()):
+            for (topic, partition), (offset, _, _) in sorted(group.offsets.items()):
                 partition_state = self._state.partitions.get((topic, partition))
                 end = partition_state.log.log_end_offset if partition_state else -1
                 offsets.append(
@@ -413,6 +468,18 @@ class GroupCoordinator:
                                    members=members, offsets=offsets)
             )
         return m.DescribeGroupsResponse(groups=out)
+
+
+def _offset_record(group_id: str, topic: str, partition: int, offset: int, metadata: str,
+                   topic_id: str, stamp: int) -> tuple:
+    """The ``__consumer_offsets`` record of one committed offset."""
+    key = msgpack.packb([group_id, topic, partition])
+    return key, msgpack.packb([offset, metadata, stamp, topic_id]), [], stamp
+
+
+def _tombstone(group_id: str, topic: str, partition: int, stamp: int) -> tuple:
+    """The ``__consumer_offsets`` record that drops one committed offset."""
+    return msgpack.packb([group_id, topic, partition]), None, [], stamp
 
 
 def _as_topic_partitions(tps) -> list[m.TopicPartitions]:

@@ -69,6 +69,7 @@ def handle_metadata(state: BrokerState, request: m.MetadataRequest, session) -> 
         out.append(
             m.TopicMetadata(
                 name=name,
+                topic_id=info.topic_id,
                 partitions=[
                     m.PartitionMetadata(partition=i, leader=state.config.broker_id)
                     for i in range(info.config.partitions)
@@ -94,8 +95,8 @@ def handle_create_topics(state: BrokerState, request: m.CreateTopicsRequest, ses
     results = []
     for spec in request.topics:
         try:
-            state.create_topic(spec.name, spec.partitions, dict(spec.configs))
-            results.append(m.TopicResult(name=spec.name))
+            info = state.create_topic(spec.name, spec.partitions, dict(spec.configs))
+            results.append(m.TopicResult(name=spec.name, topic_id=info.topic_id))
         except ApiError as exc:
             results.append(m.TopicResult(name=spec.name, error=exc.code, message=exc.message))
     return m.CreateTopicsResponse(topics=results)
@@ -105,8 +106,8 @@ def handle_delete_topics(state: BrokerState, request: m.DeleteTopicsRequest, ses
     results = []
     for name in request.topics:
         try:
-            state.delete_topic(name)
-            results.append(m.TopicResult(name=name))
+            topic_id = state.delete_topic(name)
+            results.append(m.TopicResult(name=name, topic_id=topic_id))
         except ApiError as exc:
             results.append(m.TopicResult(name=name, error=exc.code, message=exc.message))
     return m.DeleteTopicsResponse(topics=results)
@@ -134,7 +135,8 @@ def handle_describe_topics(state: BrokerState, request: m.DescribeTopicsRequest,
                 )
             )
         out.append(
-            m.TopicDescription(name=name, configs=info.config.to_mapping(), partitions=parts)
+            m.TopicDescription(name=name, topic_id=info.topic_id, configs=info.config.to_mapping(),
+                               partitions=parts)
         )
     return m.DescribeTopicsResponse(topics=out)
 
@@ -177,7 +179,7 @@ def handle_produce(state: BrokerState, request: m.ProduceRequest, session):
     to_flush: list[tuple[int, object, int]] = []
     for part in request.partitions:
         try:
-            partition = state.partition(part.topic, part.partition)
+            partition = state.partition(part.topic, part.partition, part.topic_id)
             headers = validate_records(part.records, partition.log.config.max_message_bytes)
             appended = partition.append(part.records, headers)
         except ApiError as exc:
@@ -255,7 +257,7 @@ def _read_partitions(state: BrokerState, request: m.FetchRequest):
 def _read_one(state: BrokerState, want: m.FetchPartition, max_bytes: int) -> m.FetchPartitionData:
     """One partition's whole batches from ``want.offset`` (none when ``max_bytes`` is 0)."""
     try:
-        plog = state.partition(want.topic, want.partition).log
+        plog = state.partition(want.topic, want.partition, want.topic_id).log
         slices = plog.read(want.offset, max_bytes).slices if max_bytes else []
     except OffsetOutOfRangeError as exc:  # with the bounds, so the client can reset
         return m.FetchPartitionData(

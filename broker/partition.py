@@ -33,8 +33,11 @@ class Appended:
 class Partition:
     """One topic-partition: log + producer state + long-poll and durability waiters."""
 
-    def __init__(self, topic: str, index: int, log, producers: ProducerStates | None = None):
+    def __init__(
+        self, topic: str, index: int, log, producers: ProducerStates | None = None, *, topic_id: str
+    ) -> None:
         self.topic = topic
+        self.topic_id = topic_id  # the incarnation of the topic this partition belongs to
         self.index = index
         self.log = log
         self.producers = producers if producers is not None else ProducerStates()

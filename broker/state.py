@@ -5,9 +5,17 @@ group-commit flusher per partition, the periodic checkpoint (recovery points and
 state) and retention. ``close`` stops them and closes the logs cleanly.
 
 Producer-state snapshots live in ``D/meta/producer-state`` (msgpack, atomic writes): each
-partition's state as of a log end offset. At startup a partition loads its snapshot and replays
-only the batch headers after it; without a usable snapshot it replays its whole log (headers
-only, per batch).
+partition's state as of a log end offset, with the id of the topic incarnation it was taken
+from. At startup a partition loads its snapshot and replays only the batch headers after it;
+without a usable snapshot -- none, unreadable, of another incarnation of the topic (deleted and
+recreated since), or from before topic ids -- it replays its whole log (headers only, per
+batch).
+
+Topic lifecycle: ``create_topic`` and ``delete_topic`` are the only ways a topic comes and
+goes, and each tells every holder of per-topic state (the logs, the partitions with their
+producer state and flushers, the group coordinator's committed offsets). Requests may name the
+incarnation they mean (``topic_id``); ``partition`` refuses a stale one with
+``UnknownTopicIdError``, so nothing meant for a deleted topic lands in its successor.
 """
 
 from __future__ import annotations
@@ -23,7 +31,12 @@ from sluice.broker.partition import Partition
 from sluice.broker.producers import ProducerStates
 from sluice.broker.storage.files import atomic_write
 from sluice.broker.storage.manager import LogManager
-from sluice.protocol.errors import InvalidRequestError, StorageError, UnknownTopicOrPartitionError
+from sluice.protocol.errors import (
+    InvalidRequestError,
+    StorageError,
+    UnknownTopicIdError,
+    UnknownTopicOrPartitionError,
+)
 
 log = logging.getLogger("sluice.broker")
 
@@ -73,17 +86,18 @@ class BrokerState:
         meta = None if config.in_memory else config.data_dir / "meta"
         self._snapshot_path = meta / "producer-state" if meta else None
         snapshots = self._load_snapshots()
+        topics = manager.topics()
         floor = 0
         for (topic, index), plog in manager.logs():
-            key = f"{topic}-{index}"
-            producers = self._restore_producers(plog, snapshots.get(key))
+            topic_id = topics[topic].topic_id
+            producers = self._restore_producers(plog, snapshots.get(f"{topic}-{index}"), topic_id)
             floor = max(floor, producers.max_producer_id() + 1)
-            self.partitions[(topic, index)] = Partition(topic, index, plog, producers)
+            self.partitions[(topic, index)] = Partition(topic, index, plog, producers, topic_id=topic_id)
         self.producer_ids = ProducerIdAllocator(meta / "producer-ids" if meta else None, floor)
-        if OFFSETS_TOPIC not in manager.topics():
-            manager.create_topic(OFFSETS_TOPIC, 1, {}, internal=True)
+        if OFFSETS_TOPIC not in topics:
+            info = manager.create_topic(OFFSETS_TOPIC, 1, {}, internal=True)
             self.partitions[(OFFSETS_TOPIC, 0)] = Partition(
-                OFFSETS_TOPIC, 0, manager.get_log(OFFSETS_TOPIC, 0)
+                OFFSETS_TOPIC, 0, manager.get_log(OFFSETS_TOPIC, 0), topic_id=info.topic_id
             )
         self.groups = GroupCoordinator(self, self.partition(OFFSETS_TOPIC, 0))
 
@@ -119,11 +133,13 @@ class BrokerState:
             return {}
 
     @staticmethod
-    def _restore_producers(plog, snapshot) -> ProducerStates:
+    def _restore_producers(plog, snapshot, topic_id: str) -> ProducerStates:
+        """The partition's producer state: its snapshot (if taken of this incarnation of the
+        topic and within the log) plus the batch headers after it."""
         start = plog.log_start_offset
         states = ProducerStates()
-        if snapshot is not None:
-            offset, data = snapshot
+        if snapshot is not None and len(snapshot) == 3 and snapshot[2] == topic_id:
+            offset, data, _ = snapshot
             if start <= offset <= plog.log_end_offset:
                 states = ProducerStates.load(data)
                 start = offset
@@ -171,7 +187,7 @@ class BrokerState:
         if self._snapshot_path is None:
             return
         snapshots = {
-            f"{topic}-{index}": [p.log.log_end_offset, p.producers.snapshot()]
+            f"{topic}-{index}": [p.log.log_end_offset, p.producers.snapshot(), p.topic_id]
             for (topic, index), p in list(self.partitions.items())
         }
         atomic_write(self._snapshot_path, msgpack.packb(snapshots, use_bin_type=True))
@@ -184,40 +200,56 @@ class BrokerState:
 
     # -- topics ------------------------------------------------------------------------------
 
-    def partition(self, topic: str, index: int) -> Partition:
+    def partition(self, topic: str, index: int, topic_id: str = "") -> Partition:
+        """The partition, if it exists -- and, when ``topic_id`` is given, belongs to that
+        incarnation of the topic (else ``UnknownTopicIdError``)."""
         try:
-            return self.partitions[(topic, index)]
+            partition = self.partitions[(topic, index)]
         except KeyError:
             if (topic, index) in self.manager.offline:  # refused at startup: say why
                 self.manager.get_log(topic, index)
             raise UnknownTopicOrPartitionError(
                 f"unknown topic or partition {topic}[{index}]"
             ) from None
+        if topic_id and topic_id != partition.topic_id:
+            raise UnknownTopicIdError(
+                f"topic {topic} with id {topic_id} no longer exists: it was deleted, and the "
+                f"topic of that name now has id {partition.topic_id}; refresh metadata"
+            )
+        return partition
+
+    def topic_id(self, name: str) -> str | None:
+        """The id of the topic's current incarnation (None if there is no such topic)."""
+        info = self.manager.topic(name)
+        return info.topic_id if info is not None else None
 
     def create_topic(self, name: str, partitions: int | None, configs: dict[str, int]):
         info = self.manager.create_topic(name, partitions, configs)
         for index in range(info.config.partitions):
             key = (name, index)
-            partition = Partition(name, index, self.manager.get_log(name, index))
+            partition = Partition(name, index, self.manager.get_log(name, index), topic_id=info.topic_id)
             self.partitions[key] = partition
             if self._nursery is not None:
                 self._start_flusher(key, partition)
         self.groups.topics_changed()
-        log.info("created topic %s with %d partition(s)", name, info.config.partitions)
+        log.info("created topic %s (id %s) with %d partition(s)", name, info.topic_id, info.config.partitions)
         return info
 
-    def delete_topic(self, name: str) -> None:
+    def delete_topic(self, name: str) -> str:
+        """Delete the topic and everything kept for it; returns the id it had."""
         if name.startswith("__"):
             raise InvalidRequestError(f"internal topic {name} cannot be deleted")
-        self.manager.delete_topic(name)
+        topic_id = self.topic_id(name)
+        self.manager.delete_topic(name)  # the commit point: topics.json no longer names it
         for key in [k for k in self.partitions if k[0] == name]:
             partition = self.partitions.pop(key)
             partition.close()
             scope = self._scopes.pop(key, None)
             if scope is not None:
                 scope.cancel()
-        self.groups.topics_changed()
-        log.info("deleted topic %s", name)
+        self.groups.topic_deleted(name)
+        log.info("deleted topic %s (id %s)", name, topic_id)
+        return topic_id
 
     def close(self) -> None:
         """Checkpoint and close every log; the manager writes the clean-shutdown marker."""

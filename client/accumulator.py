@@ -56,7 +56,7 @@ class ProducerBatch:
     __slots__ = (
         "topic", "partition", "timestamps", "keys", "values", "headers", "size",
         "max_ts", "created", "data", "base_sequence", "attempts", "base_offset", "error",
-        "done", "waiter", "compression",
+        "done", "waiter", "compression", "topic_id",
     )
 
     def __init__(
@@ -79,6 +79,7 @@ class ProducerBatch:
         self.done = False
         self.waiter = None  # set by the I/O layer to be woken on completion
         self.compression = compression  # codec of protocol.compression
+        self.topic_id = ""  # the topic incarnation it was first sent to (set when first sent)
 
     def __len__(self) -> int:
         return len(self.values)

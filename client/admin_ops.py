@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from sluice.protocol import messages as m
-from sluice.protocol.errors import GroupIdNotFoundError, error_for_code
+from sluice.protocol.errors import (
+    ApiError,
+    GroupIdNotFoundError,
+    UnknownTopicOrPartitionError,
+    error_for_code,
+)
 
 OFFSET_SPECS = {"earliest": -2, "latest": -1}
 
@@ -22,6 +27,14 @@ class TopicInfo(NamedTuple):
     name: str
     configs: dict[str, int]
     partitions: list[PartitionInfo]
+    topic_id: str = ""  # this incarnation of the topic ("" from a broker without topic ids)
+
+
+class TopicMeta(NamedTuple):
+    """What clients route by: a topic's partition count and the id of its incarnation."""
+
+    partitions: int
+    topic_id: str
 
 
 def create_topics(specs) -> m.CreateTopicsRequest:
@@ -56,6 +69,25 @@ def check_topic_results(response) -> None:
             raise error_for_code(result.error, result.message or f"topic {result.name!r}")
 
 
+def topic_metas(response: m.MetadataResponse) -> dict[str, TopicMeta | ApiError]:
+    """Each topic of a metadata answer: its ``TopicMeta``, or the error it has (unknown...)."""
+    return {
+        t.name: error_for_code(t.error, t.message or f"unknown topic {t.name!r}") if t.error
+        else TopicMeta(len(t.partitions), t.topic_id)
+        for t in response.topics
+    }
+
+
+def topic_meta(response: m.MetadataResponse, name: str) -> TopicMeta:
+    """The ``TopicMeta`` of ``name`` from a metadata answer (raises its error)."""
+    found = topic_metas(response).get(name)
+    if found is None:
+        raise UnknownTopicOrPartitionError(f"no metadata for topic {name!r}")
+    if isinstance(found, ApiError):
+        raise found
+    return found
+
+
 def topic_names(response: m.MetadataResponse) -> list[str]:
     return sorted(t.name for t in response.topics if not t.error)
 
@@ -70,7 +102,7 @@ def topic_infos(response: m.DescribeTopicsResponse) -> list[TopicInfo]:
                           p.segments)
             for p in t.partitions
         ]
-        out.append(TopicInfo(t.name, dict(t.configs), parts))
+        out.append(TopicInfo(t.name, dict(t.configs), parts, t.topic_id))
     return out
 
 

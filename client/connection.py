@@ -14,6 +14,7 @@ import os
 from collections import deque
 
 import trio
+from sluice.client import admin_ops as ops
 from sluice.client.errors import BrokerUnreachableError, ClientClosedError, ConnectionLostError
 from sluice.protocol import messages as m
 from sluice.protocol.connection import ClientConnection, ResponseReceived
@@ -225,7 +226,7 @@ class Cluster:
         self._nursery = nursery
         self._conn: Connection | None = None
         self._lock = trio.Lock()
-        self._partitions: dict[str, int] = {}
+        self._topics: dict[str, ops.TopicMeta] = {}
         self.closed = False
 
     async def connection(self) -> Connection:
@@ -266,19 +267,22 @@ class Cluster:
         conn = await self.connection()
         return await conn.request(request)
 
-    async def partitions(self, topic: str, *, refresh: bool = False) -> int:
-        """The topic's partition count (cached); ``UnknownTopicOrPartitionError`` if none."""
-        count = self._partitions.get(topic)
-        if count is None or refresh:
-            response = await self.request(m.MetadataRequest(topics=[topic]))
-            for meta in response.topics:
-                if meta.error:
-                    raise error_for_code(meta.error, f"unknown topic {meta.name!r}")
-                self._partitions[meta.name] = len(meta.partitions)
+    async def topic(self, topic: str, *, refresh: bool = False) -> ops.TopicMeta:
+        """The topic's partition count and id, cached until asked to ``refresh`` (e.g. when
+        the topic may have been deleted or recreated); ``UnknownTopicOrPartitionError`` if
+        there is no such topic (and then nothing stays cached for it)."""
+        meta = self._topics.get(topic)
+        if meta is None or refresh:
+            self._topics.pop(topic, None)
+            response = await self.request(ops.metadata([topic]))
             learned = [(b.host, b.port) for b in response.brokers]
             self.addresses = list(dict.fromkeys(learned + parse_bootstrap(self.bootstrap)))
-            count = self._partitions[topic]
-        return count
+            meta = self._topics[topic] = ops.topic_meta(response, topic)
+        return meta
+
+    async def partitions(self, topic: str, *, refresh: bool = False) -> int:
+        """The topic's partition count (see ``topic``)."""
+        return (await self.topic(topic, refresh=refresh)).partitions
 
     async def aclose(self) -> None:
         self.closed = True

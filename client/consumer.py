@@ -19,6 +19,7 @@ they only ever commit records the application has finished with.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from contextlib import AsyncExitStack
 from functools import partial
@@ -36,6 +37,7 @@ from sluice.client.records import Record, decode_batches
 log = logging.getLogger("sluice.consumer")
 
 RETRY_BACKOFF_S = 0.1
+TOPIC_LOOKUP_INTERVAL_S = 0.5  # how often to look whether a deleted topic is back
 CLOSE_TIMEOUT_S = 10.0
 # The next fetch is sent while fewer than this many fetched chunks wait to be handed out.
 PREFETCH_CHUNKS = 2
@@ -81,6 +83,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
         self._room = trio.Event()
         self._failure: Exception | None = None  # what stopped fetching, until positions change
         self._fetching = False
+        self._next_topic_lookup = 0.0  # when to look again for a deleted topic's return
 
     async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
         if self._group is not None:
@@ -96,11 +99,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
             stack.push_async_exit(self._close_group)
             return
         if self.topics:
-            parts = []
-            for topic in self.topics:
-                count = await self._cluster.partitions(topic)
-                parts += [(topic, p) for p in range(count)]
-            self.assign(parts)
+            self._assign_topics({topic: await self._cluster.topic(topic) for topic in self.topics})
         self._start_fetching(stack, nursery)
 
     def _start_fetching(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
@@ -119,8 +118,9 @@ class Consumer(ConsumerBase, ClientLifecycle):
         self._changed.set()
 
     async def partitions_for(self, topic: str) -> int:
-        """The topic's partition count (``UnknownTopicOrPartitionError`` if it has none)."""
-        return await self._cluster.partitions(topic)
+        """The topic's partition count, asked now (``UnknownTopicOrPartitionError`` if there
+        is no such topic)."""
+        return await self._cluster.partitions(topic, refresh=True)
 
     async def offsets_for_times(self, timestamps: dict) -> dict:
         """``{(topic, partition): ts}`` -> ``{(topic, partition): (offset, ts) or None}``: the
@@ -242,7 +242,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
 
     async def _commit(self, offsets: dict) -> None:
         group = self._group
-        response = await self._coordinator.request(group.commit_request(offsets))
+        response = await self._coordinator.request(self._commit_request(offsets))
         group.on_commit(response, offsets)
 
     async def _commit_quietly(self, offsets: dict, why: str) -> None:
@@ -300,10 +300,8 @@ class Consumer(ConsumerBase, ClientLifecycle):
         records, index = self._records, self._index
         if index < len(records) and (records[0].topic, records[0].partition) in partitions:
             self._settle()  # unread records of it are dropped: its position is the first one
-        positions = {tp: self.position(*tp) for tp in partitions}
-        self._state.assign([tp for tp in self._state.assignment if tp not in partitions])
+        self._start_revoke_positions(partitions)
         self._positions_changed()
-        self._group.start_revoke(positions)
         self._due = True
 
     async def _finish_revokes(self) -> None:
@@ -324,15 +322,9 @@ class Consumer(ConsumerBase, ClientLifecycle):
 
     async def _take(self, partitions) -> None:
         """New partitions: start at their committed offsets (else auto_offset_reset)."""
-        group = self._group
-        response = await self._coordinator.request(group.fetch_offsets_request(partitions))
-        committed = group.on_fetch_offsets(response)
         new = sorted(partitions)
-        self._state.assign(self._state.assignment + new)
-        for tp in new:
-            if tp in committed:
-                self._state.seek(tp, committed[tp])
-        group.took(new)
+        response = await self._coordinator.request(self._group.fetch_offsets_request(new))
+        self._take_committed(new, response)
         await call_back(self.on_assign, new)
         self._positions_changed()
 
@@ -415,6 +407,13 @@ class Consumer(ConsumerBase, ClientLifecycle):
         (to start over) if the positions change while it waits."""
         state = self._state
         state.check_positions()
+        self._check_assignment()
+        lookup = state.metadata_request()
+        if lookup is not None and trio.current_time() >= self._next_topic_lookup:
+            self._topics_found(ops.topic_metas(await self._cluster.request(lookup)))
+            if state.unresolved:  # deleted: look again later, fetching the others meanwhile
+                self._next_topic_lookup = trio.current_time() + TOPIC_LOOKUP_INTERVAL_S
+            return
         lookup = state.list_offsets_request()
         if lookup is not None:
             response = await self._cluster.request(lookup)
@@ -428,7 +427,8 @@ class Consumer(ConsumerBase, ClientLifecycle):
         request = state.fetch_request()
         if request is None:
             self._changed = trio.Event()
-            await self._changed.wait()
+            with trio.move_on_at(self._next_topic_lookup if state.unresolved else math.inf):
+                await self._changed.wait()
             return
         answer: list = []
         conn = await self._cluster.connection()

@@ -5,13 +5,23 @@ keep positions in a ``FetchState``. Changing the assignment or a position first 
 buffer -- the partition of the unread rest resumes at its first unread record -- and then tells
 the concrete consumer through two hooks: ``_drop_fetched`` (forget chunks fetched but not yet
 decoded) and ``_positions_changed`` (e.g. wake a fetch task).
+
+Following a topic across a delete and recreate (``_topics_found``): a consumer whose topic is
+deleted waits for it to come back; when it does (a new topic id), its partitions start over by
+``auto_offset_reset`` -- in a group too, since the group's committed offsets died with the old
+topic. A consumer made with ``topics=`` (no group) follows the new partition count; one
+assigned partitions by hand gets ``UnknownTopicOrPartitionError`` for any the new topic lacks;
+in a group the broker reassigns them.
 """
 
 from __future__ import annotations
 
+from sluice.client.admin_ops import TopicMeta
 from sluice.client.fetcher import EARLIEST, LATEST, FetchState
 from sluice.client.group import GroupMembership
 from sluice.client.records import Record
+from sluice.protocol import messages as m
+from sluice.protocol.errors import ApiError, UnknownTopicOrPartitionError
 
 
 class ConsumerBase:
@@ -48,6 +58,7 @@ class ConsumerBase:
         )
         self._records: list[Record] = []
         self._index = 0
+        self._following: set[str] = set()  # topics whose partition count the assignment follows
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -64,8 +75,17 @@ class ConsumerBase:
         if self._group is not None:
             raise ValueError("a group consumer's partitions are assigned by the group")
         self._settle()
+        self._following.clear()
         self._state.assign(partitions)
         self._positions_changed()
+
+    def _assign_topics(self, metas: dict[str, TopicMeta]) -> None:
+        """Consume every partition of these topics (``topics=`` without a group), following
+        each topic's partition count if it is recreated."""
+        self.assign([(t, p) for t, meta in metas.items() for p in range(meta.partitions)])
+        self._following = set(metas)
+        for topic, meta in metas.items():
+            self._state.bind(topic, meta.topic_id, meta.partitions)
 
     def assignment(self) -> list[tuple[str, int]]:
         """The partitions being consumed (in a group: the ones assigned and set up)."""
@@ -111,6 +131,71 @@ class ConsumerBase:
         if index < len(records) and records[0].topic == topic and records[0].partition == partition:
             return records[index].offset
         return self._state.positions.get((topic, partition))
+
+    # -- topic incarnations -------------------------------------------------------------------
+
+    def _topics_found(self, found: dict[str, TopicMeta | ApiError]) -> None:
+        """The answer to ``FetchState.metadata_request``: follow each topic to its incarnation.
+
+        A topic never seen before that does not exist raises its error (a typo, most likely);
+        one that was being consumed and is gone (deleted) stays unresolved, to be looked up
+        again until it comes back."""
+        state = self._state
+        for topic, meta in found.items():  # first the errors, before anything changes
+            if isinstance(meta, ApiError) and topic in state.unresolved and topic not in state.topic_ids:
+                raise meta
+        for topic, meta in found.items():
+            if topic in state.unresolved and not isinstance(meta, ApiError):
+                self._follow(topic, meta.topic_id, meta.partitions)
+
+    def _check_assignment(self) -> None:
+        """``UnknownTopicOrPartitionError`` if a partition assigned by hand does not exist (in
+        a group the broker takes such partitions back; ``topics=`` follows the topic)."""
+        if self._group is None:
+            for topic, partition in sorted(self._state.absent):
+                if topic not in self._following:
+                    raise UnknownTopicOrPartitionError(
+                        f"{topic}[{partition}] does not exist: topic {topic!r} has fewer partitions")
+
+    def _follow(self, topic: str, topic_id: str, partitions: int | None) -> None:
+        """``topic`` is now the incarnation ``topic_id`` (see the module docstring)."""
+        state = self._state
+        if state.topic_ids.get(topic, topic_id) != topic_id:
+            self._settle()  # unread records of the old incarnation are dropped
+            if self._group is not None:
+                self._group.forget_topic(topic)
+        changed = state.bind(topic, topic_id, partitions)
+        if topic in self._following and partitions is not None:
+            others = [tp for tp in state.assignment if tp[0] != topic]
+            if len(state.assignment) - len(others) != partitions:
+                state.assign(others + [(topic, p) for p in range(partitions)])
+                changed = True
+        if changed:
+            self._positions_changed()
+
+    def _take_committed(self, new: list[tuple[str, int]], response: m.FetchOffsetsResponse) -> None:
+        """Start newly assigned group partitions at the committed offsets of ``response``
+        (the answer to ``fetch_offsets`` for them), else by ``auto_offset_reset``."""
+        group, state = self._group, self._state
+        committed = group.on_fetch_offsets(response)
+        state.assign(state.assignment + new)
+        for topic, topic_id in {(r.topic, r.topic_id) for r in response.partitions if r.topic_id}:
+            self._follow(topic, topic_id, None)  # the offsets are of this incarnation
+        for tp in new:
+            if tp in committed:
+                state.seek(tp, committed[tp])
+        group.took(new)
+
+    def _commit_request(self, offsets: dict[tuple[str, int], int]) -> m.CommitOffsetsRequest:
+        return self._group.commit_request(offsets, self._state.topic_ids)
+
+    def _start_revoke_positions(self, partitions) -> dict:
+        """Stop fetching ``partitions`` (being revoked); their positions are kept, with their
+        topic incarnations, for the commit that finishes the revoke."""
+        positions = {tp: self.position(*tp) for tp in partitions}
+        self._group.start_revoke(positions, self._state.topic_ids)
+        self._state.assign([tp for tp in self._state.assignment if tp not in partitions])
+        return positions
 
     def _settle(self) -> None:
         """Drop the unread rest of the current chunk; its partition resumes at the first

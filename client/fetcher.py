@@ -7,6 +7,15 @@ under an older generation is dropped, and fetching restarts from ``positions``. 
 with no usable position wait in ``resets`` for a list_offsets lookup (earliest, latest or a
 timestamp). Records are not decoded here: ``on_fetch`` returns raw chunks, and the consumer
 decodes them when the application gets to them, while the next fetch is in flight.
+
+Topic incarnations: positions mean something only in one incarnation of their topic (a topic
+deleted and created again under its name starts over at offset 0), so every position belongs
+to the incarnation in ``topic_ids``, and fetches name it (``topic_id``). A topic is fetched
+only once its incarnation is known: newly assigned topics, and topics whose fetch or lookup
+found them deleted (``UnknownTopicIdError`` / ``UnknownTopicOrPartitionError``), wait in
+``unresolved`` for the consumer to look up their metadata and ``bind`` them. Binding a new
+incarnation drops the old one's positions: its partitions reset by ``auto_offset_reset``.
+Partitions the incarnation lacks wait in ``absent`` and are not fetched.
 """
 
 from __future__ import annotations
@@ -14,7 +23,12 @@ from __future__ import annotations
 from sluice.client.errors import NoOffsetError
 from sluice.client.records import next_offset_after
 from sluice.protocol import messages as m
-from sluice.protocol.errors import OffsetOutOfRangeError, error_for_code
+from sluice.protocol.errors import (
+    OffsetOutOfRangeError,
+    UnknownTopicIdError,
+    UnknownTopicOrPartitionError,
+    error_for_code,
+)
 
 EARLIEST = -2
 LATEST = -1
@@ -62,14 +76,21 @@ class FetchState:
         self.fetch_positions: dict[TopicPartition, int] = {}
         self.resets: dict[TopicPartition, int] = {}  # tp -> EARLIEST, LATEST or a timestamp
         self.generation = 0
+        self.topic_ids: dict[str, str] = {}  # the incarnation each topic's positions belong to
+        self.unresolved: set[str] = set()  # assigned topics whose incarnation must be looked up
+        self.absent: set[TopicPartition] = set()  # assigned, but its topic has no such partition
 
     # -- application side ---------------------------------------------------------------
 
     def assign(self, partitions) -> None:
         self.assignment = list(dict.fromkeys((t, int(p)) for t, p in partitions))
         keep = set(self.assignment)
+        topics = {t for t, _ in self.assignment}
         self.positions = {tp: o for tp, o in self.positions.items() if tp in keep}
         self.resets = {tp: r for tp, r in self.resets.items() if tp in keep}
+        self.topic_ids = {t: i for t, i in self.topic_ids.items() if t in topics}
+        self.unresolved = {t for t in topics if t not in self.topic_ids or t in self.unresolved}
+        self.absent &= keep
         for tp in self.assignment:
             if tp not in self.positions and tp not in self.resets and self.reset_policy is not None:
                 self.resets[tp] = self.reset_policy
@@ -78,8 +99,42 @@ class FetchState:
     def check_positions(self) -> None:
         """``NoOffsetError`` if a partition has no position and none will be looked up."""
         for tp in self.assignment:
-            if tp not in self.positions and tp not in self.resets:
+            if tp not in self.positions and tp not in self.resets and tp not in self.absent:
                 self._reset_by_policy(tp, None)
+
+    # -- topic incarnations ---------------------------------------------------------------
+
+    def metadata_request(self) -> m.MetadataRequest | None:
+        """The lookup of the topics in ``unresolved``, if any."""
+        return m.MetadataRequest(topics=sorted(self.unresolved)) if self.unresolved else None
+
+    def bind(self, topic: str, topic_id: str, partitions: int | None = None) -> bool:
+        """``topic`` is (now) the incarnation ``topic_id``, with ``partitions`` partitions if
+        known; whether that replaced another incarnation, whose positions are then dropped
+        (the partitions reset by ``auto_offset_reset``, or wait for a ``seek`` if 'error')."""
+        self.unresolved.discard(topic)
+        changed = self.topic_ids.get(topic, topic_id) != topic_id
+        self.topic_ids[topic] = topic_id
+        mine = [tp for tp in self.assignment if tp[0] == topic]
+        if partitions is not None:
+            self.absent = {tp for tp in self.absent if tp[0] != topic}
+            self.absent.update(tp for tp in mine if tp[1] >= partitions)
+        if changed:
+            for tp in mine:
+                self.positions.pop(tp, None)
+                self.resets.pop(tp, None)
+                if self.reset_policy is not None and tp not in self.absent:
+                    self.resets[tp] = self.reset_policy
+            self._restart()
+        return changed
+
+    def _lost_topic(self, tp: TopicPartition, error: Exception) -> bool:
+        """Whether ``error`` says ``tp``'s topic is gone (deleted, maybe recreated): if so, the
+        topic waits in ``unresolved`` for a lookup."""
+        if tp[0] in self.topic_ids and isinstance(error, (UnknownTopicIdError, UnknownTopicOrPartitionError)):
+            self.unresolved.add(tp[0])
+            return True
+        return False
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._check_assigned(tp)
@@ -120,14 +175,12 @@ class FetchState:
     # -- offset lookups ---------------------------------------------------------------------
 
     def list_offsets_request(self) -> m.ListOffsetsRequest | None:
-        if not self.resets:
-            return None
-        return m.ListOffsetsRequest(
-            partitions=[
-                m.ListOffsetsPartition(topic=t, partition=p, timestamp=spec)
-                for (t, p), spec in self.resets.items()
-            ]
-        )
+        parts = [
+            m.ListOffsetsPartition(topic=t, partition=p, timestamp=spec)
+            for (t, p), spec in self.resets.items()
+            if t not in self.unresolved and (t, p) not in self.absent
+        ]
+        return m.ListOffsetsRequest(partitions=parts) if parts else None
 
     def on_list_offsets(self, response: m.ListOffsetsResponse, generation: int) -> None:
         if generation != self.generation:
@@ -137,7 +190,10 @@ class FetchState:
             if tp not in self.resets:
                 continue
             if result.error:
-                raise error_for_code(result.error, f"{tp[0]}[{tp[1]}]: offset lookup failed")
+                error = error_for_code(result.error, result.message or f"{tp[0]}[{tp[1]}]: offset lookup failed")
+                if self._lost_topic(tp, error):
+                    continue
+                raise error
             if result.offset < 0:  # no record that late: start at the end
                 self.resets[tp] = LATEST
                 continue
@@ -150,10 +206,10 @@ class FetchState:
         parts = [
             m.FetchPartition(
                 topic=t, partition=p, offset=self.fetch_positions[(t, p)],
-                max_bytes=self.partition_max_bytes,
+                max_bytes=self.partition_max_bytes, topic_id=self.topic_ids.get(t, ""),
             )
             for t, p in self.assignment
-            if (t, p) in self.fetch_positions
+            if (t, p) in self.fetch_positions and t not in self.unresolved and (t, p) not in self.absent
         ]
         if not parts:
             return None
@@ -180,7 +236,7 @@ class FetchState:
                     del self.fetch_positions[tp]
                     self._reset_by_policy(tp, error)
                     continue
-                if error.retriable:
+                if error.retriable or self._lost_topic(tp, error):
                     continue
                 raise error
             data = part.records

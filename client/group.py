@@ -11,7 +11,12 @@ reconciles. ``GroupMembership`` keeps:
   records already handed out, committed it (auto-commit) and called ``on_revoke``
   (``released``). The broker gives it to another member only then.
 * ``revoking``: partitions being revoked -> the position to commit for each (captured when the
-  consumer stopped fetching them).
+  consumer stopped fetching them), and in ``revoking_ids`` the topic incarnation that position
+  belongs to.
+
+Every commit names the topic incarnation (``topic_id``) its positions belong to, so a position
+in a topic that was deleted meanwhile is refused by the broker instead of landing in a new
+topic of the same name.
 
 ``on_heartbeat`` returns a ``Plan``: partitions to start revoking and partitions to take. The
 consumer does the I/O (commit, fetch_offsets, callbacks) and reports back with ``took`` and
@@ -102,6 +107,7 @@ class GroupMembership:
         self.assigned: frozenset[TopicPartition] = frozenset()
         self.owned: set[TopicPartition] = set()
         self.revoking: dict[TopicPartition, int | None] = {}
+        self.revoking_ids: dict[TopicPartition, str] = {}
         self.committed: dict[TopicPartition, int] = {}  # what we last committed
         self.next_heartbeat = 0.0
         self.next_auto_commit = float("inf")
@@ -147,9 +153,11 @@ class GroupMembership:
         assign = frozenset(self.assigned - self.owned)
         return Plan(revoke, assign)
 
-    def start_revoke(self, positions: dict[TopicPartition, int | None]) -> None:
-        """The consumer stopped fetching these; ``positions`` is what to commit for them."""
+    def start_revoke(self, positions: dict[TopicPartition, int | None], topic_ids: dict[str, str]) -> None:
+        """The consumer stopped fetching these; ``positions`` is what to commit for them, in
+        the topic incarnations of ``topic_ids``."""
         self.revoking.update(positions)
+        self.revoking_ids.update((tp, topic_ids.get(tp[0], "")) for tp in positions)
 
     def took(self, partitions) -> None:
         self.owned.update(partitions)
@@ -159,6 +167,7 @@ class GroupMembership:
         for tp in partitions:
             self.owned.discard(tp)
             self.revoking.pop(tp, None)
+            self.revoking_ids.pop(tp, None)
         self.next_heartbeat = 0.0  # tell the broker now, so their new owner can start
 
     def reset(self) -> list[TopicPartition]:
@@ -168,17 +177,25 @@ class GroupMembership:
         self.assigned = frozenset()
         self.owned.clear()
         self.revoking.clear()
+        self.revoking_ids.clear()
         self.next_heartbeat = 0.0
         return lost
 
     # -- offsets ----------------------------------------------------------------------------
 
-    def commit_request(self, offsets: dict[TopicPartition, int]) -> m.CommitOffsetsRequest:
+    def commit_request(self, offsets: dict[TopicPartition, int], topic_ids: dict[str, str]) -> m.CommitOffsetsRequest:
+        """Commit ``offsets``, positions in the topic incarnations of ``topic_ids`` (those of
+        partitions being revoked: as captured by ``start_revoke``)."""
         return m.CommitOffsetsRequest(
             group_id=self.group_id, member_id=self.member_id, member_epoch=self.member_epoch,
-            offsets=[m.OffsetCommit(topic=t, partition=p, offset=o)
+            offsets=[m.OffsetCommit(topic=t, partition=p, offset=o,
+                                    topic_id=self.revoking_ids.get((t, p), topic_ids.get(t, "")))
                      for (t, p), o in sorted(offsets.items())],
         )
+
+    def forget_topic(self, topic: str) -> None:
+        """The topic was deleted (and maybe recreated): what we committed for it is gone."""
+        self.committed = {tp: o for tp, o in self.committed.items() if tp[0] != topic}
 
     def on_commit(self, response: m.CommitOffsetsResponse, offsets: dict) -> None:
         """Remember what was committed; raise the first per-partition error."""

@@ -19,7 +19,13 @@ from time import time_ns as _time_ns
 import trio
 from sluice.client.accumulator import ProducerBatch
 from sluice.client.connection import DEFAULT_BOOTSTRAP
-from sluice.client.errors import ClientClosedError, ConnectionLostError
+from sluice.client.errors import (
+    ClientClosedError,
+    ConnectionLostError,
+    SluiceError,
+    UnknownTopicOrPartitionError,
+    is_retriable,
+)
 from sluice.client.lifecycle import ClientLifecycle
 from sluice.client.producer_base import BulkResult, ProducerBase
 from sluice.client.records import RecordMetadata
@@ -79,6 +85,9 @@ class BulkDelivery(BulkResult):
         if not waited:
             await trio.lowlevel.checkpoint()  # trio's rule: an async call always checkpoints
         return self._metadata()
+
+
+RETRY_BACKOFF_S = 0.1  # before asking again for metadata the broker could not give
 
 
 def now_ms() -> int:
@@ -189,7 +198,13 @@ class Producer(ProducerBase, ClientLifecycle):
 
     async def _ready_for(self, topic: str) -> None:
         if topic not in self._partitions:
-            self._partitions[topic] = await self._cluster.partitions(topic)
+            try:
+                meta = await self._cluster.topic(topic, refresh=True)
+            except UnknownTopicOrPartitionError:
+                self._learned(topic, None)
+                raise
+            self._learned(topic, meta)
+            self._completed()
         while self._acc.pending_bytes >= self.buffer_bytes:
             self._acc.seal_all()
             self._wake.set()
@@ -205,7 +220,8 @@ class Producer(ProducerBase, ClientLifecycle):
             await self._progress.wait()
 
     async def partitions_for(self, topic: str) -> int:
-        """The topic's partition count (fetched once, then cached)."""
+        """The topic's partition count (cached; looked up again once an answer says the
+        topic was deleted or recreated)."""
         await self._ready_for(topic)
         return self._partitions[topic]
 
@@ -231,9 +247,30 @@ class Producer(ProducerBase, ClientLifecycle):
             self._space.set()
             self._space = trio.Event()
 
+    async def _refresh_stale_topics(self) -> None:
+        """Fresh metadata for the topics an error marked stale (deleted? recreated?); the
+        sender holds their batches back until then (see ``SendState.reset_topic``)."""
+        state = self._state
+        for topic in sorted(state.stale_topics):
+            try:
+                meta = await self._cluster.topic(topic, refresh=True)
+            except UnknownTopicOrPartitionError:
+                meta = None
+            except SluiceError as exc:
+                if is_retriable(exc):  # connection lost, broker restarting: try again soon
+                    await trio.sleep(RETRY_BACKOFF_S)
+                    return
+                state.stale_topics.discard(topic)
+                state.fail_all(exc)
+                continue
+            self._learned(topic, meta)
+        self._completed()
+
     async def _sender(self) -> None:
         state, acc = self._state, self._acc
         while True:
+            if state.stale_topics:
+                await self._refresh_stale_topics()
             now = trio.current_time()
             deadline = acc.seal_expired(now, self.linger_s, state.inflight)
             full = self._requests_in_flight >= self.max_in_flight
@@ -273,6 +310,7 @@ class Producer(ProducerBase, ClientLifecycle):
             self._state.on_failure(batches, error)
         else:
             self._state.on_response(batches, response)
+        self._forget_stale_counts()
         self._completed()
         acc = self._acc
         if acc.open or any(acc.ready.values()):  # held or queued batches may go now

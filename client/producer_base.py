@@ -10,6 +10,7 @@ from operator import itemgetter, mod
 
 from crc32c import crc32c
 from sluice.client.accumulator import Accumulator, ProducerBatch
+from sluice.client.admin_ops import TopicMeta
 from sluice.client.partitioner import StickyPartitioner, partition_for_key
 from sluice.client.records import RecordMetadata
 from sluice.client.sender import SendState, parse_acks
@@ -174,6 +175,23 @@ class ProducerBase:
     def _on_seal(self, batch: ProducerBatch) -> None:
         """A batch was sealed and queued for sending."""
         raise NotImplementedError
+
+    def _learned(self, topic: str, meta: TopicMeta | None) -> None:
+        """Metadata of ``topic`` arrived (None: no such topic): route by it from now on. A
+        new incarnation of the topic resets its partition count and sequence numbers (see
+        ``SendState.reset_topic``)."""
+        if meta is None:
+            self._partitions.pop(topic, None)
+            self._state.reset_topic(topic, None)
+        else:
+            self._partitions[topic] = meta.partitions
+            self._state.reset_topic(topic, meta.topic_id, meta.partitions)
+
+    def _forget_stale_counts(self) -> None:
+        """Topics an answer marked stale: new records wait for fresh metadata to route by
+        (``send`` looks it up; ``send_nowait`` raises ``WouldBlock`` meanwhile)."""
+        for topic in self._state.stale_topics:
+            self._partitions.pop(topic, None)
 
     def _plan_bulk(self, topic: str, items: list, partition: int | None):
         """``send_batch`` items grouped by partition: ``(groups, order)``, each group

@@ -15,6 +15,13 @@ Ordering and idempotence invariants:
 * a batch that fails for good (not retriable, retries or delivery time exhausted) leaves a
   hole in the sequence; the batches after it (rejected as out of order by the broker, since
   the hole was never written) are renumbered from the hole before they are retried.
+
+Topic incarnations (``reset_topic``): a batch is sent, and resent, to the incarnation of its
+topic it first went to (``topic_id`` in the request), whose sequence numbers it carries. An
+error that a deleted or recreated topic explains (``TOPIC_CHANGE_ERRORS``) marks the topic
+*stale*: nothing more is sent for it until the I/O layer has fetched its metadata and called
+``reset_topic``. A new incarnation starts its partitions' sequences at 0; what was sent to the
+old one fails with ``UnknownTopicIdError`` (it is never resent to the new one).
 """
 
 from __future__ import annotations
@@ -25,11 +32,21 @@ from sluice.client.accumulator import Accumulator, ProducerBatch
 from sluice.client.errors import DeliveryTimeoutError, is_retriable
 from sluice.protocol import messages as m
 from sluice.protocol.batch import NO_SEQUENCE
-from sluice.protocol.errors import OutOfOrderSequenceError, error_for_code
+from sluice.protocol.errors import (
+    OutOfOrderSequenceError,
+    UnknownProducerIdError,
+    UnknownTopicIdError,
+    UnknownTopicOrPartitionError,
+    error_for_code,
+)
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 SEQUENCE_WRAP = 2**31
 ACKS = {0: 0, 1: 1, -1: -1, "all": -1, "1": 1, "0": 0, "-1": -1}
+# Errors a topic deleted (and maybe created again) under the producer explains.
+TOPIC_CHANGE_ERRORS = (
+    UnknownTopicOrPartitionError, UnknownTopicIdError, OutOfOrderSequenceError, UnknownProducerIdError,
+)
 
 
 def parse_acks(acks) -> int:
@@ -65,6 +82,10 @@ class SendState:
         self.retrying: dict[tuple[str, int], list[ProducerBatch]] = {}
         self.renumber_from: dict[tuple[str, int], int] = {}
         self.completed: list[ProducerBatch] = []  # finished since the I/O layer last looked
+        # Topic incarnations: the id each topic's new batches go to (None: deleted), and the
+        # topics held back until ``reset_topic`` brings fresh metadata.
+        self.topic_ids: dict[str, str | None] = {}
+        self.stale_topics: set[str] = set()
 
     def next_request(self, now: float) -> tuple[m.ProduceRequest, list[ProducerBatch]] | None:
         """The next produce request (one batch per unmuted partition), or None."""
@@ -72,7 +93,7 @@ class SendState:
         parts: list[m.ProducePartition] = []
         total = 0
         for tp, queue in self.acc.ready.items():
-            if tp in self.retrying:
+            if tp in self.retrying or tp[0] in self.stale_topics:
                 continue
             while queue and queue[0].base_sequence == NO_SEQUENCE and queue[0].attempts == 0 and (
                 now - queue[0].created > self.delivery_timeout_s
@@ -82,6 +103,8 @@ class SendState:
             if not queue or (batches and total + queue[0].size > MAX_REQUEST_BYTES):
                 continue
             batch = queue.popleft()
+            if not batch.attempts:
+                batch.topic_id = self.topic_ids.get(tp[0]) or ""
             if self.idempotent and batch.base_sequence == NO_SEQUENCE:
                 seq = self.next_sequence.get(tp, 0)
                 batch.base_sequence = seq
@@ -90,7 +113,8 @@ class SendState:
             batch.attempts += 1
             total += len(data)
             batches.append(batch)
-            parts.append(m.ProducePartition(topic=tp[0], partition=tp[1], records=data))
+            parts.append(m.ProducePartition(
+                topic=tp[0], partition=tp[1], records=data, topic_id=batch.topic_id))
             if self.acks:
                 self.inflight.setdefault(tp, deque()).append(batch)
         if not batches:
@@ -126,12 +150,17 @@ class SendState:
     def _failed(self, batch: ProducerBatch, error: BaseException) -> None:
         tp = (batch.topic, batch.partition)
         self._forget(batch)
+        if self.topic_ids.get(batch.topic, batch.topic_id) != batch.topic_id:
+            self._finish(batch, error=_sent_to_deleted_topic(batch, error))
+            return
         muted = tp in self.retrying
         retriable = is_retriable(error) or (muted and isinstance(error, OutOfOrderSequenceError))
         in_time = self.acc.clock() - batch.created < self.delivery_timeout_s
         if retriable and batch.attempts <= self.retries and in_time:
             self.retrying.setdefault(tp, []).append(batch)
             return
+        if isinstance(error, TOPIC_CHANGE_ERRORS):
+            self.stale_topics.add(batch.topic)
         self._finish(batch, error=error)
         if self.idempotent and batch.base_sequence != NO_SEQUENCE:
             hole = self.renumber_from.get(tp, batch.base_sequence)
@@ -166,6 +195,37 @@ class SendState:
         self.acc.finish(batch, base_offset, error)
         self.completed.append(batch)
 
+    def reset_topic(self, topic: str, topic_id: str | None, partitions: int = 0) -> None:
+        """Fresh metadata for ``topic`` (``topic_id`` None: it no longer exists).
+
+        The same incarnation: its partitions may send again. Another one (the topic was
+        deleted, and maybe created again): sequence numbers start over; batches already sent
+        to the old incarnation fail (those in flight when their answer comes); unsent batches
+        fail if the new incarnation lacks their partition, and otherwise go to it.
+        """
+        self.stale_topics.discard(topic)
+        known, old = topic in self.topic_ids, self.topic_ids.get(topic)
+        self.topic_ids[topic] = topic_id
+        if not known or old == topic_id:
+            return
+        for tp, batch in list(self.acc.open.items()):
+            if tp[0] == topic and tp[1] >= partitions:
+                self.acc.seal(batch)
+        for tp in {*self.acc.ready, *self.retrying, *self.next_sequence, *self.renumber_from}:
+            if tp[0] != topic:
+                continue
+            self.next_sequence.pop(tp, None)
+            self.renumber_from.pop(tp, None)
+            failed = self.retrying.pop(tp, [])
+            queue = self.acc.ready.get(tp, deque())
+            keep = [b for b in queue if not b.attempts and tp[1] < partitions]
+            failed += [b for b in queue if b.attempts or tp[1] >= partitions]
+            queue.clear()
+            queue.extend(keep)
+            for batch in failed:
+                self._finish(batch, error=_sent_to_deleted_topic(batch, None) if batch.attempts
+                             else _partition_gone(batch, topic_id, partitions))
+
     def fail_all(self, error: BaseException) -> None:
         """Fail every batch not yet delivered (the producer is giving up)."""
         self.acc.seal_all()
@@ -173,3 +233,23 @@ class SendState:
             for batch in queue:
                 self._finish(batch, error=error)
             queue.clear()
+
+
+def _sent_to_deleted_topic(batch: ProducerBatch, error: BaseException | None) -> BaseException:
+    """The error of a batch sent to an incarnation of its topic that was deleted since."""
+    if isinstance(error, (UnknownTopicIdError, UnknownTopicOrPartitionError)):
+        return error  # the broker's own words
+    return UnknownTopicIdError(
+        f"topic {batch.topic!r} was deleted while a batch for its partition {batch.partition} "
+        f"was in flight to it; it is not resent to a topic created since under that name"
+        + (f" (last error: {error})" if error is not None else "")
+    )
+
+
+def _partition_gone(batch: ProducerBatch, topic_id: str | None, partitions: int) -> BaseException:
+    """The error of an unsent batch whose partition the topic no longer has."""
+    if topic_id is None:
+        return UnknownTopicOrPartitionError(f"topic {batch.topic!r} was deleted")
+    return UnknownTopicOrPartitionError(
+        f"{batch.topic}[{batch.partition}] no longer exists: the topic was created again "
+        f"with {partitions} partition(s)")

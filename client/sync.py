@@ -46,11 +46,12 @@ from sluice.client.producer_base import BulkResult, ProducerBase
 from sluice.client.records import Record, RecordMetadata, decode_batches
 from sluice.protocol import messages as m
 from sluice.protocol.connection import ClientConnection, ResponseReceived
-from sluice.protocol.errors import ProtocolError, error_for_code
+from sluice.protocol.errors import ProtocolError, UnknownTopicOrPartitionError
 from sluice.protocol.framing import NEED_DATA
 
 RECEIVE_BYTES = 1 << 20
 FETCH_RETRY_BACKOFF_S = 0.1  # after a retriable fetch or lookup error (e.g. the broker restarting)
+TOPIC_LOOKUP_INTERVAL_S = 0.5  # how often to look whether a deleted topic is back
 log = logging.getLogger("sluice.sync")
 
 
@@ -137,12 +138,12 @@ class SyncConnection:
             if self.sock is not None:
                 self.sock.setblocking(True)
 
+    def topic(self, topic: str) -> ops.TopicMeta:
+        """The topic's partition count and id (``UnknownTopicOrPartitionError`` if none)."""
+        return ops.topic_meta(self.request(ops.metadata([topic])), topic)
+
     def partitions(self, topic: str) -> int:
-        response = self.request(ops.metadata([topic]))
-        meta = response.topics[0]
-        if meta.error:
-            raise error_for_code(meta.error, f"unknown topic {topic!r}")
-        return len(meta.partitions)
+        return self.topic(topic).partitions
 
     def close(self) -> None:
         if self.sock is not None:
@@ -233,7 +234,7 @@ class Producer(ProducerBase):
     def send(self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None):
         count = self._partitions.get(topic)
         if count is None:
-            count = self._partitions[topic] = self._conn.partitions(topic)
+            count = self._learn(topic)
         if partition is None:
             if key is None:
                 partition = self._sticky.partition(topic, count)
@@ -259,7 +260,7 @@ class Producer(ProducerBase):
         record's ``RecordMetadata`` in input order (it is also a sequence of handles)."""
         items = items if isinstance(items, list) else list(items)
         if topic not in self._partitions:
-            self._partitions[topic] = self._conn.partitions(topic)
+            self._learn(topic)
         timestamp = now_ms() if timestamp is None else timestamp
         groups, order = self._plan_bulk(topic, items, partition)
         acc, segments = self._acc, []
@@ -299,10 +300,58 @@ class Producer(ProducerBase):
         if count:
             self._sticky.batch_sealed(batch.topic, batch.partition, count)
 
+    def _learn(self, topic: str) -> int:
+        """Look the topic up (``UnknownTopicOrPartitionError`` if there is none); its count."""
+        while self._in_flight:  # answers come in request order: take the ones owed first
+            self._receive_one()
+        try:
+            meta = self._conn.topic(topic)
+        except UnknownTopicOrPartitionError:
+            self._learned(topic, None)
+            self._state.completed.clear()
+            raise
+        self._learned(topic, meta)
+        self._state.completed.clear()
+        return meta.partitions
+
+    def _refresh_stale_topics(self) -> None:
+        """Fresh metadata for the topics an error marked stale (deleted? recreated?), asked
+        with nothing in flight; their batches are held back until then."""
+        state = self._state
+        for topic in sorted(state.stale_topics):
+            try:
+                self._learned(topic, self._conn.topic(topic))
+            except UnknownTopicOrPartitionError:
+                self._learned(topic, None)
+            except ConnectionLostError as exc:
+                self._reconnect(exc)
+                return
+            except SluiceError as exc:
+                if is_retriable(exc):
+                    time.sleep(FETCH_RETRY_BACKOFF_S)
+                    return
+                state.stale_topics.discard(topic)
+                state.fail_all(exc)
+        state.completed.clear()
+
+    def _receive_one(self) -> None:
+        """Read the answer to the oldest request in flight."""
+        state = self._state
+        batches = self._in_flight.popleft()
+        try:
+            state.on_response(batches, self._conn.receive())
+        except ConnectionLostError as exc:
+            state.on_failure(batches, exc)
+            self._reconnect(exc)
+        self._forget_stale_counts()
+        state.completed.clear()
+
     def _pump(self, block: bool) -> None:
         """Send what can be sent; read answers (waiting for one if ``block``)."""
         state = self._state
         while True:
+            if state.stale_topics and not self._in_flight:
+                self._refresh_stale_topics()
             while len(self._in_flight) < self.max_in_flight:
                 next_request = state.next_request(time.monotonic())
                 if next_request is None:
@@ -319,13 +368,7 @@ class Producer(ProducerBase):
             if not self._in_flight or not (block or self._conn.has_data()):
                 state.completed.clear()
                 return
-            batches = self._in_flight.popleft()
-            try:
-                state.on_response(batches, self._conn.receive())
-            except ConnectionLostError as exc:
-                state.on_failure(batches, exc)
-                self._reconnect(exc)
-            state.completed.clear()
+            self._receive_one()
             if block:
                 return
 
@@ -361,6 +404,7 @@ class Consumer(ConsumerBase):
         self._in_flight: int | None = None  # generation of the fetch on the wire
         self._chunks: deque = deque()  # fetched, not yet decoded
         self._closed = False
+        self._next_topic_lookup = 0.0  # when to look again for a deleted topic's return
 
     def __enter__(self) -> Consumer:
         self._conn.connect()
@@ -370,7 +414,7 @@ class Consumer(ConsumerBase):
             self._coord.connect()
             self._group_tick()  # join now, so partitions may be assigned by the first poll
         elif self.topics:
-            self.assign([(t, p) for t in self.topics for p in range(self._conn.partitions(t))])
+            self._assign_topics({t: self._conn.topic(t) for t in self.topics})
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -390,6 +434,8 @@ class Consumer(ConsumerBase):
             self._coord.close()
 
     def partitions_for(self, topic: str) -> int:
+        """The topic's partition count, asked now (``UnknownTopicOrPartitionError`` if none)."""
+        self._drain_fetch()  # the answer to the fetch on the wire comes first
         return self._conn.partitions(topic)
 
     def offsets_for_times(self, timestamps: dict) -> dict:
@@ -437,7 +483,7 @@ class Consumer(ConsumerBase):
         return out
 
     def _commit(self, offsets: dict) -> None:
-        response = self._coord.request(self._group.commit_request(offsets))
+        response = self._coord.request(self._commit_request(offsets))
         self._group.on_commit(response, offsets)
 
     def _commit_quietly(self, offsets: dict, why: str) -> None:
@@ -482,23 +528,16 @@ class Consumer(ConsumerBase):
         if plan.revoke:
             # The application has processed everything handed out: revoke right away.
             self._settle()
-            positions = {tp: self.position(*tp) for tp in plan.revoke}
-            self._state.assign([tp for tp in self._state.assignment if tp not in plan.revoke])
-            group.start_revoke(positions)
+            positions = self._start_revoke_positions(plan.revoke)
             if group.auto_commit:
                 self._commit_quietly(group.uncommitted(positions), "revoke")
             call_back_sync(self.on_revoke, sorted(plan.revoke))
             group.released(plan.revoke)  # heartbeat again at once: the new owner may start
         if plan.assign:
             new = sorted(plan.assign)
-            committed = group.on_fetch_offsets(
-                self._coord.request(group.fetch_offsets_request(new)))
+            response = self._coord.request(group.fetch_offsets_request(new))
             self._settle()
-            self._state.assign(self._state.assignment + new)
-            for tp in new:
-                if tp in committed:
-                    self._state.seek(tp, committed[tp])
-            group.took(new)
+            self._take_committed(new, response)
             call_back_sync(self.on_assign, new)
 
     def _leave(self, commit: bool) -> None:
@@ -557,27 +596,43 @@ class Consumer(ConsumerBase):
             if deadline is not None and time.monotonic() >= deadline:
                 return []
             state.check_positions()
+            self._check_assignment()
+            lookup = state.metadata_request()
+            if lookup is not None and time.monotonic() >= self._next_topic_lookup:
+                self._look_up(lookup, lambda answer: self._topics_found(ops.topic_metas(answer)))
+                if state.unresolved:  # deleted: look again later, fetching the others meanwhile
+                    self._next_topic_lookup = time.monotonic() + TOPIC_LOOKUP_INTERVAL_S
+                continue
             lookup = state.list_offsets_request()
             if lookup is not None:
-                self._drain_fetch()
-                try:
-                    state.on_list_offsets(self._conn.request(lookup), state.generation)
-                except ConnectionLostError:
-                    self._conn.connect()
-                except SluiceError as exc:
-                    if not is_retriable(exc):
-                        raise
-                    time.sleep(FETCH_RETRY_BACKOFF_S)
+                self._look_up(lookup, lambda answer: state.on_list_offsets(answer, state.generation))
                 continue
             self._send_fetch()
-            if self._in_flight is None:  # nothing assigned
-                if group is None:
+            if self._in_flight is None:  # nothing to fetch
+                if group is None and not state.unresolved:
                     return []
-                wake = group.next_heartbeat if deadline is None else min(group.next_heartbeat, deadline)
-                time.sleep(max(0.0, wake - time.monotonic()))
+                wakes = [] if deadline is None else [deadline]
+                if group is not None:
+                    wakes.append(group.next_heartbeat)
+                if state.unresolved:  # a deleted topic: wait for its return
+                    wakes.append(self._next_topic_lookup)
+                time.sleep(max(0.0, min(wakes) - time.monotonic()))
                 continue
             self._drain_fetch()
             self._send_fetch()  # the next fetch travels while the caller handles these
+
+    def _look_up(self, request, take) -> None:
+        """Send ``request`` once the fetch on the wire is answered, and ``take`` its answer; a
+        retriable failure (connection lost, broker restarting) is retried by the next round."""
+        self._drain_fetch()
+        try:
+            take(self._conn.request(request))
+        except ConnectionLostError:
+            self._conn.connect()
+        except SluiceError as exc:
+            if not is_retriable(exc):
+                raise
+            time.sleep(FETCH_RETRY_BACKOFF_S)
 
     def _send_fetch(self) -> None:
         request = self._state.fetch_request()

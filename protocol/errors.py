@@ -202,6 +202,17 @@ class NotLeaderError(ApiError):
     retriable = True
 
 
+class UnknownTopicIdError(ApiError):
+    """The topic id named is not the current one: that topic was deleted (and maybe recreated).
+
+    Requests that carry a ``topic_id`` (produce, fetch, commit_offsets) name the incarnation
+    of the topic they mean; a topic deleted and created again under the same name has a new
+    id, so nothing meant for the old one is applied to the new one. Refresh metadata.
+    """
+
+    code = 23
+
+
 class UnknownMemberIdError(ApiError):
     """The group coordinator does not know this member (left, expired or never joined)."""
 

@@ -36,6 +36,7 @@ CID_MAX = 2**31 - 1
 # Lists and maps in one request may hold this many entries in all (the largest legitimate
 # request, a produce or fetch naming every partition of a 10,000-partition topic, fits).
 MAX_REQUEST_ITEMS = 10_000
+TOPIC_ID_CHARS = 32
 _I32 = (-(2**31), 2**31 - 1)
 _I64 = (-(2**63), 2**63 - 1)
 
@@ -106,6 +107,18 @@ class _Str(_Kind):
 
     def ok(self, value: object) -> bool:
         return isinstance(value, str)
+
+
+class _TopicId(_Kind):
+    """A topic id: 32 lowercase hex digits (a UUID4 without dashes), or "" for none."""
+
+    expected = 'a topic id (32 lowercase hex digits) or ""'
+    DIGITS = frozenset("0123456789abcdef")
+
+    def ok(self, value: object) -> bool:
+        return isinstance(value, str) and (
+            not value or (len(value) == TOPIC_ID_CHARS and self.DIGITS.issuperset(value))
+        )
 
 
 class _Optional(_Kind):
@@ -365,6 +378,8 @@ MemberEpoch = Annotated[int, _Int(-1, _I32[1])]
 Acks = Annotated[int, _OneOf(0, 1, -1)]
 OffsetTimestamp = Annotated[int, _Int(-2, _I64[1], "an int64 >= -2 (-2 earliest, -1 latest)")]
 RecordBytes = Annotated[Records, _Records()]
+# Which incarnation of a topic a request means, or "" for whichever exists (see docs/PROTOCOL.md).
+TopicId = Annotated[str, _TopicId()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +444,12 @@ def _check_expr(kind: _Kind, value: str, ns: dict, name: str) -> str:
         )
     if type(kind) is _Str:
         return f"isinstance({value}, str)"
+    if type(kind) is _TopicId:
+        ns["_TOPIC_ID_DIGITS"] = _TopicId.DIGITS
+        return (
+            f"({value} == '' or (type({value}) is str and len({value}) == {TOPIC_ID_CHARS} "
+            f"and _TOPIC_ID_DIGITS.issuperset({value})))"
+        )
     if type(kind) is _Optional:
         return f"({value} is None or {_check_expr(kind.inner, value, ns, name)})"
     ns[name] = kind
@@ -573,6 +594,7 @@ class TopicMetadata(_Message):
     error: Int32 = 0
     message: str = ""
     partitions: list[PartitionMetadata] = _many()
+    topic_id: TopicId = ""
 
 
 @_message
@@ -597,6 +619,7 @@ class TopicResult(_Message):
     name: str
     error: Int32 = 0
     message: str = ""
+    topic_id: TopicId = ""
 
 
 @_message
@@ -640,6 +663,7 @@ class TopicDescription(_Message):
     message: str = ""
     configs: dict[str, int] = field(default_factory=dict)
     partitions: list[PartitionDescription] = _many()
+    topic_id: TopicId = ""
 
 
 @_message
@@ -655,6 +679,7 @@ class ProducePartition(_Message):
     topic: str
     partition: Partition
     records: RecordBytes
+    topic_id: TopicId = ""
 
 
 @_message
@@ -688,6 +713,7 @@ class FetchPartition(_Message):
     partition: Partition
     offset: int
     max_bytes: NonNegative
+    topic_id: TopicId = ""
 
 
 @_message
@@ -792,6 +818,7 @@ class OffsetCommit(_Message):
     partition: Partition
     offset: int
     metadata: str = ""
+    topic_id: TopicId = ""
 
 
 @_message
@@ -835,6 +862,7 @@ class OffsetFetchResult(_Message):
     metadata: str = ""
     error: Int32 = 0
     message: str = ""
+    topic_id: TopicId = ""
 
 
 @_message

@@ -12,6 +12,16 @@ Sluice before record batch v2 (magic-1 batches): ``open`` refuses it with
 ``DataFormatError``, which names the migration command (``sluice migrate``), rather than
 serve batches no client of this version could read.
 
+Topic ids: every topic gets a random id at creation (``new_topic_id``: a UUID4 as 32 hex
+digits, as Kafka's KIP-516), kept in ``topics.json``. A topic deleted and created again under
+the same name is a new *incarnation* with a new id, and every piece of per-topic state kept
+under the name records the id it belongs to, so nothing of an old incarnation is ever applied
+to a new one: the recovery points here, and (in ``broker.state`` / ``broker.groups``) the
+producer-state snapshots and committed offsets. On disk, no directory of an old incarnation
+survives into a new one: ``delete_topic`` removes the directories and fsyncs the data
+directory after ``topics.json`` has dropped the topic, and ``create_topic`` removes any
+leftover of an earlier incarnation *before* ``topics.json`` names the new one.
+
 Corruption below a partition's checkpointed recovery point (data that was flushed, so maybe
 acknowledged) is never truncated silently: that partition is left *offline* (``offline``
 maps it to the error, naming the file and position), every other partition serves, the
@@ -28,6 +38,7 @@ import os
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +101,16 @@ def check_format(data_dir: Path) -> None:
         )
 
 
+def new_topic_id() -> str:
+    """A fresh topic id: a random UUID as 32 lowercase hex digits."""
+    return uuid.uuid4().hex
+
+
 @dataclass(frozen=True, slots=True)
 class TopicInfo:
     name: str
     config: TopicConfig
+    topic_id: str
 
 
 def validate_topic_name(name: object, *, internal: bool = False) -> str:
@@ -163,14 +180,22 @@ class LogManager:
         check_format(self._path())
         marker = self._path(CLEAN_SHUTDOWN_FILE)
         self.was_clean = marker.exists()
-        recovery_points = self._read_json(RECOVERY_POINTS_FILE)
+        minted = False
         for name, entry in self._read_json(TOPICS_FILE).items():
             self._overrides[name] = dict(entry["configs"])
             config = TopicConfig.from_mapping({**entry["configs"], "partitions": entry["partitions"]}, self.defaults)
-            self._topics[name] = TopicInfo(name, config)
+            topic_id = entry.get("topic_id")
+            if topic_id is None:  # written before topics had ids: give it one, once
+                topic_id, minted = new_topic_id(), True
+            self._topics[name] = TopicInfo(name, config, topic_id)
+        if minted:
+            self._persist_topics()
+        recovery_points = self._read_recovery_points()
+        for name, info in self._topics.items():
+            config = info.config
             for partition in range(config.partitions):
                 key = f"{name}-{partition}"
-                floor = recovery_points.get(key, 0)
+                floor = recovery_points.get((name, partition), 0)
                 repairing = key in self.repair
                 try:
                     self._logs[name, partition] = FileLog.open(
@@ -199,6 +224,27 @@ class LogManager:
             fsync_dir(self._path())
         return self
 
+    def _read_recovery_points(self) -> dict[tuple[str, int], int]:
+        """The checkpointed points of the topics' *current* incarnations.
+
+        The file maps each topic to ``{"topic_id": id, "offsets": {"<partition>": offset}}``;
+        a point recorded for another id is ignored (its partitions recover from offset 0).
+        Files written before topic ids map ``"<topic>-<p>"`` to an offset; those points are
+        taken as the current incarnation's (that broker rewrote the file before every topic
+        creation, so it held no point of an earlier incarnation).
+        """
+        points: dict[tuple[str, int], int] = {}
+        for key, value in self._read_json(RECOVERY_POINTS_FILE).items():
+            if isinstance(value, int):
+                match = _PARTITION_DIR.fullmatch(key)
+                if match and match[1] in self._topics:
+                    points[match[1], int(match[2])] = value
+                continue
+            info = self._topics.get(key)
+            if info is not None and value.get("topic_id") == info.topic_id:
+                points.update(((key, int(p)), offset) for p, offset in value["offsets"].items())
+        return points
+
     def _read_json(self, name: str) -> dict:
         try:
             return json.loads(self._path(META_DIR, name).read_bytes())
@@ -211,10 +257,14 @@ class LogManager:
     def _remove_stray_directories(self) -> None:
         """Partition directories of topics no longer in topics.json (a delete cut short)."""
         known = {f"{topic}-{partition}" for topic, partition in [*self._logs, *self.offline]}
+        removed = False
         with os.scandir(self._path()) as entries:
             for entry in entries:
                 if entry.is_dir() and entry.name not in known and _PARTITION_DIR.fullmatch(entry.name):
                     shutil.rmtree(entry.path, ignore_errors=True)
+                    removed = True
+        if removed:
+            fsync_dir(self._path())
 
     def close(self) -> None:
         """Close every log, checkpoint, then (last, durably) write the clean-shutdown marker."""
@@ -233,18 +283,29 @@ class LogManager:
         if self.memory:
             return
         with self._checkpoint_lock:  # a snapshot older than a topic delete/create never lands last
-            points = {f"{t}-{p}": floor for (t, p), (floor, _) in list(self.offline.items())}
-            points.update(
-                (f"{topic}-{partition}", log.flushed_offset)
-                for (topic, partition), log in list(self._logs.items())
-            )
+            # The ids are read before the logs: a log that appears in between (a topic
+            # recreated meanwhile) is filed under the older id, which the next open ignores --
+            # never an old log's point under a new id.
+            topics = dict(self._topics)
+            found = [(key, floor) for key, (floor, _) in list(self.offline.items())]
+            found += [(key, log.flushed_offset) for key, log in list(self._logs.items())]
+            points: dict[str, dict] = {}
+            for (topic, partition), offset in sorted(found):
+                info = topics.get(topic)
+                if info is not None:
+                    entry = points.setdefault(topic, {"topic_id": info.topic_id, "offsets": {}})
+                    entry["offsets"][str(partition)] = offset
             self._write_json(RECOVERY_POINTS_FILE, points)
 
     def _persist_topics(self) -> None:
         self._write_json(
             TOPICS_FILE,
             {
-                name: {"partitions": info.config.partitions, "configs": self._overrides[name]}
+                name: {
+                    "partitions": info.config.partitions,
+                    "configs": self._overrides[name],
+                    "topic_id": info.topic_id,
+                }
                 for name, info in self._topics.items()
             },
         )
@@ -267,7 +328,9 @@ class LogManager:
             overrides["partitions"] = partitions
         config = TopicConfig.from_mapping(overrides, self.defaults)
         overrides.pop("partitions", None)
-        info = TopicInfo(name, config)
+        info = TopicInfo(name, config, new_topic_id())
+        if not self.memory:
+            self._remove_leftovers(name, config.partitions)
         self._topics[name] = info
         self._overrides[name] = overrides
         if not self.memory:
@@ -277,6 +340,22 @@ class LogManager:
         for partition in range(config.partitions):
             self._logs[name, partition] = self._new_log(name, partition, config)
         return info
+
+    def _remove_leftovers(self, topic: str, partitions: int) -> None:
+        """Remove (durably) directories an earlier incarnation of ``topic`` left behind (its
+        delete could not remove them), so the new one starts empty."""
+        leftovers = [d for p in range(partitions) if (d := self._partition_dir(topic, p)).exists()]
+        for directory in leftovers:
+            storage_log.warning("removing %s, left behind by an earlier topic %r", directory, topic)
+            try:
+                shutil.rmtree(directory)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create topic {topic!r}: {directory} of an earlier topic of that "
+                    f"name could not be removed: {exc.strerror or exc}"
+                ) from None
+        if leftovers:
+            fsync_dir(self._path())
 
     def _new_log(self, topic: str, partition: int, config: TopicConfig) -> Log:
         if self.memory:
@@ -300,9 +379,15 @@ class LogManager:
                 log.delete()
             elif self.offline.pop((name, partition), None) is not None:
                 shutil.rmtree(self._partition_dir(name, partition), ignore_errors=True)
+        if not self.memory:  # the directories are gone for good before a new topic can be named
+            fsync_dir(self._path())
 
     def topics(self) -> dict[str, TopicInfo]:
         return dict(self._topics)
+
+    def topic(self, name: str) -> TopicInfo | None:
+        """The topic named ``name``, or None."""
+        return self._topics.get(name)
 
     def _topic(self, name: str) -> TopicInfo:
         try:

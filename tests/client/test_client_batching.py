@@ -9,7 +9,12 @@ from sluice.client.sender import SendState
 from sluice.client.sync import Producer as SyncProducer
 from sluice.protocol import messages as m
 from sluice.protocol.batch import decode_records, validate_batch
-from sluice.protocol.errors import OutOfOrderSequenceError, RecordTooLargeError
+from sluice.protocol.errors import (
+    OutOfOrderSequenceError,
+    RecordTooLargeError,
+    UnknownTopicIdError,
+    UnknownTopicOrPartitionError,
+)
 
 
 class Clock:
@@ -184,3 +189,74 @@ def test_fatal_error_renumbers_the_batches_behind_it():
     retry = state.next_request(0)[1][0]
     assert retry is sent[2][0] and retry.base_sequence == 1
     assert validate_batch(retry.data).base_sequence == 1
+
+
+def error_answer(batches, error):
+    return m.ProduceResponse(partitions=[m.ProducePartitionResult(
+        topic=b.topic, partition=b.partition, error=error.code, message="from the broker")
+        for b in batches])
+
+
+OLD_ID, NEW_ID = "a" * 32, "b" * 32
+
+
+def test_a_recreated_topic_gets_new_sequences_and_what_went_to_the_old_one_fails():
+    acc, _, _ = make(batch_bytes=40)
+    state = sender(acc)
+    state.reset_topic("t", OLD_ID, 2)
+    for partition in (0, 0, 0, 1):
+        acc.append("t", partition, None, b"x" * 20, None, 1)
+    acc.seal_all()
+    first, second = state.next_request(0)[1], state.next_request(0)[1]
+    assert [(b.partition, b.base_sequence, b.topic_id) for b in first] == [(0, 0, OLD_ID), (1, 0, OLD_ID)]
+    state.on_failure(second, ConnectionLostError("cut"))  # will be retried ... to the old topic
+    state.on_response(first, error_answer(first, UnknownTopicIdError))
+    assert state.stale_topics == {"t"}
+    assert state.next_request(0) is None  # held back until fresh metadata
+    acc.append("t", 0, None, b"new", None, 2)
+    acc.append("t", 1, None, b"new", None, 2)
+    acc.seal_all()
+    state.reset_topic("t", NEW_ID, 1)  # recreated, with one partition
+    assert isinstance(second[0].error, UnknownTopicIdError) and "in flight" in str(second[0].error)
+    assert all(isinstance(b.error, UnknownTopicIdError) for b in first)
+    gone = [b for b in state.completed if b.values == [b"new"] and b.partition == 1]
+    assert isinstance(gone[0].error, UnknownTopicOrPartitionError)
+    assert "1 partition" in str(gone[0].error)
+    request, batches = state.next_request(0)
+    assert [(b.partition, b.base_sequence, b.topic_id) for b in batches] == [(0, 0, NEW_ID)]
+    assert request.partitions[0].topic_id == NEW_ID
+    assert validate_batch(batches[0].data).base_sequence == 0
+
+
+def test_an_answer_from_the_old_topic_after_the_reset_touches_nothing_of_the_new_one():
+    acc, _, _ = make(batch_bytes=40)
+    state = sender(acc)
+    state.reset_topic("t", OLD_ID, 1)
+    acc.append("t", 0, None, b"x" * 20, None, 1)
+    acc.seal_all()
+    old = state.next_request(0)[1]
+    state.reset_topic("t", NEW_ID, 1)  # learned elsewhere (e.g. by a send) first
+    acc.append("t", 0, None, b"x" * 20, None, 1)
+    acc.seal_all()
+    new = state.next_request(0)[1]
+    assert (new[0].base_sequence, new[0].topic_id) == (0, NEW_ID)
+    state.on_response(old, error_answer(old, OutOfOrderSequenceError))
+    assert isinstance(old[0].error, UnknownTopicIdError)
+    assert not state.retrying and not state.renumber_from and not state.stale_topics
+    state.on_response(new, ok(new))
+    assert new[0].error is None and state.next_sequence[("t", 0)] == 1
+
+
+def test_a_deleted_topic_fails_what_is_queued_for_it_and_the_same_topic_changes_nothing():
+    acc, _, _ = make(batch_bytes=40)
+    state = sender(acc)
+    state.reset_topic("t", OLD_ID, 1)
+    acc.append("t", 0, None, b"x", None, 1)
+    acc.seal_all()
+    state.stale_topics.add("t")
+    state.reset_topic("t", OLD_ID, 1)  # same incarnation: just sends again
+    assert not state.stale_topics and state.next_request(0) is not None
+    acc.append("t", 0, None, b"y", None, 1)
+    state.reset_topic("t", None)
+    [failed] = [b for b in state.completed if b.values == [b"y"]]
+    assert isinstance(failed.error, UnknownTopicOrPartitionError) and "deleted" in str(failed.error)

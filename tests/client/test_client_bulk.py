@@ -7,6 +7,7 @@ import pytest
 import trio
 from sluice.client import producer_base
 from sluice.client.accumulator import Accumulator
+from sluice.client.admin_ops import TopicMeta
 from sluice.client.partitioner import partition_for_key
 from sluice.client.producer import Producer
 from sluice.client.records import RecordMetadata, decode_batches
@@ -235,8 +236,8 @@ class FakeConnection:
         self.next = {}
         self.requests = 0
 
-    def partitions(self, topic):
-        return self.count
+    def topic(self, topic):
+        return TopicMeta(self.count, "")
 
     def send(self, request):
         self.requests += 1

@@ -45,6 +45,8 @@ def strategy_for(kind) -> st.SearchStrategy:
         return st.sampled_from(sorted(kind.values))
     if isinstance(kind, m._Str):
         return st.text(max_size=8)
+    if isinstance(kind, m._TopicId):
+        return st.just("") | st.uuids(version=4).map(lambda u: u.hex)
     if isinstance(kind, m._Optional):
         return st.none() | strategy_for(kind.inner)
     if isinstance(kind, m._List):
@@ -107,17 +109,83 @@ FETCH = m.FetchResponse(
 )
 
 
+# A produce request as a client from before topic ids sends it: no topic_id key.
+PRODUCE_WITHOUT_TOPIC_ID = (
+    "000000510000004a"  # frame_length 81, header_length 74
+    "86a361706905a17600a363696407"  # {api: 5, v: 0, cid: 7,
+    "a461636b73ffaa74696d656f75745f6d73cd03e8"  # acks: -1, timeout_ms: 1000,
+    "aa706172746974696f6e7391"  # partitions: [
+    "83a5746f706963a174a9706172746974696f6e02a66c656e67746803"  # {t, 2, length: 3}]}
+    "010203"  # body
+)
+TOPIC_ID = "0123456789abcdef0123456789abcdef"
+
+
 def test_golden_produce_request():
     pieces = m.encode_request(7, PRODUCE)
     assert b"".join(pieces).hex() == (
-        "000000510000004a"  # frame_length 81, header_length 74
+        "0000005b00000054"  # frame_length 91, header_length 84
         "86a361706905a17600a363696407"  # {api: 5, v: 0, cid: 7,
         "a461636b73ffaa74696d656f75745f6d73cd03e8"  # acks: -1, timeout_ms: 1000,
         "aa706172746974696f6e7391"  # partitions: [
-        "83a5746f706963a174a9706172746974696f6e02a66c656e67746803"  # {t, 2, length: 3}]}
+        "84a5746f706963a174a9706172746974696f6e02a66c656e67746803"  # {t, 2, length: 3,
+        "a8746f7069635f6964a0"  # topic_id: ""}]}
         "010203"  # body
     )
     assert pieces[1] is PRODUCE.partitions[0].records  # the body is not copied
+
+
+def test_golden_produce_request_naming_a_topic_incarnation():
+    request = m.ProduceRequest(acks=-1, timeout_ms=1000, partitions=[
+        m.ProducePartition(topic="t", partition=2, records=b"\x01\x02\x03", topic_id=TOPIC_ID)])
+    assert b"".join(m.encode_request(7, request)).hex() == (
+        "0000007c00000075"  # frame_length 124, header_length 117
+        "86a361706905a17600a363696407"
+        "a461636b73ffaa74696d656f75745f6d73cd03e8"
+        "aa706172746974696f6e7391"
+        "84a5746f706963a174a9706172746974696f6e02a66c656e67746803"
+        "a8746f7069635f6964d920" + TOPIC_ID.encode().hex()  # topic_id: str8 of 32 chars
+        + "010203"
+    )
+
+
+def test_requests_without_topic_ids_still_decode():
+    """Backward compatible: a frame from a client that never heard of topic ids decodes with
+    ``topic_id=""`` (any incarnation), and an older peer ignores the new key (unknown keys are
+    ignored: ``test_unknown_header_keys_are_ignored``)."""
+    frame = to_frame([bytes.fromhex(PRODUCE_WITHOUT_TOPIC_ID)])
+    cid, request = m.decode_request(frame)
+    assert (cid, request.partitions[0].topic_id) == (7, "")
+    assert bytes(request.partitions[0].records) == b"\x01\x02\x03"
+    assert request == PRODUCE
+
+
+def test_golden_metadata_response_carries_the_topic_id():
+    response = m.MetadataResponse(brokers=[], controller_id=0, topics=[m.TopicMetadata(
+        name="t", topic_id=TOPIC_ID, partitions=[m.PartitionMetadata(partition=0, leader=0)])])
+    assert b"".join(m.encode_response(3, response)).hex() == (
+        "000000b2000000ae"  # frame_length 178, header_length 174
+        "87a363696403a361706901a56572726f7200a76d657373616765a0"  # {cid, api: 1, error, message,
+        "a762726f6b65727390ad636f6e74726f6c6c65725f696400"  # brokers: [], controller_id: 0,
+        "a6746f706963739185a46e616d65a174a56572726f7200a76d657373616765a0"  # topics: [{t, ...
+        "aa706172746974696f6e739184a9706172746974696f6e00a66c656164657200"  # partitions: [...],
+        "a56572726f7200a76d657373616765a0"
+        "a8746f7069635f6964d920" + TOPIC_ID.encode().hex()  # topic_id}]}
+    )
+    header_without_id = {"cid": 3, "api": 1, "topics": [{"name": "t", "partitions": []}]}
+    _, old = m.decode_response(raw_frame(header_without_id), 1)
+    assert old.topics[0].topic_id == ""  # an older broker's answer: id unknown
+
+
+@pytest.mark.parametrize("value", ["x", "0123456789ABCDEF0123456789ABCDEF", TOPIC_ID + "0", 7, None])
+def test_topic_ids_are_checked(value):
+    with pytest.raises(InvalidRequestError, match="topic_id must be a topic id"):
+        m.FetchPartition(topic="t", partition=0, offset=0, max_bytes=1, topic_id=value)
+    header = {"api": 6, "v": 0, "cid": 1, "max_wait_ms": 0, "min_bytes": 0, "max_bytes": 0,
+              "partitions": [{"topic": "t", "partition": 0, "offset": 0, "max_bytes": 1,
+                              "topic_id": value}]}
+    with pytest.raises(InvalidRequestError, match=r"partitions\[0\]\.topic_id must be"):
+        m.decode_request(raw_frame(header))
 
 
 def test_golden_fetch_response():

@@ -55,7 +55,7 @@ async def prepare(tmp_path, *, flushed: int = 20, tail: int = 4):
             await fill(client, topic, 0, flushed, acks=-1)
         await trio.sleep(CHECKPOINT_S * 4)  # the recovery points now cover the acks=all data
         points = json.loads((broker.data_dir / "meta" / "recovery-points.json").read_text())
-        assert points["a-0"] == points["b-0"] == flushed * 5
+        assert points["a"]["offsets"]["0"] == points["b"]["offsets"]["0"] == flushed * 5
         for topic in ("a", "b"):
             await fill(client, topic, flushed * 5, tail, acks=1)
     for topic in ("a", "b"):

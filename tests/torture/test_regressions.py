@@ -90,7 +90,7 @@ def test_manager_keeps_a_refused_partition_offline_and_its_recovery_point(tmp_pa
         manager.get_log("a", 0)
     assert manager.get_log("b", 0).log_end_offset == 60
     manager.close()
-    assert json.loads((tmp_path / "meta" / "recovery-points.json").read_text())["a-0"] == 60
+    assert json.loads((tmp_path / "meta" / "recovery-points.json").read_text())["a"]["offsets"]["0"] == 60
     assert not (tmp_path / ".clean-shutdown").exists()
     assert (tmp_path / "a-0").exists()  # not removed as a stray directory
     manager = LogManager(tmp_path, repair=["a-0"]).open()

@@ -173,6 +173,7 @@ async def raw_fetch(p: dict) -> dict:
     async with trio.open_nursery() as nursery:
         cluster = Cluster(address, nursery)
         await cluster.connection()
+        meta = await cluster.topic(topic)
         end = None
         for timed in (False, True):  # the untimed pass learns the end offset
             timer = Timer(p.get("server_pid"))
@@ -183,6 +184,7 @@ async def raw_fetch(p: dict) -> dict:
                         fetch_max_bytes=max_bytes, fetch_max_wait_ms=0, fetch_min_bytes=1,
                     )
                     state.assign([(topic, 0)])
+                    state.bind(topic, meta.topic_id, meta.partitions)
                     state.seek((topic, 0), 0)
                     while end is None or state.fetch_positions[(topic, 0)] < end:
                         response = await cluster.request(state.fetch_request())
