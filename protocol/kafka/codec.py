@@ -106,7 +106,7 @@ def encode_response(header: RequestHeader, response: object) -> list[Piece]:
     """The frame answering the request ``header`` with ``response`` (at the request's
     version; see ``response_version``). ``LocalProtocolError`` if it is not that API's
     response or cannot be encoded at that version."""
-    api = _api_for(response, want_request=False)
+    api = api_for(response, want_request=False)
     if api.key != header.api_key:
         raise LocalProtocolError(f"a {type(response).__name__} cannot answer API "
                                  f"{header.api_key}")
@@ -130,7 +130,7 @@ def unsupported_version_response(api_keys: list) -> object:
 
 def encode_request(header: RequestHeader, request: object) -> list[Piece]:
     """The frame of ``request`` under ``header`` (request header v1, v2 if flexible)."""
-    api = _api_for(request, want_request=True)
+    api = api_for(request, want_request=True)
     if api.key != header.api_key or header.api_version not in api.versions:
         raise LocalProtocolError(f"{type(request).__name__} cannot travel as API "
                                  f"{header.api_key} v{header.api_version}")
@@ -175,7 +175,9 @@ def decode_response(frame: memoryview, header: RequestHeader) -> tuple[int, obje
 # -- shared ---------------------------------------------------------------------------------------
 
 
-def _api_for(message: object, want_request: bool) -> Api:
+def api_for(message: object, want_request: bool) -> Api:
+    """The API of a top-level request (``want_request``) or response; else
+    ``LocalProtocolError``."""
     try:
         api, is_request = api_of(message)
     except KeyError:

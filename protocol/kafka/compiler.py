@@ -53,6 +53,7 @@ _BYTES_LIKE = (bytes, bytearray, memoryview)
 class CompiledMessage:
     """One request or response schema, compiled for each version in ``versions``."""
 
+    schema: Struct
     cls: type
     versions: range
     flexible: range
@@ -83,7 +84,7 @@ def compile_message(root: Struct, versions: range, flexible: range = range(0)) -
     for v in versions:
         decoders[v] = compiler.decoder(root, v, v in flexible)
         encoders[v] = compiler.encoder(root, v, v in flexible)
-    return CompiledMessage(cls, versions, flexible, decoders, encoders)
+    return CompiledMessage(root, cls, versions, flexible, decoders, encoders)
 
 
 def _path(name: str, index: int | None) -> str:
