@@ -189,9 +189,10 @@ SLUICE_TO_KAFKA: dict[int, ErrorCode] = {
     sluice.BrokerShuttingDownError.code: _E.NOT_LEADER_OR_FOLLOWER,
     sluice.InvalidPartitionsError.code: _E.INVALID_PARTITIONS,
     sluice.InvalidTimestampError.code: _E.INVALID_TIMESTAMP,
-    # Kafka closes the connection for both; as an answer, the nearest codes.
+    # Kafka closes the connection for both; as an answer, the nearest codes (the second
+    # retriable, as Sluice's is: "disconnected, try again").
     sluice.FrameTooLargeError.code: _E.MESSAGE_TOO_LARGE,
-    sluice.TooManyConnectionsError.code: _E.BROKER_NOT_AVAILABLE,
+    sluice.TooManyConnectionsError.code: _E.NETWORK_EXCEPTION,
     sluice.NotLeaderError.code: _E.NOT_LEADER_OR_FOLLOWER,
     sluice.UnknownMemberIdError.code: _E.UNKNOWN_MEMBER_ID,
     # The classic protocol fences stale members by generation.
@@ -206,7 +207,7 @@ SLUICE_TO_KAFKA: dict[int, ErrorCode] = {
 # now" is COORDINATOR_NOT_AVAILABLE, which makes clients look the coordinator up again.
 GROUP_APIS = frozenset({8, 9, 10, 11, 12, 13, 14, 15, 16})
 _COORDINATOR_UNAVAILABLE = frozenset(
-    {_E.NOT_LEADER_OR_FOLLOWER, _E.KAFKA_STORAGE_ERROR, _E.BROKER_NOT_AVAILABLE}
+    {_E.NOT_LEADER_OR_FOLLOWER, _E.KAFKA_STORAGE_ERROR, _E.NETWORK_EXCEPTION}
 )
 
 
