@@ -25,6 +25,7 @@ from sluice.protocol.kafka.events import (
     RequestHeader,
     RequestReceived,
     UnsupportedApiVersionsRequest,
+    header_from_wire,
 )
 from sluice.protocol.kafka.primitives import (
     BYTES_MAX,
@@ -74,31 +75,32 @@ def decode_request(
         raise MalformedMessageError("request header", f"a frame of {len(frame)} bytes cannot "
                                                       "hold one")
     api_key, version, cid = _REQUEST_PREFIX.unpack_from(frame, 0)
-    ids = {"correlation_id": cid, "api_key": api_key, "api_version": version}
     api = APIS.get(api_key)
     if api is None:
-        raise UnknownApiKeyError(f"unknown API key {api_key} (v{version}, cid {cid})", **ids)
+        raise UnknownApiKeyError(f"unknown API key {api_key} (v{version}, cid {cid})",
+                                 correlation_id=cid, api_key=api_key, api_version=version)
     try:
         client_id, pos = read_string(frame, _REQUEST_PREFIX.size, nullable=True)
     except MalformedMessageError as exc:
-        raise _tag(exc.within("client_id"), **ids) from None
-    header = RequestHeader(**ids, client_id=client_id)
-    if version not in api.versions:
+        raise _tag(exc.within("client_id"), cid, api_key, version) from None
+    header = header_from_wire(api_key, version, cid, client_id)
+    decoder = api.request.decoders.get(version)
+    if decoder is None:
         if api_key == API_VERSIONS:
             return UnsupportedApiVersionsRequest(header=header)
         advertised = api.advertised[0] <= version <= api.advertised[1]
         raise UnsupportedApiVersionError(
             f"{api.name} v{version} is not supported (v{api.versions[0]}-v{api.versions[-1]}"
             f"{'; older versions need message formats before record batch v2' if advertised else ''})",
-            advertised=advertised, **ids)
+            advertised=advertised, correlation_id=cid, api_key=api_key, api_version=version)
     try:
-        if api.flexible(version):
+        if version in api.request.flexible:
             pos = skip_tagged_fields(frame, pos)
-        request, pos = api.request.decoders[version](frame, pos, [max_items])
+        request, pos = decoder(frame, pos, [max_items])
         if pos != len(frame):
             raise MalformedMessageError("", f"{len(frame) - pos} bytes left over after the body")
     except MalformedMessageError as exc:
-        raise _tag(exc.within(f"{api.name}Request v{version}"), **ids) from None
+        raise _tag(exc.within(f"{api.name}Request v{version}"), cid, api_key, version) from None
     return RequestReceived(header=header, request=request)
 
 

@@ -129,6 +129,11 @@ class _Compiler:
             "_read_records": primitives.read_records,
             "_read_count": primitives.read_count,
             "_read_int32_array": primitives.read_int32_array,
+            "_check_null": primitives.check_null,
+            "_check_count": primitives.check_count,
+            "_overrun": primitives.overrun,
+            "_I16": primitives.INT16,
+            "_I32": primitives.INT32,
             "_skip_tags": primitives.skip_tagged_fields,
             "_write_string": primitives.write_string,
             "_write_bytes": primitives.write_bytes,
@@ -299,12 +304,8 @@ class _Compiler:
                 continue
             nl = f.nullable_in(version)
             lines.append(f"f = {f.name!r}")
-            if f.type is RECORDS:
-                lines.append(f"{var}, pos = _read_records(buf, pos, {fx})")
-            elif f.type is STRING:
-                lines.append(f"{var}, pos = _read_string(buf, pos, {nl}, {fx})")
-            elif f.type is BYTES:
-                lines.append(f"{var}, pos = _read_bytes(buf, pos, {nl}, {fx})")
+            if isinstance(f.type, Variable):
+                lines += _variable_decode(f.type, var, nl, fx)
             elif isinstance(f.type, Array):
                 lines += self._array_decode(f.type.item, var, nl, version, fx)
             else:
@@ -331,6 +332,8 @@ class _Compiler:
             f"{body}\n"
             "    except MalformedMessageError as exc:\n"
             "        raise exc.within(_path(f, i)) from None\n"
+            "    except UnicodeDecodeError as exc:\n"
+            "        raise MalformedMessageError(_path(f, i), f'not UTF-8: {exc}') from None\n"
             "    except _struct_error:\n"
             "        raise MalformedMessageError(_path(f, i), f'cut short at offset {pos} '\n"
             "                                    f'({len(buf) - pos} bytes left)') from None\n"
@@ -340,8 +343,15 @@ class _Compiler:
     def _array_decode(self, item: Type, var: str, nl: bool, version: int, fx: bool) -> list[str]:
         size = min_bytes(item, version, fx)
         assert size > 0, "every array item takes at least a byte"
-        lines = [f"n, pos = _read_count(buf, pos, {nl}, {fx}, {size}, budget)",
-                 "if n < 0:", f"    {var} = None", "else:"]
+        if fx:
+            lines = [f"n, pos = _read_count(buf, pos, {nl}, {fx}, {size}, budget)",
+                     "if n < 0:", f"    {var} = None", "else:"]
+        else:  # inline: the count, then the checks before anything is built for it
+            lines = ["n, = _I32.unpack_from(buf, pos)", "pos += 4", "if n < 0:",
+                     f"    _check_null(n, {nl}, 'array count')", f"    {var} = None", "else:",
+                     f"    if n * {size} > len(buf) - pos or budget[0] < n:",
+                     f"        _check_count(n, {size}, buf, pos, budget)",
+                     "    budget[0] -= n"]
         if item is INT32:
             return [*lines, f"    {var}, pos = _read_int32_array(buf, pos, n)"]
         if isinstance(item, Struct):
@@ -385,6 +395,12 @@ class _Compiler:
             lines.append(f"f = {f.name!r}")
             if f.type is RECORDS:
                 lines.append(f"_write_records(out, holes, o.{f.name}, {fx})")
+            elif f.type is STRING and not fx:
+                # Inline for a str that cannot exceed 32,767 UTF-8 bytes; else the helper,
+                # which checks (and says what is wrong).
+                lines += [f"v = o.{f.name}", "if type(v) is str and len(v) < 8192:",
+                          "    v = v.encode()", "    out += _I16.pack(len(v))", "    out += v",
+                          "else:", f"    _write_string(out, v, {nl}, False)"]
             elif f.type is STRING:
                 lines.append(f"_write_string(out, o.{f.name}, {nl}, {fx})")
             elif f.type is BYTES:
@@ -423,6 +439,27 @@ class _Compiler:
         else:
             raise TypeError(f"no array encoder for items of {item!r}")
         return [*lines, "    for i, x in enumerate(v):", f"        {write}", "    i = None"]
+
+
+_READERS = {"string": "_read_string(buf, pos, {nl}, True)",
+            "bytes": "_read_bytes(buf, pos, {nl}, True)",
+            "records": "_read_records(buf, pos, True)"}
+_SLICES = {"string": "str(buf[pos:end], 'utf-8')", "bytes": "bytes(buf[pos:end])",
+           "records": "buf[pos:end]"}
+
+
+def _variable_decode(type_: Variable, var: str, nl: bool, fx: bool) -> list[str]:
+    """Read a string, bytes or records field into ``var``. Non-flexible versions inline it
+    (a string read is three Python calls otherwise); errors come from the primitives."""
+    if fx:
+        return [f"{var}, pos = " + _READERS[type_.name].format(nl=nl)]
+    if type_ is RECORDS:
+        nl = True
+    fmt = "_I16" if type_ is STRING else "_I32"
+    return [f"n, = {fmt}.unpack_from(buf, pos)", f"pos += {type_.size}", "if n < 0:",
+            f"    _check_null(n, {nl}, '{type_.name} length')", f"    {var} = None", "else:",
+            "    end = pos + n", "    if end > len(buf):", "        raise _overrun(buf, pos, n)",
+            f"    {var} = {_SLICES[type_.name]}", "    pos = end"]
 
 
 def _define(source: str, name: str, ns: dict) -> Any:

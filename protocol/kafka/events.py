@@ -40,6 +40,21 @@ class RequestHeader:
                              f"{type(self.client_id).__name__}")
 
 
+_SETTERS = tuple(RequestHeader.__dict__[name].__set__
+                 for name in ("api_key", "api_version", "correlation_id", "client_id"))
+
+
+def header_from_wire(api_key: int, api_version: int, correlation_id: int,
+                     client_id: str | None) -> RequestHeader:
+    """A header from values the wire types already bound (int16, int16, int32, str or None):
+    built without re-checking them, as every request pays for it."""
+    header = object.__new__(RequestHeader)
+    for setter, value in zip(_SETTERS, (api_key, api_version, correlation_id, client_id),
+                             strict=True):
+        setter(header, value)
+    return header
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestReceived:
     """A request that decoded against its schema; answer it with ``send_response`` (unless it

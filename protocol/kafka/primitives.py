@@ -34,7 +34,7 @@ def _truncated(needed: int, buf, pos: int) -> MalformedMessageError:
     return MalformedMessageError("", f"needs {needed} bytes at offset {pos}, {len(buf) - pos} left")
 
 
-def _length(n: int, nullable: bool, what: str) -> None:
+def check_null(n: int, nullable: bool, what: str) -> None:
     """Raise unless ``n`` (a negative length or count) is -1 and null is allowed."""
     if n != -1:
         raise MalformedMessageError("", f"{what} {n} is negative")
@@ -115,18 +115,23 @@ def _read_length(buf, pos: int, compact: bool, fmt: struct.Struct) -> tuple[int,
     return fmt.unpack_from(buf, pos)[0], pos + fmt.size
 
 
+def overrun(buf, pos: int, n: int) -> MalformedMessageError:
+    """The error for a length ``n`` at ``pos`` that runs past the end of ``buf``."""
+    return MalformedMessageError("", f"length {n} at offset {pos} overruns the frame "
+                                     f"({len(buf) - pos} bytes left)")
+
+
 def _read_span(buf, pos: int, n: int) -> int:
     end = pos + n
     if end > len(buf):
-        raise MalformedMessageError("", f"length {n} at offset {pos} overruns the frame "
-                                        f"({len(buf) - pos} bytes left)")
+        raise overrun(buf, pos, n)
     return end
 
 
 def read_string(buf, pos: int, nullable: bool = False, compact: bool = False):
     n, pos = _read_length(buf, pos, compact, INT16)
     if n < 0:
-        _length(n, nullable, "string length")
+        check_null(n, nullable, "string length")
         return None, pos
     end = _read_span(buf, pos, n)
     try:
@@ -139,7 +144,7 @@ def read_bytes(buf, pos: int, nullable: bool = False, compact: bool = False):
     """A copy of the bytes: fields such as group metadata outlive the frame."""
     n, pos = _read_length(buf, pos, compact, INT32)
     if n < 0:
-        _length(n, nullable, "bytes length")
+        check_null(n, nullable, "bytes length")
         return None, pos
     end = _read_span(buf, pos, n)
     return bytes(buf[pos:end]), end
@@ -149,7 +154,7 @@ def read_records(buf: memoryview, pos: int, compact: bool = False):
     """Record batches, nullable: a view of the frame itself, never copied or decoded."""
     n, pos = _read_length(buf, pos, compact, INT32)
     if n < 0:
-        _length(n, True, "records length")
+        check_null(n, True, "records length")
         return None, pos
     end = _read_span(buf, pos, n)
     return buf[pos:end], end
@@ -220,15 +225,21 @@ def read_count(buf, pos: int, nullable: bool, compact: bool, min_item_bytes: int
     lie, and ``budget[0]`` (items left for the whole message) is spent here."""
     n, pos = _read_length(buf, pos, compact, INT32)
     if n < 0:
-        _length(n, nullable, "array count")
+        check_null(n, nullable, "array count")
         return -1, pos
+    check_count(n, min_item_bytes, buf, pos, budget)
+    return n, pos
+
+
+def check_count(n: int, min_item_bytes: int, buf, pos: int, budget: list[int]) -> None:
+    """Refuse a count of ``n`` items (each ``min_item_bytes`` or more) that the rest of the
+    frame cannot hold, or that overdraws ``budget[0]`` (items left for the message); spend."""
     if n * min_item_bytes > len(buf) - pos:
         raise MalformedMessageError(
             "", f"array count {n} cannot fit in the {len(buf) - pos} bytes left")
     budget[0] -= n
     if budget[0] < 0:
         raise MalformedMessageError("", "the message holds more array items than max_items")
-    return n, pos
 
 
 def read_int32_array(buf, pos: int, n: int) -> tuple[list[int], int]:
