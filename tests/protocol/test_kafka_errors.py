@@ -1,6 +1,9 @@
 """Sluice error -> Kafka error: the table covers every Sluice code, and the version and API
 rules Kafka applies hold."""
 
+import re
+from pathlib import Path
+
 import pytest
 from sluice.protocol import errors as sluice
 from sluice.protocol.kafka.errors import (
@@ -68,3 +71,11 @@ def test_malformed_paths_compose():
     assert str(outer) == "MetadataRequest v8.topics[3].name: string length -2 is negative"
     assert MalformedMessageError("", "x").within("a").path == "a"
     assert MalformedMessageError("[2]", "x").within("a").path == "a[2]"
+
+
+def test_the_documented_table_is_the_code():
+    doc = (Path(__file__).parents[2] / "docs" / "KAFKA-PROTOCOL.md").read_text()
+    section = doc.split("## Sluice error -> Kafka error")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| \w+ \((-?\d+)\) \| (\w+) \((-?\d+)\) \|$", section, re.M)
+    documented = {int(sluice_code): (name, int(code)) for sluice_code, name, code in rows}
+    assert documented == {k: (v.name, int(v)) for k, v in SLUICE_TO_KAFKA.items()}
