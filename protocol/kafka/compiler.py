@@ -87,6 +87,18 @@ def compile_message(root: Struct, versions: range, flexible: range = range(0)) -
     return CompiledMessage(root, cls, versions, flexible, decoders, encoders)
 
 
+def _runs(fields: list[Field]) -> list[tuple[int, list[Field]]]:
+    """``(index, run)`` over ``fields``: each run of consecutive fixed-width fields together
+    (one ``struct`` call), every other field alone."""
+    runs: list[tuple[int, list[Field]]] = []
+    for k, f in enumerate(fields):
+        if runs and isinstance(f.type, Fixed) and isinstance(runs[-1][1][-1].type, Fixed):
+            runs[-1][1].append(f)
+        else:
+            runs.append((k, [f]))
+    return runs
+
+
 def _path(name: str, index: int | None) -> str:
     return name if index is None else f"{name}[{index}]"
 
@@ -260,14 +272,20 @@ class _Compiler:
     # -- decoders ---------------------------------------------------------------------------
 
     def decoder(self, struct_: Struct, version: int, flexible: bool) -> Decoder:
-        name = f"_dec_{struct_.name}_{version}"
+        return self._generate("_dec", self._decoder_source, struct_, version, flexible)
+
+    def _generate(self, prefix: str, source: Callable[..., str], struct_: Struct,
+                  version: int, flexible: bool) -> Callable:
+        """The function ``{prefix}_{struct}_{version}`` from ``source``, generated once,
+        after those of the structs nested in it (which it calls by name)."""
+        name = f"{prefix}_{struct_.name}_{version}"
         if name not in self.done:
             self.done.add(name)
             for f in struct_.fields:
                 inner = _structs_in(f.type)
                 if inner is not None and f.present(version):
-                    self.decoder(inner, version, flexible)
-            _define(self._decoder_source(struct_, version, flexible, name), name, self.ns)
+                    self._generate(prefix, source, inner, version, flexible)
+            _define(source(struct_, version, flexible, name), name, self.ns)
         return self.ns[name]
 
     def _fixed_struct(self, fmt: str) -> str:
@@ -281,36 +299,22 @@ class _Compiler:
     def _decoder_source(self, struct_: Struct, version: int, fx: bool, name: str) -> str:
         lines: list[str] = []
         values: dict[str, str] = {}  # field name -> variable
-        fields = [f for f in struct_.fields if f.present(version)]
-        k = 0
-        while k < len(fields):
-            f = fields[k]
-            var = values[f.name] = f"v{k}"
-            if isinstance(f.type, Fixed):  # a run of fixed-width fields: one unpack
-                run = [f]
-                while k + len(run) < len(fields) and isinstance(fields[k + len(run)].type, Fixed):
-                    run.append(fields[k + len(run)])
-                names = []
-                for j, g in enumerate(run):
-                    values[g.name] = f"v{k + j}"
-                    names.append(f"v{k + j}")
-                fmt = "".join(g.type.fmt for g in run)
-                size = sum(g.type.size for g in run)
-                key = self._fixed_struct(fmt)
-                lines += [f"f = {f.name!r}",
-                          f"{', '.join(names)}, = {key}.unpack_from(buf, pos)",
-                          f"pos += {size}"]
-                k += len(run)
-                continue
-            nl = f.nullable_in(version)
+        for k, run in _runs([f for f in struct_.fields if f.present(version)]):
+            f = run[0]
             lines.append(f"f = {f.name!r}")
-            if isinstance(f.type, Variable):
-                lines += _variable_decode(f.type, var, nl, fx)
+            names = [f"v{k + j}" for j in range(len(run))]
+            values.update((g.name, var) for g, var in zip(run, names, strict=True))
+            if isinstance(f.type, Fixed):  # a run of fixed-width fields: one unpack
+                key = self._fixed_struct("".join(g.type.fmt for g in run))
+                lines += [f"{', '.join(names)}, = {key}.unpack_from(buf, pos)",
+                          f"pos += {sum(g.type.size for g in run)}"]
+            elif isinstance(f.type, Variable):
+                lines += _variable_decode(f.type, names[0], f.nullable_in(version), fx)
             elif isinstance(f.type, Array):
-                lines += self._array_decode(f.type.item, var, nl, version, fx)
+                lines += self._array_decode(f.type.item, names[0], f.nullable_in(version),
+                                            version, fx)
             else:
                 raise TypeError(f"no decoder for {f.type!r}")
-            k += 1
         if fx:
             lines += ["f = '(tagged fields)'", "pos = _skip_tags(buf, pos)"]
         args = []
@@ -366,34 +370,18 @@ class _Compiler:
     # -- encoders ---------------------------------------------------------------------------
 
     def encoder(self, struct_: Struct, version: int, flexible: bool) -> Encoder:
-        name = f"_enc_{struct_.name}_{version}"
-        if name not in self.done:
-            self.done.add(name)
-            for f in struct_.fields:
-                inner = _structs_in(f.type)
-                if inner is not None and f.present(version):
-                    self.encoder(inner, version, flexible)
-            _define(self._encoder_source(struct_, version, flexible, name), name, self.ns)
-        return self.ns[name]
+        return self._generate("_enc", self._encoder_source, struct_, version, flexible)
 
     def _encoder_source(self, struct_: Struct, version: int, fx: bool, name: str) -> str:
         lines: list[str] = []
-        fields = [f for f in struct_.fields if f.present(version)]
-        k = 0
-        while k < len(fields):
-            f = fields[k]
-            if isinstance(f.type, Fixed):
-                run = [f]
-                while k + len(run) < len(fields) and isinstance(fields[k + len(run)].type, Fixed):
-                    run.append(fields[k + len(run)])
-                key = self._fixed_struct("".join(g.type.fmt for g in run))
-                lines += [f"f = {f.name!r}",
-                          f"out += {key}.pack({', '.join(f'o.{g.name}' for g in run)})"]
-                k += len(run)
-                continue
+        for _, run in _runs([f for f in struct_.fields if f.present(version)]):
+            f = run[0]
             nl = f.nullable_in(version)
             lines.append(f"f = {f.name!r}")
-            if f.type is RECORDS:
+            if isinstance(f.type, Fixed):  # a run of fixed-width fields: one pack
+                key = self._fixed_struct("".join(g.type.fmt for g in run))
+                lines.append(f"out += {key}.pack({', '.join(f'o.{g.name}' for g in run)})")
+            elif f.type is RECORDS:
                 lines.append(f"_write_records(out, holes, o.{f.name}, {fx})")
             elif f.type is STRING and not fx:
                 # Inline for a str that cannot exceed 32,767 UTF-8 bytes; else the helper,
@@ -409,7 +397,6 @@ class _Compiler:
                 lines += self._array_encode(f, nl, version, fx)
             else:
                 raise TypeError(f"no encoder for {f.type!r}")
-            k += 1
         if fx:
             lines += ["f = '(tagged fields)'", "out.append(0)"]
         body = "\n".join("        " + line for line in lines) or "        pass"

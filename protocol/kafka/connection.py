@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from sluice.protocol.connection import _FramedConnection
 from sluice.protocol.errors import LocalProtocolError, RemoteProtocolError
 from sluice.protocol.framing import CLOSED, Signal
 from sluice.protocol.kafka.codec import (
@@ -43,23 +44,13 @@ def expects_response(header: RequestHeader, request: object) -> bool:
     return not (header.api_key == PRODUCE and request.acks == 0)
 
 
-class _KafkaConnection:
-    """What both sides share: received bytes go to one ``KafkaFrameDecoder``; a remote error
-    is remembered and raised again."""
+class _KafkaConnection(_FramedConnection):
+    """What both sides share: received bytes go to one ``KafkaFrameDecoder`` (receiving as
+    Sluice's own connections do); a remote error is remembered and raised again."""
 
     def __init__(self, decoder: KafkaFrameDecoder) -> None:
         self._decoder = decoder
         self._error: RemoteProtocolError | None = None
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        self._decoder.receive_data(data)
-
-    def receive_buffer(self, size_hint: int) -> memoryview:
-        """See ``KafkaFrameDecoder.receive_buffer``."""
-        return self._decoder.receive_buffer(size_hint)
-
-    def received(self, n: int) -> None:
-        self._decoder.received(n)
 
     def _next_frame(self) -> memoryview | Signal:
         if self._error is not None:

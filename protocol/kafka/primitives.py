@@ -128,80 +128,69 @@ def _read_span(buf, pos: int, n: int) -> int:
     return end
 
 
-def read_string(buf, pos: int, nullable: bool = False, compact: bool = False):
-    n, pos = _read_length(buf, pos, compact, INT16)
+def _sized(buf, pos: int, nullable: bool, compact: bool, fmt: struct.Struct,
+           what: str) -> tuple[int | None, int]:
+    """``(start, end)`` of a length-prefixed value at ``pos``; ``(None, end)`` for null."""
+    n, pos = _read_length(buf, pos, compact, fmt)
     if n < 0:
-        check_null(n, nullable, "string length")
+        check_null(n, nullable, what)
         return None, pos
-    end = _read_span(buf, pos, n)
+    return pos, _read_span(buf, pos, n)
+
+
+def read_string(buf, pos: int, nullable: bool = False, compact: bool = False):
+    start, end = _sized(buf, pos, nullable, compact, INT16, "string length")
+    if start is None:
+        return None, end
     try:
-        return str(buf[pos:end], "utf-8"), end
+        return str(buf[start:end], "utf-8"), end
     except UnicodeDecodeError as exc:
-        raise MalformedMessageError("", f"string at offset {pos} is not UTF-8: {exc}") from None
+        raise MalformedMessageError("", f"string at offset {start} is not UTF-8: {exc}") from None
 
 
 def read_bytes(buf, pos: int, nullable: bool = False, compact: bool = False):
     """A copy of the bytes: fields such as group metadata outlive the frame."""
-    n, pos = _read_length(buf, pos, compact, INT32)
-    if n < 0:
-        check_null(n, nullable, "bytes length")
-        return None, pos
-    end = _read_span(buf, pos, n)
-    return bytes(buf[pos:end]), end
+    start, end = _sized(buf, pos, nullable, compact, INT32, "bytes length")
+    return (None if start is None else bytes(buf[start:end])), end
 
 
 def read_records(buf: memoryview, pos: int, compact: bool = False):
     """Record batches, nullable: a view of the frame itself, never copied or decoded."""
-    n, pos = _read_length(buf, pos, compact, INT32)
-    if n < 0:
-        check_null(n, True, "records length")
-        return None, pos
-    end = _read_span(buf, pos, n)
-    return buf[pos:end], end
+    start, end = _sized(buf, pos, True, compact, INT32, "records length")
+    return (None if start is None else buf[start:end]), end
 
 
 def write_string(out: bytearray, value: str | None, nullable: bool = False,
                  compact: bool = False) -> None:
-    if value is None:
-        if not nullable:
-            raise ValueError("null where null is not allowed")
-        if compact:
-            out.append(0)
-        else:
-            out += b"\xff\xff"
-        return
-    data = value.encode("utf-8")
-    if len(data) > STRING_MAX:
+    data = None if value is None else value.encode("utf-8")
+    if data is not None and len(data) > STRING_MAX:
         raise ValueError(f"string of {len(data)} UTF-8 bytes exceeds {STRING_MAX}")
-    if compact:
-        write_unsigned_varint(out, len(data) + 1)
-    else:
-        out += INT16.pack(len(data))
-    out += data
+    _write_sized(out, data, nullable, compact, INT16)
 
 
 def write_bytes(out: bytearray, value, nullable: bool = False, compact: bool = False) -> None:
-    if value is None:
-        if not nullable:
-            raise ValueError("null where null is not allowed")
-        if compact:
-            out.append(0)
-        else:
-            out += b"\xff\xff\xff\xff"
-        return
-    n = memoryview(value).nbytes
+    _write_sized(out, value, nullable, compact, INT32)
+
+
+def _write_sized(out: bytearray, data, nullable: bool, compact: bool,
+                 fmt: struct.Struct) -> None:
+    """A length (``fmt``, or compact: an unsigned varint of length + 1) and ``data``."""
+    n = -1 if data is None else memoryview(data).nbytes
+    if data is None and not nullable:
+        raise ValueError("null where null is not allowed")
     if compact:
         write_unsigned_varint(out, n + 1)
     else:
-        out += INT32.pack(n)
-    out += value
+        out += fmt.pack(n)
+    if data is not None:
+        out += data
 
 
 def write_records(out: bytearray, holes: list, value, compact: bool = False) -> None:
     """Record batches: their length here, and a hole at this offset where the caller sends
     the pieces (one bytes-like or ``FileSlice``, or a list of them) unchanged."""
     if value is None:
-        write_bytes(out, None, True, compact)
+        _write_sized(out, None, True, compact, INT32)
         return
     pieces = value if isinstance(value, list | tuple) else (value,)
     total = sum(piece_length(p) for p in pieces)
