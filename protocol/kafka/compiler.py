@@ -108,7 +108,7 @@ def _structs_in(type_: Type) -> Struct | None:
     return item if isinstance(item, Struct) else None
 
 
-def records_ok(value: object) -> bool:
+def _records_ok(value: object) -> bool:
     """A RECORDS value: None, a bytes-like, a FileSlice, or a list/tuple of those two."""
     if value is None or isinstance(value, (*_BYTES_LIKE, FileSlice)):
         return True
@@ -219,7 +219,7 @@ class _Compiler:
             def ok(v: object) -> bool:
                 return isinstance(v, list | tuple) and all(item_ok(x) for x in v)
         elif type_ is RECORDS:
-            return records_ok
+            return _records_ok
         elif type_ is BOOL:
             def ok(v: object) -> bool:
                 return v is True or v is False

@@ -9,7 +9,7 @@ import warnings
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kafka_helpers import feed_events, joined, message_strategy
+from kafka_helpers import feed_events, joined, message_strategy, new_class
 from sluice.protocol.errors import RemoteProtocolError
 from sluice.protocol.kafka import (
     APIS,
@@ -226,12 +226,14 @@ def test_an_unknown_api_versions_version_is_answered_at_v0_with_error_35():
                                          client_id="rdkafka")
     answer = joined(server.send_response(
         event.header, unsupported_version_response(api_versions_entries())))
-    # kafka-python reads it as a client does: any error -> a v0 body.
+    # kafka-python reads it as its client does (both implementations): error -> a v0 body.
     theirs = OldApiVersionsResponse[3].decode(answer, header=True, framed=True)
     assert theirs.header.correlation_id == 31
     assert theirs.error_code == 35
     assert (18, 0, 3) in [tuple(k) for k in theirs.api_keys]
     assert len(theirs.api_keys) == len(APIS)
+    generated = new_class(18, False, 4).decode(answer, header=True, framed=True)
+    assert (generated.error_code, len(generated.api_keys)) == (35, len(APIS))
     # And Sluice's own client side: an error-35 answer to v3 is a v0 body too.
     asked = RequestHeader(api_key=18, api_version=3, correlation_id=31)
     cid, response = decode_response(memoryview(answer)[4:], asked)
