@@ -8,7 +8,8 @@ Each line is one typical small message, decoded (requests, as the broker does) o
 (responses, as the broker does), in microseconds per message, best of the rounds. Beside it:
 kafka-python 3's codec (the classes generated from Kafka's JSON, its fast path) doing the
 same, and for produce and fetch Sluice's own msgpack protocol, the path the Kafka listener
-sits beside. Records are never decoded: a Produce request costs per partition, not per record
+sits beside. Sluice's decode figures include the request header and the event; kafka-python's
+cover the body only. Records are never decoded: a Produce request costs per partition, not per record
 (the 16 KiB line shows it), and a Fetch response carries FileSlices it never reads.
 """
 
