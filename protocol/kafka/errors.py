@@ -86,6 +86,7 @@ class ErrorCode(enum.IntEnum):
     FENCED_INSTANCE_ID = 82
     INVALID_RECORD = 87
     PRODUCER_FENCED = 90
+    UNKNOWN_TOPIC_ID = 100
 
 
 def join_path(prefix: str, path: str) -> str:
@@ -194,6 +195,8 @@ SLUICE_TO_KAFKA: dict[int, ErrorCode] = {
     sluice.FrameTooLargeError.code: _E.MESSAGE_TOO_LARGE,
     sluice.TooManyConnectionsError.code: _E.NETWORK_EXCEPTION,
     sluice.NotLeaderError.code: _E.NOT_LEADER_OR_FOLLOWER,
+    # A request naming a deleted incarnation of a topic (KIP-516's error, retriable).
+    sluice.UnknownTopicIdError.code: _E.UNKNOWN_TOPIC_ID,
     sluice.UnknownMemberIdError.code: _E.UNKNOWN_MEMBER_ID,
     # The classic protocol fences stale members by generation.
     sluice.FencedMemberEpochError.code: _E.ILLEGAL_GENERATION,
