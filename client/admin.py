@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from sluice.client import admin_ops as ops
-from sluice.client.connection import DEFAULT_BOOTSTRAP
+from sluice.client.bootstrap import DEFAULT_BOOTSTRAP
 from sluice.client.lifecycle import ClientLifecycle
 
 

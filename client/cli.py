@@ -13,7 +13,7 @@ import sys
 import trio
 from sluice.client import perf, tail
 from sluice.client.admin import Admin
-from sluice.client.connection import DEFAULT_BOOTSTRAP, parse_bootstrap
+from sluice.client.bootstrap import DEFAULT_BOOTSTRAP, parse_bootstrap
 from sluice.client.lifecycle import single_exception
 from sluice.client.producer import Producer
 from sluice.protocol.errors import SluiceError

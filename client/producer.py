@@ -11,17 +11,16 @@ wake up between the answer arriving and ``await handle`` returning.
 
 from __future__ import annotations
 
-import time
 from contextlib import AsyncExitStack
 from functools import partial
 from time import time_ns as _time_ns
 
 import trio
 from sluice.client.accumulator import ProducerBatch
-from sluice.client.connection import DEFAULT_BOOTSTRAP
+from sluice.client.bootstrap import DEFAULT_BOOTSTRAP
 from sluice.client.errors import ClientClosedError, ConnectionLostError
 from sluice.client.lifecycle import ClientLifecycle
-from sluice.client.producer_base import BulkResult, ProducerBase
+from sluice.client.producer_base import BulkResult, ProducerBase, now_ms
 from sluice.client.records import RecordMetadata
 from sluice.protocol import messages as m
 
@@ -79,10 +78,6 @@ class BulkDelivery(BulkResult):
         if not waited:
             await trio.lowlevel.checkpoint()  # trio's rule: an async call always checkpoints
         return self._metadata()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Producer(ProducerBase, ClientLifecycle):

@@ -401,8 +401,34 @@ def _message(cls: type) -> Any:
         if not required:
             defaults[f.name] = (f.default, f.default_factory)
     cls._FIELDS = tuple(compiled)
-    _compile(cls, defaults)
+    _compile_on_first_use(cls, defaults)
     return cls
+
+
+def _compile_on_first_use(cls: type, defaults: dict[str, tuple[Any, Any]]) -> None:
+    """Stand-ins that compile ``cls`` (``_compile``) the first time any of them runs, then
+    hand over: a process pays only for the messages it uses (the ``sluice`` command line
+    starts faster), and every message's code is still generated once."""
+
+    def compile_once() -> None:
+        if cls.__dict__["__post_init__"] is __post_init__:
+            _compile(cls, defaults)
+
+    def __post_init__(self) -> None:
+        compile_once()
+        cls.__post_init__(self)
+
+    def _from_wire(wire: Any, body: "_BodyReader") -> Any:
+        compile_once()
+        return cls._from_wire(wire, body)
+
+    def _to_wire(msg: Any, out: dict, body: "_BodyWriter") -> dict:
+        compile_once()
+        return cls._to_wire(msg, out, body)
+
+    cls.__post_init__ = __post_init__
+    cls._from_wire = staticmethod(_from_wire)
+    cls._to_wire = _to_wire
 
 
 # -- compiled per-class code ------------------------------------------------------------------
