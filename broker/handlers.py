@@ -105,13 +105,24 @@ def handle_delete_topics(state: BrokerState, request: m.DeleteTopicsRequest, ses
     return m.DeleteTopicsResponse(topics=results)
 
 
+def handle_alter_topics(state: BrokerState, request: m.AlterTopicsRequest, session) -> m.AlterTopicsResponse:
+    results = []
+    for alteration in request.topics:
+        try:
+            state.alter_topic(alteration.name, alteration.partitions, dict(alteration.configs))
+            results.append(m.TopicResult(name=alteration.name))
+        except ApiError as exc:
+            results.append(m.TopicResult(name=alteration.name, error=exc.code, message=exc.message))
+    return m.AlterTopicsResponse(topics=results)
+
+
 def handle_describe_topics(state: BrokerState, request: m.DescribeTopicsRequest, session) -> m.DescribeTopicsResponse:
     topics = state.manager.topics()
     out = []
     for name in _requested_topics(topics, request.topics):
         info = topics.get(name)
         if info is None:
-            err = UnknownTopicOrPartitionError(f"unknown topic {name}")
+            err = UnknownTopicOrPartitionError(f"unknown topic {name!r}")
             out.append(m.TopicDescription(name=name, error=err.code, message=err.message))
             continue
         parts = []
@@ -368,6 +379,10 @@ def handle_describe_groups(state: BrokerState, request: m.DescribeGroupsRequest,
     return state.groups.describe_groups(request)
 
 
+def handle_delete_groups(state: BrokerState, request: m.DeleteGroupsRequest, session):
+    return state.groups.delete_groups(request)
+
+
 HANDLERS: dict[type, Callable] = {
     m.HandshakeRequest: handle_handshake,
     m.MetadataRequest: handle_metadata,
@@ -383,6 +398,8 @@ HANDLERS: dict[type, Callable] = {
     m.FetchOffsetsRequest: handle_fetch_offsets,
     m.ListGroupsRequest: handle_list_groups,
     m.DescribeGroupsRequest: handle_describe_groups,
+    m.AlterTopicsRequest: handle_alter_topics,
+    m.DeleteGroupsRequest: handle_delete_groups,
 }
 
 

@@ -196,15 +196,30 @@ class BrokerState:
 
     def create_topic(self, name: str, partitions: int | None, configs: dict[str, int]):
         info = self.manager.create_topic(name, partitions, configs)
-        for index in range(info.config.partitions):
+        self._add_partitions(name, range(info.config.partitions))
+        self.groups.topics_changed()
+        log.info("created topic %s with %d partition(s)", name, info.config.partitions)
+        return info
+
+    def alter_topic(self, name: str, partitions: int | None, configs: dict[str, int]) -> None:
+        """Set configs and/or add partitions (see ``LogManager.alter_topic``)."""
+        if name.startswith("__"):
+            raise InvalidRequestError(f"internal topic {name} cannot be altered")
+        before = self.manager.alter_topic(name, partitions, configs)
+        after = self.manager.topics()[name].config.partitions
+        self._add_partitions(name, range(before, after))
+        if after != before:
+            self.groups.topics_changed()
+        log.info("altered topic %s: %d partition(s)%s", name, after,
+                 "".join(f", {k}={v}" for k, v in sorted(configs.items())))
+
+    def _add_partitions(self, name: str, indexes: range) -> None:
+        for index in indexes:
             key = (name, index)
             partition = Partition(name, index, self.manager.get_log(name, index))
             self.partitions[key] = partition
             if self._nursery is not None:
                 self._start_flusher(key, partition)
-        self.groups.topics_changed()
-        log.info("created topic %s with %d partition(s)", name, info.config.partitions)
-        return info
 
     def delete_topic(self, name: str) -> None:
         if name.startswith("__"):

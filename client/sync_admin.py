@@ -30,6 +30,10 @@ class Admin:
     def create_topics(self, specs) -> None:
         ops.check_topic_results(self._conn.request(ops.create_topics(specs)))
 
+    def alter_topic(self, name: str, partitions: int | None = None, configs=None) -> None:
+        """Add partitions (``partitions``: the new count) and/or set configs of a topic."""
+        ops.check_topic_results(self._conn.request(ops.alter_topics([(name, partitions, configs)])))
+
     def delete_topic(self, name: str) -> None:
         self.delete_topics([name])
 
@@ -61,3 +65,13 @@ class Admin:
             found = self.list_offsets({tp: "latest" for tp in missing})
             ends = {tp: v[0] for tp, v in found.items() if v is not None}
         return ops.group_info(description, ends)
+
+    def delete_groups(self, group_ids) -> None:
+        """Delete groups without members, and their committed offsets
+        (``GroupNotEmptyError`` if one has members, ``GroupIdNotFoundError`` if unknown)."""
+        ops.check_group_results(self._conn.request(ops.delete_groups(group_ids)))
+
+    def alter_group_offsets(self, group_id: str, offsets: dict) -> None:
+        """Commit ``{(topic, partition): offset}`` for a group that has no members (as
+        ``sluice groups reset-offsets`` does); a group with members refuses it."""
+        ops.check_partition_results(self._conn.request(ops.alter_group_offsets(group_id, offsets)))

@@ -922,6 +922,49 @@ class DescribeGroupsResponse(_Response):
     groups: list[GroupDescription] = _many()
 
 
+# -- 14 alter_topics -------------------------------------------------------------------------
+
+
+@_message
+class TopicAlteration(_Message):
+    """Add partitions (``partitions``: the new count, above the current one) and/or set
+    configs (keys as in ``TopicSpec.configs``); what is left out stays as it is."""
+
+    name: str
+    partitions: Int32 | None = None
+    configs: dict[str, int] = field(default_factory=dict)
+
+
+@_message
+class AlterTopicsRequest(_Message):
+    topics: list[TopicAlteration]
+
+
+@_message
+class AlterTopicsResponse(_Response):
+    topics: list[TopicResult] = _many()
+
+
+# -- 15 delete_groups ------------------------------------------------------------------------
+
+
+@_message
+class DeleteGroupsRequest(_Message):
+    groups: list[str]
+
+
+@_message
+class GroupResult(_Message):
+    group_id: str
+    error: Int32 = 0
+    message: str = ""
+
+
+@_message
+class DeleteGroupsResponse(_Response):
+    groups: list[GroupResult] = _many()
+
+
 # -- the API table ----------------------------------------------------------------------------
 
 
@@ -954,6 +997,8 @@ APIS: dict[int, Api] = {
         Api(11, "fetch_offsets", FetchOffsetsRequest, FetchOffsetsResponse),
         Api(12, "list_groups", ListGroupsRequest, ListGroupsResponse),
         Api(13, "describe_groups", DescribeGroupsRequest, DescribeGroupsResponse),
+        Api(14, "alter_topics", AlterTopicsRequest, AlterTopicsResponse),
+        Api(15, "delete_groups", DeleteGroupsRequest, DeleteGroupsResponse),
     )
 }
 API_VERSIONS: dict[int, tuple[int, int]] = {
@@ -978,6 +1023,8 @@ Request: TypeAlias = (
     | FetchOffsetsRequest
     | ListGroupsRequest
     | DescribeGroupsRequest
+    | AlterTopicsRequest
+    | DeleteGroupsRequest
 )
 Response: TypeAlias = (
     HandshakeResponse
@@ -994,6 +1041,8 @@ Response: TypeAlias = (
     | FetchOffsetsResponse
     | ListGroupsResponse
     | DescribeGroupsResponse
+    | AlterTopicsResponse
+    | DeleteGroupsResponse
 )
 
 

@@ -32,6 +32,8 @@ from sluice.broker.storage.files import CorruptLogError, atomic_write, fsync_dir
 from sluice.broker.storage.log import DEFAULT_MAX_OPEN_SEGMENTS, FileLog
 from sluice.broker.storage.memory import MemoryLog
 from sluice.protocol.errors import (
+    InvalidConfigError,
+    InvalidPartitionsError,
     InvalidTopicError,
     StorageError,
     TopicAlreadyExistsError,
@@ -237,6 +239,38 @@ class LogManager:
         for partition in range(config.partitions):
             self._logs[name, partition] = self._new_log(name, partition, config)
         return info
+
+    def alter_topic(
+        self, name: str, partitions: int | None = None, configs: Mapping[str, int] | None = None
+    ) -> int:
+        """Set configs of topic ``name`` and/or raise its partition count to ``partitions``;
+        returns the partition count it had. Existing logs take the new settings at once;
+        new partitions start empty. ``topics.json`` is replaced first, so a crash in between
+        leaves partition directories for ``open`` to create."""
+        old = self._topic(name).config
+        configs = dict(configs or {})
+        if "partitions" in configs:
+            raise InvalidConfigError("partitions is not a config: ask for the new count instead")
+        count = old.partitions if partitions is None else partitions
+        if count < old.partitions:
+            raise InvalidPartitionsError(
+                f"topic {name!r} has {old.partitions} partitions; they can be added, not removed"
+            )
+        overrides = {**self._overrides[name], **configs}
+        config = TopicConfig.from_mapping({**overrides, "partitions": count}, self.defaults)
+        self._topics[name] = TopicInfo(name, config)
+        self._overrides[name] = overrides
+        if not self.memory:
+            # Forget any recovery point of an earlier topic's partitions of these numbers.
+            self.checkpoint_recovery_points()
+            self._persist_topics()
+        for partition in range(old.partitions):
+            log = self._logs.get((name, partition))
+            if log is not None:  # (an offline partition has none)
+                log.reconfigure(config)
+        for partition in range(old.partitions, count):
+            self._logs[name, partition] = self._new_log(name, partition, config)
+        return old.partitions
 
     def _new_log(self, topic: str, partition: int, config: TopicConfig) -> Log:
         if self.memory:
