@@ -126,10 +126,15 @@ class Producer(ProducerBase):
         finally:
             self._conn.close()
 
-    def send(self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None):
+    def partitions_for(self, topic: str) -> int:
+        """The topic's partition count (fetched once, then cached)."""
         count = self._partitions.get(topic)
         if count is None:
             count = self._partitions[topic] = self._conn.partitions(topic)
+        return count
+
+    def send(self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None):
+        count = self.partitions_for(topic)
         if partition is None:
             if key is None:
                 partition = self._sticky.partition(topic, count)
