@@ -84,36 +84,33 @@ def _requested_topics(topics, requested: list[str] | None) -> list[str]:
 
 
 def handle_create_topics(state: BrokerState, request: m.CreateTopicsRequest, session) -> m.CreateTopicsResponse:
-    results = []
-    for spec in request.topics:
-        try:
-            state.create_topic(spec.name, spec.partitions, dict(spec.configs))
-            results.append(m.TopicResult(name=spec.name))
-        except ApiError as exc:
-            results.append(m.TopicResult(name=spec.name, error=exc.code, message=exc.message))
-    return m.CreateTopicsResponse(topics=results)
+    return m.CreateTopicsResponse(topics=_topic_results(
+        request.topics, lambda spec: spec.name,
+        lambda spec: state.create_topic(spec.name, spec.partitions, dict(spec.configs))))
 
 
 def handle_delete_topics(state: BrokerState, request: m.DeleteTopicsRequest, session) -> m.DeleteTopicsResponse:
-    results = []
-    for name in request.topics:
-        try:
-            state.delete_topic(name)
-            results.append(m.TopicResult(name=name))
-        except ApiError as exc:
-            results.append(m.TopicResult(name=name, error=exc.code, message=exc.message))
-    return m.DeleteTopicsResponse(topics=results)
+    return m.DeleteTopicsResponse(topics=_topic_results(
+        request.topics, lambda name: name, state.delete_topic))
 
 
 def handle_alter_topics(state: BrokerState, request: m.AlterTopicsRequest, session) -> m.AlterTopicsResponse:
+    return m.AlterTopicsResponse(topics=_topic_results(
+        request.topics, lambda alteration: alteration.name,
+        lambda alteration: state.alter_topic(
+            alteration.name, alteration.partitions, dict(alteration.configs))))
+
+
+def _topic_results(items, name_of, apply) -> list[m.TopicResult]:
+    """``apply`` each item in turn: a result per item, with its ``ApiError`` if it failed."""
     results = []
-    for alteration in request.topics:
+    for item in items:
         try:
-            state.alter_topic(alteration.name, alteration.partitions, dict(alteration.configs))
-            results.append(m.TopicResult(name=alteration.name))
+            apply(item)
+            results.append(m.TopicResult(name=name_of(item)))
         except ApiError as exc:
-            results.append(m.TopicResult(name=alteration.name, error=exc.code, message=exc.message))
-    return m.AlterTopicsResponse(topics=results)
+            results.append(m.TopicResult(name=name_of(item), error=exc.code, message=exc.message))
+    return results
 
 
 def handle_describe_topics(state: BrokerState, request: m.DescribeTopicsRequest, session) -> m.DescribeTopicsResponse:

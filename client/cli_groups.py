@@ -8,6 +8,7 @@ import sys
 from sluice.client.cli_parser import UsageError, client_options
 from sluice.client.cli_topics import print_table
 from sluice.client.formats import parse_time
+from sluice.client.positions import chosen_positions
 from sluice.client.sync_admin import Admin
 from sluice.protocol.errors import GroupIdNotFoundError, GroupNotEmptyError
 
@@ -88,15 +89,10 @@ def reset_offsets(args) -> int:
         partitions = chosen_partitions(a, args, committed)
         begins = {tp: v[0] for tp, v in a.list_offsets({tp: "earliest" for tp in partitions}).items()}
         ends = {tp: v[0] for tp, v in a.list_offsets({tp: "latest" for tp in partitions}).items()}
-        if args.to_earliest:
-            new = begins
-        elif args.to_latest:
-            new = ends
-        elif args.to_offset is not None:
-            new = {tp: min(max(args.to_offset, begins[tp]), ends[tp]) for tp in partitions}
-        else:
-            found = a.list_offsets({tp: target_time for tp in partitions})
-            new = {tp: ends[tp] if found[tp] is None else found[tp][0] for tp in partitions}
+        found = None if target_time is None else a.list_offsets(
+            {tp: target_time for tp in partitions})
+        new = chosen_positions(begins, ends, earliest=args.to_earliest, latest=args.to_latest,
+                               offset=args.to_offset, found=found)
         print_table(["TOPIC", "PARTITION", "CURRENT", "NEW"],
                     [[t, p, dash(committed.get((t, p))), new[(t, p)]] for t, p in partitions])
         if args.execute:

@@ -12,9 +12,9 @@ import argparse
 import os
 from typing import NamedTuple
 
+from sluice.client.bootstrap import DEFAULT_BOOTSTRAP
 from sluice.client.escapes import unescape
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"  # the client's default (client.bootstrap), kept import-free
 ACKS = ("0", "1", "all", "-1")
 
 
@@ -57,26 +57,23 @@ def acks_value(text: str):
     return "all" if text in ("all", "-1") else int(text)
 
 
-def count(text: str) -> int:
-    """An integer >= 0 (a number of records, an offset)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
+def at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+
+    return integer
 
 
-def positive(text: str) -> int:
-    """An integer >= 1 (a partition count, a number of records to send)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+count = at_least(0)  # a number of records, an offset, a partition
+positive = at_least(1)  # a partition count, a number of records to send
 
 
 def seconds(text: str) -> float:

@@ -16,6 +16,7 @@ from collections import deque
 from sluice.client.cli_parser import UsageError, client_options
 from sluice.client.cli_signals import StopSignals
 from sluice.client.formats import parse_time, renderer
+from sluice.client.positions import chosen_positions
 from sluice.client.sync import Consumer
 
 DEFAULT_LAST = 10
@@ -57,8 +58,10 @@ def write(out, data: bytes) -> None:
 
 
 def tail_partitions(args, since: int | None, render, out, stop: StopSignals) -> None:
-    with Consumer(args.bootstrap, client_id="sluice-tail", fetch_max_wait_ms=POLL_WAIT_MS,
-                  **client_options(args)) as consumer:
+    # "earliest": if retention removes records under it, it goes on from the new log start
+    # (towards the end offsets it stops at), never jumps past them.
+    with Consumer(args.bootstrap, client_id="sluice-tail", auto_offset_reset="earliest",
+                  fetch_max_wait_ms=POLL_WAIT_MS, **client_options(args)) as consumer:
         count = consumer.partitions_for(args.topic)
         if args.partition is not None and args.partition >= count:
             raise ValueError(f"{args.topic} has partitions 0..{count - 1}, not {args.partition}")
@@ -70,13 +73,11 @@ def tail_partitions(args, since: int | None, render, out, stop: StopSignals) -> 
         if last_n:
             n = DEFAULT_LAST if args.n is None else args.n
             starts = {tp: max(begins[tp], ends[tp] - n) for tp in partitions}
-        elif args.from_beginning:
-            starts = begins
-        elif args.offset is not None:
-            starts = {tp: min(max(args.offset, begins[tp]), ends[tp]) for tp in partitions}
         else:
-            found = consumer.offsets_for_times({tp: since for tp in partitions})
-            starts = {tp: ends[tp] if found[tp] is None else found[tp][0] for tp in partitions}
+            found = None if since is None else consumer.offsets_for_times(
+                {tp: since for tp in partitions})
+            starts = chosen_positions(begins, ends, earliest=args.from_beginning,
+                                      offset=args.offset, found=found)
         consumer.assign(partitions)
         for tp, offset in starts.items():
             consumer.seek(*tp, offset)

@@ -151,3 +151,17 @@ def test_short_commands_import_neither_trio_nor_the_broker(words):
         env=subprocess_env(), timeout=30, stdin=subprocess.DEVNULL,
     )
     assert result.stderr.splitlines()[-1] == "[]", result.stderr
+
+
+def test_chosen_positions():
+    from sluice.client.positions import chosen_positions
+
+    a, b = ("t", 0), ("t", 1)
+    begins, ends = {a: 2, b: 0}, {a: 10, b: 5}
+    assert chosen_positions(begins, ends, earliest=True) == {a: 2, b: 0}
+    assert chosen_positions(begins, ends, latest=True) == {a: 10, b: 5}
+    assert chosen_positions(begins, ends, offset=1) == {a: 2, b: 1}  # kept within the log
+    assert chosen_positions(begins, ends, offset=7) == {a: 7, b: 5}
+    assert chosen_positions(begins, ends, found={a: (4, 100), b: None}) == {a: 4, b: 5}
+    with pytest.raises(ValueError):
+        chosen_positions(begins, ends)

@@ -161,8 +161,8 @@ async def test_a_record_without_the_key_separator_stops_the_input_clearly(cli_en
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["tail", "t", "--offset", "-5"], "argument --offset: must be an integer >= 0, got -5"),
-        (["tail", "t", "-n", "-1"], "argument -n: must be an integer >= 0, got -1"),
+        (["tail", "t", "--offset", "-5"], "argument --offset: must be an integer >= 0, got '-5'"),
+        (["tail", "t", "-n", "-1"], "argument -n: must be an integer >= 0, got '-1'"),
         (["tail", "t", "--partition", "-1"], "argument --partition: must be an integer >= 0"),
         (["tail", "t", "--from-beginning", "-n", "5", "-f"], "-f never stops"),
         (["tail", "t", "--since", "yesterday"], "cannot read the time 'yesterday'"),
