@@ -199,7 +199,8 @@ def build_produce(parser: Parser) -> None:
                         help="text (default): records as they are; json: each record is a JSON "
                         "object as 'sluice tail --format json' prints (key, value, headers, "
                         "timestamp, partition; others ignored)")
-    parser.add_argument("--partition", type=count, help="write to this partition (default: by key)")
+    parser.add_argument("--partition", type=count, metavar="P",
+                        help="write to partition P (default: by key, else spread)")
     parser.add_argument("--acks", type=acks_value, default=1, help="0, 1 or all (default 1)")
     parser.add_argument("--header", type=key_value, action="append", metavar="KEY=VALUE",
                         help="a header on every record (repeatable)")
@@ -260,7 +261,7 @@ def build_tail(parser: Parser) -> None:
     start.add_argument("--since", metavar="TIME",
                        help="start at the first record at/after TIME (epoch ms, 30s/15m/2h/1d "
                        "ago, or ISO 8601)")
-    parser.add_argument("--partition", type=count, help="only this partition")
+    parser.add_argument("--partition", type=count, metavar="P", help="only partition P")
     parser.add_argument("-n", type=count, metavar="N",
                         help="print N records: the last N (default 10), or with a start flag "
                         "the first N from there")

@@ -20,7 +20,7 @@ from collections import deque
 
 from sluice.client.cli_parser import UsageError, client_options
 from sluice.client.cli_signals import StopSignals
-from sluice.client.formats import parse_time, record_from_json
+from sluice.client.formats import MAX_TIMESTAMP, parse_time, record_from_json
 from sluice.client.sync import Producer
 
 READ_BYTES = 1 << 16
@@ -64,6 +64,8 @@ def record_defaults(args) -> dict:
             raise UsageError(f"--timestamp: {exc}") from None
         if timestamp < 0:
             raise UsageError(f"--timestamp: {args.timestamp} is before 1970")
+        if timestamp > MAX_TIMESTAMP:
+            raise UsageError(f"--timestamp: {args.timestamp} is beyond the largest timestamp")
     return {
         "key": None if args.key is None else args.key.encode(),
         "value": None,

@@ -26,6 +26,7 @@ from sluice.client.escapes import unescape
 
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+MAX_TIMESTAMP = 2**63 - 1  # record timestamps are int64 ms, never negative
 
 
 # -- times -----------------------------------------------------------------------------------
@@ -113,12 +114,15 @@ def record_from_json(text: bytes, where: str) -> dict:
             isinstance(h, list) and len(h) == 2 and isinstance(h[0], str) for h in headers
         ):
             raise ValueError(f"{where}: headers must be a list of [key, value] pairs")
+        if any(v is None for _, v in headers):
+            raise ValueError(f"{where}: a header value must be a string or {{\"base64\": ...}}")
         out["headers"] = [(k, bytes_from_json(v, f"{where}: header {k!r}")) for k, v in headers]
-    for name in ("timestamp", "partition"):
+    for name, high in (("timestamp", MAX_TIMESTAMP), ("partition", 2**31 - 1)):
         if name in obj:
             value = obj[name]
-            if type(value) is not int or value < 0:
-                raise ValueError(f"{where}: {name} must be an integer >= 0, got {value!r:.40}")
+            if type(value) is not int or not 0 <= value <= high:
+                raise ValueError(f"{where}: {name} must be an integer in 0..{high}, "
+                                 f"got {value!r:.40}")
             out[name] = value
     return out
 

@@ -51,8 +51,10 @@ def test_json_record_fields_are_checked():
         (b"{", "r is not valid JSON"),
         (b'{"value": {"base64": "!"}}', "is not valid base64"),
         (b'{"headers": {"a": "1"}}', "headers must be a list of [key, value] pairs"),
-        (b'{"timestamp": -1}', "timestamp must be an integer >= 0"),
-        (b'{"partition": "0"}', "partition must be an integer >= 0"),
+        (b'{"headers": [["a", null]]}', "a header value must be a string"),
+        (b'{"timestamp": -1}', "timestamp must be an integer in 0..9223372036854775807"),
+        (b'{"timestamp": 9223372036854775808}', "timestamp must be an integer in 0.."),
+        (b'{"partition": "0"}', "partition must be an integer in 0..2147483647"),
     ]:
         with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
             record_from_json(text, "r")

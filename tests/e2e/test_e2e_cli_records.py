@@ -171,6 +171,7 @@ async def test_a_record_without_the_key_separator_stops_the_input_clearly(cli_en
         (["produce", "t", "--acks", "0", "--print-offsets"], "needs acknowledgements"),
         (["produce", "t", "--format", "json", "--key-separator", ":"], "the object's \"key\""),
         (["produce", "t", "--timestamp", "1969-01-01T00:00:00Z"], "is before 1970"),
+        (["produce", "t", "--timestamp", "9" * 20], "is beyond the largest timestamp"),
         (["produce", "t", "--whole", "-0"], "not allowed with argument"),
         (["perf", "consume", "--records", "0"], "argument --records: must be an integer >= 1"),
     ],
