@@ -114,9 +114,10 @@ def add_connection(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def leaf(actions, name: str, run: str, help: str, epilog: str, **kwargs) -> Parser:
-    """A command that talks to the broker and runs ``run`` ("module:function")."""
-    parser = actions.add_parser(name, help=help, epilog=epilog, description=help, **kwargs)
+def leaf(actions, name: str, run: str, help: str, epilog: str,
+         description: str | None = None) -> Parser:
+    """A subcommand that runs ``run`` ("module:function")."""
+    parser = actions.add_parser(name, help=help, epilog=epilog, description=description or help)
     parser.set_defaults(run=run)
     return parser
 
@@ -315,9 +316,8 @@ def build_groups(parser: Parser) -> None:
                   "delete groups and their committed offsets (groups without members)",
                   GROUPS_EXAMPLES)
     delete.add_argument("groups", nargs="+", metavar="group")
-    reset = actions.add_parser("reset-offsets", help="move a group's committed offsets",
-                               description=RESET_DESCRIPTION, epilog=GROUPS_EXAMPLES)
-    reset.set_defaults(run=f"{module}:reset_offsets")
+    reset = leaf(actions, "reset-offsets", f"{module}:reset_offsets",
+                 "move a group's committed offsets", GROUPS_EXAMPLES, RESET_DESCRIPTION)
     reset.add_argument("group")
     which = reset.add_mutually_exclusive_group(required=True)
     which.add_argument("--topic", type=topic_partitions, action="append", metavar="TOPIC[:P,...]",
