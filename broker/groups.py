@@ -419,7 +419,7 @@ class GroupCoordinator:
         for group_id in request.groups:
             group = self.groups.get(group_id)
             if group is None:
-                err = GroupIdNotFoundError(f"no group {group_id}")
+                err = GroupIdNotFoundError(f"no group {group_id!r}")
                 out.append(m.GroupDescription(group_id=group_id, error=err.code, message=err.message))
                 continue
             members = [

@@ -148,6 +148,8 @@ async def test_groups_delete(cli_env, broker):
     assert deleted.stdout == b"deleted group old\n"
     missing = await sluice("groups", "delete", "old", env=cli_env, check=False)
     assert (missing.returncode, missing.stderr) == (1, b"sluice groups delete: no group 'old'\n")
+    described = await sluice("groups", "describe", "old", env=cli_env, check=False)
+    assert described.stderr == b"sluice groups describe: no group 'old'\n"
     async with Consumer(broker.bootstrap, group_id="live", topics=["d"]):
         busy = await sluice("groups", "delete", "live", env=cli_env, check=False)
     assert busy.returncode == 1
