@@ -1,8 +1,10 @@
 """``python -m sluice.broker`` (also ``sluice broker``): run a broker in the foreground.
 
 Prints ``listening on HOST:PORT`` on stdout once it accepts connections; logs go to stderr in
-logfmt (``time=... level=... logger=... msg="..."``). SIGINT/SIGTERM shut it down cleanly
-(exit 0). Bad flags or settings print one line on stderr and exit 2.
+logfmt (``time=... level=... logger=... msg="..."``), starting with where the data lives.
+SIGINT/SIGTERM shut it down cleanly (exit 0: stopping is a server's normal end). Bad flags or
+settings print one line per problem on stderr and exit 2; a broker that cannot start (port in
+use, unusable data directory) prints one line and exits 1.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import argparse
 import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import trio
-from sluice.broker.config import BrokerConfig
+from sluice.broker.config import LOG_LEVELS, BrokerConfig
 from sluice.broker.server import serve
 from sluice.protocol.errors import SluiceError
 
+DESCRIPTION = "Run a Sluice broker in the foreground (Ctrl-C or SIGTERM stops it cleanly)."
 EXAMPLES = """examples:
   sluice broker                                  # ./sluice-data, 127.0.0.1:9092
   sluice broker --data-dir /var/lib/sluice --port 9093
@@ -41,18 +45,32 @@ class LogfmtFormatter(logging.Formatter):
         return line
 
 
+class AnnounceReady:
+    """``serve``'s task status: says ``listening on HOST:PORT`` on stdout once it accepts."""
+
+    def started(self, handle) -> None:
+        print(f"listening on {handle.host}:{handle.port}", flush=True)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (exit 2), without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
+    parser = parser or OneLineParser(
         prog="sluice broker",
-        description="Run a Sluice broker in the foreground.",
+        description=DESCRIPTION,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data-dir", type=Path, help="data directory (default ./sluice-data)")
+    parser.add_argument("--data-dir", metavar="DIR", help="data directory (default ./sluice-data)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 9092; 0 = any)")
-    parser.add_argument("--config", type=Path, help="TOML settings file")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="default INFO")
     parser.add_argument(
         "--in-memory", action="store_true", default=None, help="keep logs in memory (no files)"
     )
@@ -77,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             repair_truncate=args.repair_truncate,
         )
     except SluiceError as exc:
-        print(f"sluice broker: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"sluice broker: {line}", file=sys.stderr)
         return 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
@@ -86,13 +105,8 @@ def run(args: argparse.Namespace) -> int:
     root.setLevel(config.log_level.upper())
     root.propagate = False
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            handle = await nursery.start(lambda task_status: serve(config, handle_signals=True, task_status=task_status))
-            print(f"listening on {handle.host}:{handle.port}", flush=True)
-
     try:
-        trio.run(main)
+        trio.run(partial(serve, config, handle_signals=True, task_status=AnnounceReady()))
     except BaseException as raised:
         # A failure to start (a refused data directory, a port in use) comes out of the
         # nurseries wrapped in exception groups: say it in one line.

@@ -12,23 +12,126 @@ A TOML file looks like::
     segment_bytes = 1073741824
     retention_ms = 604800000
 
-Unknown keys are refused (a typo must not silently fall back to a default).
+Every value is checked at load, by type and range, before anything is opened: a string where
+a number or a boolean belongs (``port = "9099"``, ``in_memory = "false"``), a fraction where
+an integer belongs (``max_frame_bytes = 1.5``), a value out of range, an unknown key (a typo
+must not silently fall back to a default) or a bad ``[topic_defaults]`` entry is refused, one
+line per problem, each naming where the value came from (the file or the flag).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice.protocol.errors import InvalidConfigError
+from sluice.broker.storage.config import TopicConfig
+from sluice.protocol.errors import ApiError, InvalidConfigError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+PARTITION_NAME = re.compile(r".+-[0-9]+")
+MIN_FRAME_BYTES = 1024  # smaller frames cannot hold a request's header
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """How one setting is checked: its kind and, for numbers, its inclusive range.
+
+    Kinds: ``int`` (not a bool, not a fraction), ``number`` (int or float, finite), ``bool``,
+    ``str`` (non-empty), ``path`` (a non-empty string or a Path), ``level`` (a log level),
+    ``names`` (a list of TOPIC-PARTITION strings), ``table`` (topic configs).
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    positive: bool = False  # numbers: strictly greater than zero
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (one phrase), or None if it is fine."""
+        check = getattr(self, f"_check_{self.kind}")
+        return check(value)
+
+    def _check_int(self, value: Any) -> str | None:
+        if type(value) is not int:
+            return f"must be {self._expected()}, got {_describe(value)}"
+        return self._check_range(value)
+
+    def _check_number(self, value: Any) -> str | None:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            return f"must be {self._expected()}, got {_describe(value)}"
+        return self._check_range(value)
+
+    def _check_range(self, value: float) -> str | None:
+        too_low = (self.low is not None and value < self.low) or (self.positive and value <= 0)
+        if too_low or (self.high is not None and value > self.high):
+            return f"must be {self._expected()}, got {value}"
+        return None
+
+    def _expected(self) -> str:
+        what = "an integer" if self.kind == "int" else "a number"
+        if self.positive:
+            return f"{what} greater than 0"
+        return f"{what} in {self.low}..{self.high}"
+
+    @staticmethod
+    def _check_bool(value: Any) -> str | None:
+        if type(value) is not bool:
+            return f"must be true or false, got {_describe(value)}"
+        return None
+
+    @staticmethod
+    def _check_str(value: Any) -> str | None:
+        if not isinstance(value, str) or not value:
+            return f"must be a non-empty string, got {_describe(value)}"
+        return None
+
+    @staticmethod
+    def _check_path(value: Any) -> str | None:
+        if isinstance(value, Path):
+            return None
+        if not isinstance(value, str) or not value:
+            return f"must be a directory path (a non-empty string), got {_describe(value)}"
+        return None
+
+    @staticmethod
+    def _check_level(value: Any) -> str | None:
+        if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
+            return f"must be one of {', '.join(LOG_LEVELS)}, got {_describe(value)}"
+        return None
+
+    @staticmethod
+    def _check_names(value: Any) -> str | None:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            return f"must be a list of TOPIC-PARTITION names, got {_describe(value)}"
+        bad = [v for v in value if not PARTITION_NAME.fullmatch(v)]
+        if bad:
+            return f"{bad[0]!r} is not a TOPIC-PARTITION name (e.g. orders-3)"
+        return None
+
+    @staticmethod
+    def _check_table(value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return f"must be a table of topic configs, got {_describe(value)}"
+        return None  # its entries are checked one by one (check_settings)
+
+
+def _describe(value: Any) -> str:
+    """A wrong value as the user wrote it, with its type when the type is the problem."""
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    return f"{text if len(text) <= 60 else text[:57] + '...'} ({kind})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerConfig:
-    """Everything the broker process needs; frozen, validated on construction."""
+    """Everything the broker process needs; frozen, validated on construction (``RULES``)."""
 
     host: str = "127.0.0.1"
     port: int = 9092
@@ -58,48 +161,84 @@ class BrokerConfig:
     repair_truncate: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.repair_truncate, str) or not all(
-            isinstance(name, str) for name in self.repair_truncate
-        ):
-            raise InvalidConfigError("repair_truncate must be a list of TOPIC-PARTITION names")
+        problems = [f"{name}: {problem}" for name, problem in check_settings(self._values())]
+        if problems:
+            raise InvalidConfigError("\n".join(problems))
         object.__setattr__(self, "repair_truncate", tuple(self.repair_truncate))
-        if not isinstance(self.data_dir, Path):
-            object.__setattr__(self, "data_dir", Path(self.data_dir))
-        if not (0 <= self.port <= 65535):
-            raise InvalidConfigError(f"port must be 0..65535, got {self.port}")
-        for name in ("max_frame_bytes", "max_connections", "max_in_flight", "offsets_retention_ms"):
-            if getattr(self, name) < 1:
-                raise InvalidConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in (
-            "idle_timeout_s",
-            "send_timeout_s",
-            "shutdown_grace_s",
-            "retention_check_interval_s",
-            "checkpoint_interval_s",
-        ):
-            if getattr(self, name) <= 0:
-                raise InvalidConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise InvalidConfigError(f"unknown log level {self.log_level!r}")
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+    def _values(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> BrokerConfig:
-        """Defaults, then the TOML file at ``path``, then ``overrides`` that are not None."""
-        values: dict[str, Any] = {}
+        """Defaults, then the TOML file at ``path``, then ``overrides`` that are not None.
+
+        Raises ``InvalidConfigError`` whose message holds one line per problem, each starting
+        with where the value came from: ``FILE: key: ...`` or ``--flag: ...``."""
+        from_file: dict[str, Any] = {}
         if path is not None:
             try:
                 with open(path, "rb") as f:
-                    values.update(tomllib.load(f))
+                    from_file = tomllib.load(f)
             except OSError as exc:
                 raise InvalidConfigError(f"cannot read config file {path}: {exc.strerror}") from None
             except tomllib.TOMLDecodeError as exc:
                 raise InvalidConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InvalidConfigError(f"unknown broker setting(s): {', '.join(unknown)}")
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise InvalidConfigError(str(exc)) from None
+        flags = {k: v for k, v in overrides.items() if v is not None}
+        values = {**from_file, **flags}
+        problems = []
+        for name, problem in check_settings(values):
+            where = f"--{name.replace('_', '-')}" if name in flags else f"{path}: {name}"
+            problems.append(f"{where}: {problem}")
+        if problems:
+            raise InvalidConfigError("\n".join(problems))
+        return cls(**values)
+
+
+RULES: dict[str, Rule] = {
+    "host": Rule("str"),
+    "port": Rule("int", 0, 65535),
+    "data_dir": Rule("path"),
+    "broker_id": Rule("int", 0, 2**31 - 1),
+    "in_memory": Rule("bool"),
+    "max_frame_bytes": Rule("int", MIN_FRAME_BYTES, 2**32 - 1),
+    "max_connections": Rule("int", 1, 1_000_000),
+    "idle_timeout_s": Rule("number", positive=True),
+    "send_timeout_s": Rule("number", positive=True),
+    "max_in_flight": Rule("int", 1, 1_000_000),
+    "shutdown_grace_s": Rule("number", positive=True),
+    "retention_check_interval_s": Rule("number", positive=True),
+    "checkpoint_interval_s": Rule("number", positive=True),
+    "offsets_retention_ms": Rule("int", 1, 2**63 - 1),
+    "use_sendfile": Rule("bool"),
+    "log_level": Rule("level"),
+    "topic_defaults": Rule("table"),
+    "repair_truncate": Rule("names"),
+}
+
+
+def check_settings(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(setting, problem)`` for every unknown key and every value its rule refuses."""
+    problems = []
+    for name, value in values.items():
+        rule = RULES.get(name)
+        if rule is None:
+            close = difflib.get_close_matches(name, RULES, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append((name, f"unknown setting{hint}"))
+            continue
+        problem = rule.problem(value)
+        if problem is not None:
+            problems.append((name, problem))
+        elif rule.kind == "table":
+            problems += [(name, p) for p in map(_topic_config_problem, value.items()) if p]
+    return problems
+
+
+def _topic_config_problem(entry: tuple[str, Any]) -> str | None:
+    try:
+        TopicConfig.from_mapping(dict([entry]))
+    except ApiError as exc:  # InvalidConfigError, or InvalidPartitionsError
+        return exc.message
+    return None

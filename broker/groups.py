@@ -53,6 +53,7 @@ from sluice.protocol.errors import (
     ApiError,
     FencedMemberEpochError,
     GroupIdNotFoundError,
+    GroupNotEmptyError,
     InvalidGroupIdError,
     InvalidRequestError,
     UnknownMemberIdError,
@@ -345,10 +346,42 @@ class GroupCoordinator:
         cutoff = now_ms() - self._state.config.offsets_retention_ms
         stale = [g for g in self.groups.values() if not g.members and g.empty_since_ms < cutoff]
         for group in stale:
-            records = [_tombstone(group.group_id, t, p, now_ms()) for (t, p) in group.offsets]
+            records = self._drop(group)
             if records:
                 self._append(records)
-            del self.groups[group.group_id]
+
+    def _drop(self, group: Group) -> list:
+        """Forget a group without members; the records that delete its offsets from the log."""
+        del self.groups[group.group_id]
+        stamp = now_ms()
+        return [_tombstone(group.group_id, t, p, stamp) for (t, p) in group.offsets]
+
+    def delete_groups(self, request: m.DeleteGroupsRequest):
+        """Delete groups without members and their committed offsets (answered once the
+        deletion is fsync'd, like a commit)."""
+        results, records = [], []
+        for group_id in request.groups:
+            group = self.groups.get(group_id)
+            if group is None:
+                error: ApiError | None = GroupIdNotFoundError(f"no group {group_id!r}")
+            elif group.members:
+                error = GroupNotEmptyError(
+                    f"group {group_id!r} has {len(group.members)} member(s); stop them first")
+            else:
+                error = None
+                records += self._drop(group)
+            results.append(m.GroupResult(group_id=group_id) if error is None else m.GroupResult(
+                group_id=group_id, error=error.code, message=error.message))
+        response = m.DeleteGroupsResponse(groups=results)
+        if not records:
+            return response
+        last_offset = self._append(records)
+
+        async def complete() -> m.DeleteGroupsResponse:
+            await self._offsets.wait_flushed(last_offset)
+            return response
+
+        return Deferred(complete)
 
     # -- offsets ------------------------------------------------------------------------------
 
@@ -444,7 +477,7 @@ class GroupCoordinator:
         for group_id in request.groups:
             group = self.groups.get(group_id)
             if group is None:
-                err = GroupIdNotFoundError(f"no group {group_id}")
+                err = GroupIdNotFoundError(f"no group {group_id!r}")
                 out.append(m.GroupDescription(group_id=group_id, error=err.code, message=err.message))
                 continue
             members = [

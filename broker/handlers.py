@@ -92,25 +92,34 @@ def _requested_topics(topics, requested: list[str] | None) -> list[str]:
 
 
 def handle_create_topics(state: BrokerState, request: m.CreateTopicsRequest, session) -> m.CreateTopicsResponse:
-    results = []
-    for spec in request.topics:
-        try:
-            info = state.create_topic(spec.name, spec.partitions, dict(spec.configs))
-            results.append(m.TopicResult(name=spec.name, topic_id=info.topic_id))
-        except ApiError as exc:
-            results.append(m.TopicResult(name=spec.name, error=exc.code, message=exc.message))
-    return m.CreateTopicsResponse(topics=results)
+    return m.CreateTopicsResponse(topics=_topic_results(
+        request.topics, lambda spec: spec.name,
+        lambda spec: state.create_topic(spec.name, spec.partitions, dict(spec.configs)).topic_id))
 
 
 def handle_delete_topics(state: BrokerState, request: m.DeleteTopicsRequest, session) -> m.DeleteTopicsResponse:
+    return m.DeleteTopicsResponse(topics=_topic_results(
+        request.topics, lambda name: name, state.delete_topic))
+
+
+def handle_alter_topics(state: BrokerState, request: m.AlterTopicsRequest, session) -> m.AlterTopicsResponse:
+    return m.AlterTopicsResponse(topics=_topic_results(
+        request.topics, lambda alteration: alteration.name,
+        lambda alteration: state.alter_topic(
+            alteration.name, alteration.partitions, dict(alteration.configs))))
+
+
+def _topic_results(items, name_of, apply) -> list[m.TopicResult]:
+    """``apply`` each item in turn (it returns the topic's id): a result per item, with its
+    ``ApiError`` if it failed."""
     results = []
-    for name in request.topics:
+    for item in items:
         try:
-            topic_id = state.delete_topic(name)
-            results.append(m.TopicResult(name=name, topic_id=topic_id))
+            topic_id = apply(item)
+            results.append(m.TopicResult(name=name_of(item), topic_id=topic_id))
         except ApiError as exc:
-            results.append(m.TopicResult(name=name, error=exc.code, message=exc.message))
-    return m.DeleteTopicsResponse(topics=results)
+            results.append(m.TopicResult(name=name_of(item), error=exc.code, message=exc.message))
+    return results
 
 
 def handle_describe_topics(state: BrokerState, request: m.DescribeTopicsRequest, session) -> m.DescribeTopicsResponse:
@@ -119,7 +128,7 @@ def handle_describe_topics(state: BrokerState, request: m.DescribeTopicsRequest,
     for name in _requested_topics(topics, request.topics):
         info = topics.get(name)
         if info is None:
-            err = UnknownTopicOrPartitionError(f"unknown topic {name}")
+            err = UnknownTopicOrPartitionError(f"unknown topic {name!r}")
             out.append(m.TopicDescription(name=name, error=err.code, message=err.message))
             continue
         parts = []
@@ -383,6 +392,10 @@ def handle_describe_groups(state: BrokerState, request: m.DescribeGroupsRequest,
     return state.groups.describe_groups(request)
 
 
+def handle_delete_groups(state: BrokerState, request: m.DeleteGroupsRequest, session):
+    return state.groups.delete_groups(request)
+
+
 HANDLERS: dict[type, Callable] = {
     m.HandshakeRequest: handle_handshake,
     m.MetadataRequest: handle_metadata,
@@ -398,6 +411,8 @@ HANDLERS: dict[type, Callable] = {
     m.FetchOffsetsRequest: handle_fetch_offsets,
     m.ListGroupsRequest: handle_list_groups,
     m.DescribeGroupsRequest: handle_describe_groups,
+    m.AlterTopicsRequest: handle_alter_topics,
+    m.DeleteGroupsRequest: handle_delete_groups,
 }
 
 

@@ -24,6 +24,7 @@ from sluice.broker.session import Session
 from sluice.broker.state import BrokerState
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.manager import LogManager
+from sluice.protocol.errors import SluiceError, StorageError
 
 log = logging.getLogger("sluice.server")
 
@@ -49,10 +50,15 @@ class ServerHandle:
 def open_state(config: BrokerConfig) -> BrokerState:
     """Open (and recover) the data directory and build the broker's shared state."""
     defaults = TopicConfig.from_mapping(config.topic_defaults)
+    if not config.in_memory:
+        log.info("opening data directory %s", config.data_dir.resolve())
     manager = LogManager(
         config.data_dir, defaults, memory=config.in_memory, repair=config.repair_truncate
     )
-    manager.open()
+    try:
+        manager.open()
+    except OSError as exc:
+        raise StorageError(f"cannot open data directory {config.data_dir}: {exc}") from None
     if not config.in_memory:
         if manager.was_clean:
             log.info("clean shutdown marker found: no recovery needed")
@@ -68,8 +74,14 @@ async def serve(
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a broker until shutdown. ``task_status.started`` receives a ``ServerHandle``."""
-    state = await trio.to_thread.run_sync(open_state, config)
-    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    # Bind first: a port in use must not cost a recovery of the data directory.
+    listeners = await _listen(config)
+    try:
+        state = await trio.to_thread.run_sync(open_state, config)
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
     sockname = listeners[0].socket.getsockname()
     state.advertised_host, state.advertised_port = config.host, sockname[1]
     shutdown = trio.Event()
@@ -88,9 +100,10 @@ async def serve(
                                 acceptors.start_soon(_accept_loop, listener, state, connections, sessions)
 
                 sessions.start_soon(accept_all)
-                if handle_signals:
-                    sessions.start_soon(_watch_signals, shutdown)
-                log.info("listening on %s:%d", config.host, sockname[1])
+                if handle_signals:  # watching before the broker says it is ready
+                    await sessions.start(_watch_signals, shutdown)
+                log.info("broker %d ready on %s:%d; %s", config.broker_id, config.host,
+                         sockname[1], _storage_description(config))
                 task_status.started(handle)
                 await shutdown.wait()
                 log.info("shutting down: no new connections; draining for up to %.1f s",
@@ -108,8 +121,27 @@ async def serve(
             log.info("logs flushed and closed cleanly")
 
 
-async def _watch_signals(shutdown: trio.Event) -> None:
+class ListenError(SluiceError):
+    """The broker cannot listen on its address (in use, not local, not permitted...)."""
+
+
+async def _listen(config: BrokerConfig) -> list:
+    try:
+        return await trio.open_tcp_listeners(config.port, host=config.host)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ListenError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
+
+
+def _storage_description(config: BrokerConfig) -> str:
+    if config.in_memory:
+        return "in memory: nothing is kept after it stops"
+    return f"data in {config.data_dir.resolve()}"
+
+
+async def _watch_signals(shutdown: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
             log.info("received %s", signal.Signals(signum).name)
             shutdown.set()

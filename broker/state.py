@@ -225,15 +225,33 @@ class BrokerState:
 
     def create_topic(self, name: str, partitions: int | None, configs: dict[str, int]):
         info = self.manager.create_topic(name, partitions, configs)
-        for index in range(info.config.partitions):
-            key = (name, index)
-            partition = Partition(name, index, self.manager.get_log(name, index), topic_id=info.topic_id)
-            self.partitions[key] = partition
-            if self._nursery is not None:
-                self._start_flusher(key, partition)
+        self._add_partitions(name, range(info.config.partitions))
         self.groups.topics_changed()
         log.info("created topic %s (id %s) with %d partition(s)", name, info.topic_id, info.config.partitions)
         return info
+
+    def alter_topic(self, name: str, partitions: int | None, configs: dict[str, int]) -> str:
+        """Set configs and/or add partitions (see ``LogManager.alter_topic``); returns the
+        topic's id."""
+        if name.startswith("__"):
+            raise InvalidRequestError(f"internal topic {name} cannot be altered")
+        before = self.manager.alter_topic(name, partitions, configs)
+        after = self.manager.topics()[name].config.partitions
+        self._add_partitions(name, range(before, after))
+        if after != before:
+            self.groups.topics_changed()
+        log.info("altered topic %s: %d partition(s)%s", name, after,
+                 "".join(f", {k}={v}" for k, v in sorted(configs.items())))
+        return self.manager.topics()[name].topic_id
+
+    def _add_partitions(self, name: str, indexes: range) -> None:
+        topic_id = self.manager.topics()[name].topic_id
+        for index in indexes:
+            key = (name, index)
+            partition = Partition(name, index, self.manager.get_log(name, index), topic_id=topic_id)
+            self.partitions[key] = partition
+            if self._nursery is not None:
+                self._start_flusher(key, partition)
 
     def delete_topic(self, name: str) -> str:
         """Delete the topic and everything kept for it; returns the id it had."""

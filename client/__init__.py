@@ -1,9 +1,19 @@
 """Sluice client library: ``Producer``, ``Consumer`` and ``Admin`` on trio (``sluice.client.sync``
-has blocking twins), plus the record types they exchange."""
+has blocking twins), plus the record types they exchange.
 
-from sluice.client.admin import Admin
-from sluice.client.consumer import Consumer
-from sluice.client.producer import DeliveryHandle, Producer
-from sluice.client.records import Record, RecordMetadata
+The names below are loaded on first use, so ``sluice.client.sync`` and the ``sluice`` command
+line do not import trio unless they need it.
+"""
 
-__all__ = ["Admin", "Consumer", "DeliveryHandle", "Producer", "Record", "RecordMetadata"]
+from sluice.protocol.lazy import lazy_exports
+
+_HOMES = {
+    "Admin": "sluice.client.admin",
+    "Consumer": "sluice.client.consumer",
+    "DeliveryHandle": "sluice.client.producer",
+    "Producer": "sluice.client.producer",
+    "Record": "sluice.client.records",
+    "RecordMetadata": "sluice.client.records",
+}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from sluice.client import admin_ops as ops
-from sluice.client.connection import DEFAULT_BOOTSTRAP
+from sluice.client.bootstrap import DEFAULT_BOOTSTRAP
 from sluice.client.lifecycle import ClientLifecycle
 
 
@@ -22,6 +22,10 @@ class Admin(ClientLifecycle):
     async def create_topics(self, specs) -> None:
         """``specs``: ``(name, partitions, configs)`` triples; raises the first error."""
         ops.check_topic_results(await self._cluster.request(ops.create_topics(specs)))
+
+    async def alter_topic(self, name: str, partitions: int | None = None, configs=None) -> None:
+        """Add partitions (``partitions``: the new count) and/or set configs of a topic."""
+        ops.check_topic_results(await self._cluster.request(ops.alter_topics([(name, partitions, configs)])))
 
     async def delete_topic(self, name: str) -> None:
         await self.delete_topics([name])
@@ -59,3 +63,13 @@ class Admin(ClientLifecycle):
                 ops.list_offsets({tp: "latest" for tp in missing})))
             ends = {tp: v[0] for tp, v in found.items() if v is not None}
         return ops.group_info(description, ends)
+
+    async def delete_groups(self, group_ids) -> None:
+        """Delete groups without members, and their committed offsets
+        (``GroupNotEmptyError`` if one has members, ``GroupIdNotFoundError`` if unknown)."""
+        ops.check_group_results(await self._cluster.request(ops.delete_groups(group_ids)))
+
+    async def alter_group_offsets(self, group_id: str, offsets: dict) -> None:
+        """Commit ``{(topic, partition): offset}`` for a group that has no members (as
+        ``sluice groups reset-offsets`` does); a group with members refuses it."""
+        ops.check_partition_results(await self._cluster.request(ops.alter_group_offsets(group_id, offsets)))

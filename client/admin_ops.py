@@ -44,6 +44,14 @@ def create_topics(specs) -> m.CreateTopicsRequest:
     ])
 
 
+def alter_topics(specs) -> m.AlterTopicsRequest:
+    """``specs``: ``(name, partitions or None, configs)`` triples."""
+    return m.AlterTopicsRequest(topics=[
+        m.TopicAlteration(name=name, partitions=partitions, configs=dict(configs or {}))
+        for name, partitions, configs in specs
+    ])
+
+
 def delete_topics(names) -> m.DeleteTopicsRequest:
     return m.DeleteTopicsRequest(topics=list(names))
 
@@ -158,6 +166,31 @@ def group_listings(response: m.ListGroupsResponse) -> list[GroupListing]:
 
 def describe_groups(group_ids) -> m.DescribeGroupsRequest:
     return m.DescribeGroupsRequest(groups=list(group_ids))
+
+
+def delete_groups(group_ids) -> m.DeleteGroupsRequest:
+    return m.DeleteGroupsRequest(groups=list(group_ids))
+
+
+def check_group_results(response: m.DeleteGroupsResponse) -> None:
+    for result in response.groups:
+        if result.error:
+            raise error_for_code(result.error, result.message or f"group {result.group_id!r}")
+
+
+def alter_group_offsets(group_id: str, offsets: dict) -> m.CommitOffsetsRequest:
+    """An administrator's commit (no member): accepted only while the group has no members."""
+    return m.CommitOffsetsRequest(
+        group_id=group_id, member_id="", member_epoch=-1,
+        offsets=[m.OffsetCommit(topic=t, partition=p, offset=o)
+                 for (t, p), o in sorted(offsets.items())],
+    )
+
+
+def check_partition_results(response: m.CommitOffsetsResponse) -> None:
+    for r in response.partitions:
+        if r.error:
+            raise error_for_code(r.error, r.message or f"{r.topic}[{r.partition}] failed")
 
 
 def group_description(response: m.DescribeGroupsResponse, group_id: str) -> m.GroupDescription:

@@ -15,37 +15,20 @@ from collections import deque
 
 import trio
 from sluice.client import admin_ops as ops
-from sluice.client.errors import BrokerUnreachableError, ClientClosedError, ConnectionLostError
+from sluice.client.bootstrap import describe_connect_error, parse_bootstrap
+from sluice.client.errors import (
+    BrokerUnreachableError,
+    ClientClosedError,
+    ConnectionLostError,
+    raise_for_error,
+)
 from sluice.protocol import messages as m
 from sluice.protocol.connection import ClientConnection, ResponseReceived
-from sluice.protocol.errors import ProtocolError, error_for_code
+from sluice.protocol.errors import ProtocolError
 from sluice.protocol.framing import NEED_DATA
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 RECEIVE_BYTES = 1 << 20
 JOIN_BELOW = 64 * 1024  # pieces smaller than this in total are joined into one write
-
-
-def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
-    """``"h1:p1,h2:p2"`` -> ``[(h1, p1), (h2, p2)]``; ``ValueError`` with a clear message."""
-    out = []
-    for item in bootstrap.split(","):
-        host, sep, port = item.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bootstrap address must be HOST:PORT, got {item.strip()!r}")
-        out.append((host.strip("[]"), int(port)))
-    return out
-
-
-def describe_connect_error(exc: BaseException) -> str:
-    """The useful part of a connect failure ("Connection refused", not trio's summary)."""
-    cause = exc.__cause__
-    causes = list(cause.exceptions) if isinstance(cause, BaseExceptionGroup) else [cause]
-    for candidate in (*causes, exc):
-        reason = getattr(candidate, "strerror", None)
-        if reason:
-            return reason
-    return str(exc)
 
 
 class Pending:
@@ -76,12 +59,6 @@ class Pending:
         if self._error is not None:
             raise self._error
         return self._response
-
-
-def raise_for_error(response) -> None:
-    """Raise the typed error of a response's top-level ``error`` code, if any."""
-    if response.error:
-        raise error_for_code(response.error, response.message)
 
 
 class Connection:

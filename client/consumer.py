@@ -26,7 +26,8 @@ from functools import partial
 
 import trio
 from sluice.client import admin_ops as ops
-from sluice.client.connection import DEFAULT_BOOTSTRAP, Cluster, raise_for_error
+from sluice.client.bootstrap import DEFAULT_BOOTSTRAP
+from sluice.client.connection import Cluster, raise_for_error
 from sluice.client.consumer_base import ConsumerBase
 from sluice.client.errors import ClientClosedError, SluiceError, is_retriable
 from sluice.client.fetcher import EARLIEST, LATEST

@@ -6,7 +6,7 @@ a delivery that ran out of time, a closed producer).
 """
 
 from sluice.protocol.errors import *  # noqa: F403 -- re-export: users import every error from here
-from sluice.protocol.errors import ApiError, SluiceError
+from sluice.protocol.errors import ApiError, SluiceError, error_for_code
 
 
 class BrokerUnreachableError(SluiceError):
@@ -34,3 +34,9 @@ class NoOffsetError(SluiceError):
 def is_retriable(exc: BaseException) -> bool:
     """Whether trying the same request again may succeed."""
     return isinstance(exc, ConnectionLostError) or (isinstance(exc, ApiError) and exc.retriable)
+
+
+def raise_for_error(response) -> None:
+    """Raise the typed error of a response's top-level ``error`` code, if any."""
+    if response.error:
+        raise error_for_code(response.error, response.message)

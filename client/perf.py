@@ -1,13 +1,8 @@
-"""``sluice perf``: throughput and latency of this client against a broker.
+"""``sluice perf``: throughput and latency of the trio client against a broker (the modes are
+described in ``client.cli_parser``'s help text).
 
-* ``produce``: records/s and MB/s until every record is acknowledged, and the ack latency
-  of each batch (its first record's enqueue -> its acknowledgement);
-* ``consume``: records/s reading a topic from the beginning (``--api record`` for
-  ``async for``, ``--api batch`` for ``consumer.batches()``);
-* ``e2e``: producer and consumer in one process at a fixed rate; latency from ``send`` to the
-  consumer seeing the record (same clock, carried in the value).
-
-The live progress line is only drawn when stdout is a terminal.
+It runs on trio, as the client it measures; SIGINT and SIGTERM cancel the run, which closes
+the clients on its way out, and the command exits 130/143.
 """
 
 from __future__ import annotations
@@ -18,17 +13,12 @@ import time
 
 import trio
 from sluice.client.admin import Admin
+from sluice.client.cli_parser import client_options
+from sluice.client.cli_signals import SIGNALS
 from sluice.client.consumer import Consumer
 from sluice.client.producer import Producer
 from sluice.protocol.errors import TopicAlreadyExistsError
 
-EXAMPLES = """examples:
-  sluice perf produce --records 1000000 --record-size 100 --api batch
-  sluice perf produce --records 500000 --api record --acks all
-  sluice perf produce --records 1000000 --compression lz4
-  sluice perf consume --records 1000000 --api batch
-  sluice perf e2e --rate 5000 --records 20000
-"""
 STAMP = struct.Struct(">q")
 
 
@@ -75,10 +65,35 @@ def report(kind: str, records: int, size: int, seconds: float, latencies=None, e
     print(line + (f" ({extra})" if extra else ""), flush=True)
 
 
-async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    async with Admin(bootstrap) as admin:
+def run(args) -> int:
+    """Run the ``args.mode`` measurement; a stop signal cancels it (exit 128 + signal)."""
+    return trio.run(stoppable, MODES[args.mode], args)
+
+
+async def stoppable(measure, args) -> int:
+    signum = None
+    code = 0
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            nonlocal signum
+            with trio.open_signal_receiver(*SIGNALS) as signals:
+                task_status.started()
+                async for received in signals:
+                    signum = received
+                    nursery.cancel_scope.cancel()
+                    return
+
+        await nursery.start(watch_signals)
+        code = await measure(args)
+        nursery.cancel_scope.cancel()
+    return code if signum is None else 128 + signum
+
+
+async def ensure_topic(args) -> None:
+    async with Admin(args.bootstrap, **client_options(args)) as admin:
         try:
-            await admin.create_topic(topic, partitions)
+            await admin.create_topic(args.topic, args.partitions)
         except TopicAlreadyExistsError:
             pass
 
@@ -101,15 +116,14 @@ async def watch_batches(batches: list, latencies: list[float], done: trio.Event)
 
 
 async def perf_produce(args) -> int:
-    await ensure_topic(args.bootstrap, args.topic, args.partitions)
+    await ensure_topic(args)
     value = b"x" * args.record_size
     progress = Progress("produce")
     latencies: list[float] = []
     batches: list = []
     sent_all = trio.Event()
-    async with Producer(
-        args.bootstrap, acks=args.acks, linger_ms=args.linger_ms, compression=args.compression
-    ) as producer:
+    async with Producer(args.bootstrap, acks=args.acks, linger_ms=args.linger_ms,
+                        compression=args.compression, **client_options(args)) as producer:
         await producer.partitions_for(args.topic)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_batches, batches, latencies, sent_all)
@@ -139,22 +153,36 @@ async def perf_produce(args) -> int:
 
 
 async def perf_consume(args) -> int:
+    """Read ``--records`` from the beginning, or all the topic holds when it starts if that is
+    fewer (said on stderr): it never waits for records that may not come."""
     progress = Progress("consume")
     seen = 0
-    async with Consumer(args.bootstrap, auto_offset_reset="earliest") as consumer:
+    async with Consumer(args.bootstrap, auto_offset_reset="earliest",
+                        **client_options(args)) as consumer:
         count = await consumer.partitions_for(args.topic)
-        consumer.assign([(args.topic, p) for p in range(count)])
+        partitions = [(args.topic, p) for p in range(count)]
+        begins = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+        held = sum(ends[tp] - begins[tp] for tp in partitions)
+        wanted = min(args.records, held)
+        if wanted < args.records:
+            print(f"sluice perf consume: {args.topic} holds {held:,} records, fewer than "
+                  f"--records {args.records:,}: reading those", file=sys.stderr)
+        if not wanted:
+            raise ValueError(f"{args.topic} holds no records: produce some first "
+                             "(sluice perf produce)")
+        consumer.assign(partitions)
         start = time.perf_counter()
         if args.api == "batch":
             async for records in consumer.batches():
                 seen += len(records)
                 progress.update(seen)
-                if seen >= args.records:
+                if seen >= wanted:
                     break
         else:
             async for _record in consumer:
                 seen += 1
-                if seen >= args.records:
+                if seen >= wanted:
                     break
         elapsed = time.perf_counter() - start
     progress.clear()
@@ -163,12 +191,13 @@ async def perf_consume(args) -> int:
 
 
 async def perf_e2e(args) -> int:
-    await ensure_topic(args.bootstrap, args.topic, args.partitions)
+    await ensure_topic(args)
     pad = b"x" * max(0, args.record_size - STAMP.size)
     latencies: list[float] = []
     async with (
-        Consumer(args.bootstrap, fetch_max_wait_ms=100) as consumer,
-        Producer(args.bootstrap, acks=args.acks, linger_ms=args.linger_ms) as producer,
+        Consumer(args.bootstrap, fetch_max_wait_ms=100, **client_options(args)) as consumer,
+        Producer(args.bootstrap, acks=args.acks, linger_ms=args.linger_ms,
+                 compression=args.compression, **client_options(args)) as producer,
     ):
         count = await consumer.partitions_for(args.topic)
         consumer.assign([(args.topic, p) for p in range(count)])
@@ -204,28 +233,4 @@ async def perf_e2e(args) -> int:
     return 0
 
 
-def add_parser(commands, add_bootstrap, acks_value, add_compression) -> None:
-    perf = commands.add_parser("perf", help="measure throughput and latency", epilog=EXAMPLES,
-                               description=__doc__.split("\n\n")[0])
-    modes = perf.add_subparsers(dest="mode", metavar="MODE", required=True)
-    for name, run, helptext in (
-        ("produce", perf_produce, "produce records as fast as possible"),
-        ("consume", perf_consume, "consume a topic from the beginning"),
-        ("e2e", perf_e2e, "end-to-end latency at a fixed rate"),
-    ):
-        mode = modes.add_parser(name, help=helptext, epilog=EXAMPLES)
-        mode.add_argument("--topic", default="perf", help="topic (default perf)")
-        mode.add_argument("--records", type=int, default=1_000_000 if name != "e2e" else 20_000)
-        mode.add_argument("--record-size", type=int, default=100, help="value bytes (default 100)")
-        mode.add_argument("--partitions", type=int, default=1,
-                          help="partitions if the topic is created (default 1)")
-        mode.add_argument("--acks", type=acks_value, default=1, help="0, 1 or all (default 1)")
-        mode.add_argument("--linger-ms", type=float, default=0 if name == "e2e" else 5,
-                          help="producer linger (default 5; 0 for e2e)")
-        mode.add_argument("--api", choices=["batch", "record"], default="batch",
-                          help="batch: send_batch()/batches(); record: send()/async for")
-        mode.add_argument("--rate", type=int, default=5000, help="e2e: records/s (default 5000)")
-        if name == "produce":
-            add_compression(mode)
-        mode.set_defaults(run=run)
-        add_bootstrap(mode)
+MODES = {"produce": perf_produce, "consume": perf_consume, "e2e": perf_e2e}

@@ -11,14 +11,13 @@ wake up between the answer arriving and ``await handle`` returning.
 
 from __future__ import annotations
 
-import time
 from contextlib import AsyncExitStack
 from functools import partial
 from time import time_ns as _time_ns
 
 import trio
 from sluice.client.accumulator import ProducerBatch
-from sluice.client.connection import DEFAULT_BOOTSTRAP
+from sluice.client.bootstrap import DEFAULT_BOOTSTRAP
 from sluice.client.errors import (
     ClientClosedError,
     ConnectionLostError,
@@ -27,7 +26,7 @@ from sluice.client.errors import (
     is_retriable,
 )
 from sluice.client.lifecycle import ClientLifecycle
-from sluice.client.producer_base import BulkResult, ProducerBase
+from sluice.client.producer_base import BulkResult, ProducerBase, now_ms
 from sluice.client.records import RecordMetadata
 from sluice.protocol import messages as m
 
@@ -88,10 +87,6 @@ class BulkDelivery(BulkResult):
 
 
 RETRY_BACKOFF_S = 0.1  # before asking again for metadata the broker could not give
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Producer(ProducerBase, ClientLifecycle):

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from itertools import repeat
 from operator import itemgetter, mod
+from time import time_ns
 
 from crc32c import crc32c
 from sluice.client.accumulator import Accumulator, ProducerBatch
@@ -19,6 +20,11 @@ from sluice.protocol.compression import codec_for
 MAX_IN_FLIGHT_IDEMPOTENT = 5
 BULK_STEP = 4096  # send_batch records appended between two checks for buffer space
 _key, _value, _headers = itemgetter(0), itemgetter(1), itemgetter(2)
+
+
+def now_ms() -> int:
+    """Wall-clock time in ms: the timestamp of a record sent without one."""
+    return time_ns() // 1_000_000
 
 
 def check_config(acks, idempotent, max_in_flight: int) -> tuple[int, bool]:

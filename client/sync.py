@@ -18,19 +18,13 @@ group by the broker and its partitions go to the other members; it rejoins at it
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections import deque
 from itertools import repeat
 
 from sluice.client import admin_ops as ops
 from sluice.client.accumulator import ProducerBatch
-from sluice.client.connection import (
-    DEFAULT_BOOTSTRAP,
-    describe_connect_error,
-    parse_bootstrap,
-    raise_for_error,
-)
+from sluice.client.bootstrap import DEFAULT_BOOTSTRAP
 from sluice.client.consumer_base import ConsumerBase
 from sluice.client.errors import (
     BrokerUnreachableError,
@@ -38,117 +32,20 @@ from sluice.client.errors import (
     ConnectionLostError,
     SluiceError,
     is_retriable,
+    raise_for_error,
 )
 from sluice.client.fetcher import EARLIEST, LATEST
 from sluice.client.group import REJOIN_ERRORS, call_back_sync, normalize_offsets
-from sluice.client.producer import now_ms
-from sluice.client.producer_base import BulkResult, ProducerBase
+from sluice.client.producer_base import BulkResult, ProducerBase, now_ms
 from sluice.client.records import Record, RecordMetadata, decode_batches
+from sluice.client.sync_admin import Admin
+from sluice.client.sync_connection import SyncConnection
 from sluice.protocol import messages as m
-from sluice.protocol.connection import ClientConnection, ResponseReceived
-from sluice.protocol.errors import ProtocolError, UnknownTopicOrPartitionError
-from sluice.protocol.framing import NEED_DATA
+from sluice.protocol.errors import UnknownTopicOrPartitionError
 
-RECEIVE_BYTES = 1 << 20
 FETCH_RETRY_BACKOFF_S = 0.1  # after a retriable fetch or lookup error (e.g. the broker restarting)
 TOPIC_LOOKUP_INTERVAL_S = 0.5  # how often to look whether a deleted topic is back
 log = logging.getLogger("sluice.sync")
-
-
-class SyncConnection:
-    """A blocking, pipelined connection: ``send`` many, ``receive`` their answers in order."""
-
-    def __init__(self, bootstrap: str, client_id: str, reconnect_timeout_s: float = 30.0):
-        self.addresses = parse_bootstrap(bootstrap)
-        self.client_id = client_id
-        self.reconnect_timeout_s = reconnect_timeout_s
-        self.sock: socket.socket | None = None
-        self.proto = ClientConnection()
-        self.ever_connected = False
-
-    def connect(self) -> None:
-        """Open a connection, trying every address with backoff (once, on first connect)."""
-        deadline = time.monotonic() + (self.reconnect_timeout_s if self.ever_connected else 0)
-        delay = 0.05
-        while True:
-            errors = []
-            for host, port in self.addresses:
-                try:
-                    self.sock = socket.create_connection((host, port), timeout=30)
-                    self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    self.proto = ClientConnection()
-                    self.ever_connected = True
-                    self.request(m.HandshakeRequest(client_id=self.client_id))
-                    return
-                except (OSError, ConnectionLostError) as exc:
-                    self.close()
-                    errors.append(f"{host}:{port} ({describe_connect_error(exc)})")
-            if time.monotonic() + delay > deadline:
-                raise BrokerUnreachableError(f"cannot connect to broker at {', '.join(errors)}")
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
-    def ensure(self) -> None:
-        if self.sock is None:
-            self.connect()
-
-    def send(self, request) -> None:
-        self.ensure()
-        _cid, pieces = self.proto.send_request(request)
-        try:
-            self.sock.sendall(b"".join(pieces))
-        except OSError as exc:
-            self.close()
-            raise ConnectionLostError(f"connection lost: {exc}") from None
-
-    def receive(self):
-        """The next response in request order (``ConnectionLostError`` if the socket dies)."""
-        try:
-            while True:
-                event = self.proto.next_event()
-                if isinstance(event, ResponseReceived):
-                    return event.response
-                if event is not NEED_DATA:
-                    raise ConnectionLostError("broker closed the connection")
-                with self.proto.receive_buffer(RECEIVE_BYTES) as view:
-                    n = self.sock.recv_into(view)
-                self.proto.received(n)
-        except (OSError, ProtocolError, AttributeError) as exc:
-            self.close()
-            raise ConnectionLostError(f"connection lost: {exc}") from None
-
-    def request(self, request):
-        self.send(request)
-        response = self.receive()
-        raise_for_error(response)
-        return response
-
-    def has_data(self) -> bool:
-        """Whether a response may be read without blocking."""
-        if self.sock is None:
-            return False
-        self.sock.setblocking(False)
-        try:
-            return bool(self.sock.recv(1, socket.MSG_PEEK))
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True  # let receive() see the error
-        finally:
-            if self.sock is not None:
-                self.sock.setblocking(True)
-
-    def topic(self, topic: str) -> ops.TopicMeta:
-        """The topic's partition count and id (``UnknownTopicOrPartitionError`` if none)."""
-        return ops.topic_meta(self.request(ops.metadata([topic])), topic)
-
-    def partitions(self, topic: str) -> int:
-        return self.topic(topic).partitions
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
 
 
 class SyncDeliveryHandle:
@@ -231,10 +128,15 @@ class Producer(ProducerBase):
         finally:
             self._conn.close()
 
-    def send(self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None):
+    def partitions_for(self, topic: str) -> int:
+        """The topic's partition count (fetched once, then cached)."""
         count = self._partitions.get(topic)
         if count is None:
             count = self._learn(topic)
+        return count
+
+    def send(self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None):
+        count = self.partitions_for(topic)
         if partition is None:
             if key is None:
                 partition = self._sticky.partition(topic, count)
@@ -667,53 +569,4 @@ class Consumer(ConsumerBase):
         return records[0]
 
 
-class Admin:
-    """Blocking admin: ``with Admin(bootstrap) as admin: admin.create_topic("t", 3)``."""
-
-    def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, client_id: str = "sluice-admin"):
-        self._conn = SyncConnection(bootstrap, client_id)
-
-    def __enter__(self) -> Admin:
-        self._conn.connect()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._conn.close()
-
-    def create_topic(self, name: str, partitions: int = 1, configs=None) -> None:
-        self.create_topics([(name, partitions, configs or {})])
-
-    def create_topics(self, specs) -> None:
-        ops.check_topic_results(self._conn.request(ops.create_topics(specs)))
-
-    def delete_topic(self, name: str) -> None:
-        self.delete_topics([name])
-
-    def delete_topics(self, names) -> None:
-        ops.check_topic_results(self._conn.request(ops.delete_topics(names)))
-
-    def list_topics(self) -> list[str]:
-        return ops.topic_names(self._conn.request(ops.metadata()))
-
-    def describe_topic(self, name: str) -> ops.TopicInfo:
-        return self.describe_topics([name])[0]
-
-    def describe_topics(self, names=None) -> list[ops.TopicInfo]:
-        return ops.topic_infos(self._conn.request(ops.describe_topics(names)))
-
-    def list_offsets(self, specs) -> dict:
-        return ops.offsets(self._conn.request(ops.list_offsets(specs)))
-
-    def list_groups(self) -> list[ops.GroupListing]:
-        return ops.group_listings(self._conn.request(ops.list_groups()))
-
-    def describe_group(self, group_id: str) -> ops.GroupInfo:
-        """Members, committed offsets, log ends and lag (see ``client.Admin.describe_group``)."""
-        description = ops.group_description(
-            self._conn.request(ops.describe_groups([group_id])), group_id)
-        missing = ops.unlisted_assigned(description)
-        ends = {}
-        if missing:
-            found = self.list_offsets({tp: "latest" for tp in missing})
-            ends = {tp: v[0] for tp, v in found.items() if v is not None}
-        return ops.group_info(description, ends)
+__all__ = ["Admin", "Consumer", "Producer", "SyncConnection"]

@@ -1,94 +1,179 @@
 """``sluice tail``: print a topic's records, like ``tail`` (``-f`` follows new records).
 
-Where it starts: ``--from-beginning``, ``--offset N``, ``--since TIME``, else the last ``-n``
-(default 10) records of each partition. Where it stops: without ``-f``, at the end offsets
-seen when it started; with ``-f``, never (Ctrl-C). With an explicit start, ``-n N`` also stops
-it after N records. Output is written and flushed per fetched batch, so records show up as
-they arrive.
-
-With ``--group G`` it consumes as a member of group G: it reads the partitions the group
-assigns it, from the group's committed offsets (partitions without one: the first record with
-``--from-beginning``, else the end), and commits what it has printed after every batch; ``-n N``
-stops after N records; without ``-f`` it stops once its partitions are caught up.
+The rules users see (where it starts, what ``-n`` means, the formats) are its help text, in
+``client.cli_parser``. It runs on the blocking consumer: no trio, so it starts fast, and a
+stop signal (``client.cli_signals``) is seen between two polls, at most ``POLL_WAIT_MS``
+apart while the topic is idle; then it leaves its group, if any, and exits 130/143. Output is
+written and flushed per fetched batch, so records show up as they arrive.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import re
+import heapq
 import sys
-import time
-from datetime import datetime
+from collections import deque
 
-import trio
-from sluice.client.consumer import Consumer
+from sluice.client.cli_parser import UsageError, client_options
+from sluice.client.cli_signals import StopSignals
+from sluice.client.formats import parse_time, renderer
+from sluice.client.positions import chosen_positions
+from sluice.client.sync import Consumer
 
 DEFAULT_LAST = 10
-EXAMPLES = """examples:
-  sluice tail orders                    # the last 10 records of each partition
-  sluice tail orders -f                 # ... then follow new records until Ctrl-C
-  sluice tail orders --from-beginning -n 100
-  sluice tail orders --offset 42 --partition 1
-  sluice tail orders --since 15m --format json
-  sluice tail orders --since 2024-05-01T12:00:00
-  sluice tail orders --group billing -f  # as a member of group billing, committing as it prints
-"""
-RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
-UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+POLL_WAIT_MS = 200  # a long poll's longest wait: how soon an idle tail sees a stop signal
 
 
 def parse_since(text: str, now_ms: int | None = None) -> int:
-    """A time as epoch ms: ``1714564800000``, ``15m`` (ago), or ISO 8601."""
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    if text.isdigit():
-        return int(text)
-    match = RELATIVE.match(text)
-    if match:
-        return now_ms - int(float(match.group(1)) * UNITS_MS[match.group(2)])
+    """``--since``: TIME as epoch ms; a time before 1970 is 0 (every record is at or after it,
+    since record timestamps are never negative)."""
+    return max(0, parse_time(text, now_ms))
+
+
+def run(args) -> int:
     try:
-        return int(datetime.fromisoformat(text).timestamp() * 1000)
-    except ValueError:
-        raise ValueError(
-            f"--since: cannot read {text!r} (use epoch ms, 30s/15m/2h/1d, or ISO 8601)"
-        ) from None
+        render = renderer(args.format)
+        since = None if args.since is None else parse_since(args.since)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    explicit_start = args.from_beginning or args.offset is not None or since is not None
+    if (explicit_start or args.group) and args.follow and args.n is not None:
+        raise UsageError("-n N after a start flag or --group prints N records and stops, "
+                         "-f never stops: use one or the other")
+    out = sys.stdout.buffer
+    with StopSignals() as stop:
+        if args.group:
+            tail_group(args, render, out, stop)
+        else:
+            tail_partitions(args, since, render, out, stop)
+    return stop.exit_code or 0
 
 
-def text_of(value: bytes | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return value.decode()
-    except UnicodeDecodeError:
-        return "base64:" + base64.b64encode(value).decode()
+def write(out, data: bytes) -> None:
+    if data:
+        out.write(data)
+        out.flush()
 
 
-def render(records, fmt: str) -> bytes:
-    if fmt == "json":
-        return "".join(
-            json.dumps({
-                "topic": r.topic, "partition": r.partition, "offset": r.offset,
-                "timestamp": r.timestamp, "key": text_of(r.key), "value": text_of(r.value),
-                "headers": {k: text_of(v) for k, v in r.headers},
-            }) + "\n"
-            for r in records
-        ).encode()
-    return b"".join((r.value or b"") + b"\n" for r in records)
+# -- without a group: chosen partitions, chosen start ------------------------------------------
 
 
-async def start_positions(consumer: Consumer, args, partitions) -> dict:
-    """The first offset to print per partition, per the start flags."""
-    begins = await consumer.beginning_offsets(partitions)
-    ends = await consumer.end_offsets(partitions)
-    if args.from_beginning:
-        return begins
-    if args.offset is not None:
-        return {tp: min(max(args.offset, begins[tp]), ends[tp]) for tp in partitions}
-    if args.since is not None:
-        found = await consumer.offsets_for_times({tp: parse_since(args.since) for tp in partitions})
-        return {tp: ends[tp] if found[tp] is None else found[tp][0] for tp in partitions}
-    last = DEFAULT_LAST if args.n is None else args.n
-    return {tp: max(begins[tp], ends[tp] - last) for tp in partitions}
+def tail_partitions(args, since: int | None, render, out, stop: StopSignals) -> None:
+    # "earliest": if retention removes records under it, it goes on from the new log start
+    # (towards the end offsets it stops at), never jumps past them.
+    with Consumer(args.bootstrap, client_id="sluice-tail", auto_offset_reset="earliest",
+                  fetch_max_wait_ms=POLL_WAIT_MS, **client_options(args)) as consumer:
+        count = consumer.partitions_for(args.topic)
+        if args.partition is not None and args.partition >= count:
+            raise ValueError(f"{args.topic} has partitions 0..{count - 1}, not {args.partition}")
+        chosen = range(count) if args.partition is None else [args.partition]
+        partitions = [(args.topic, p) for p in chosen]
+        begins = consumer.beginning_offsets(partitions)
+        ends = consumer.end_offsets(partitions)
+        last_n = not (args.from_beginning or args.offset is not None or since is not None)
+        if last_n:
+            n = DEFAULT_LAST if args.n is None else args.n
+            starts = {tp: max(begins[tp], ends[tp] - n) for tp in partitions}
+        else:
+            found = None if since is None else consumer.offsets_for_times(
+                {tp: since for tp in partitions})
+            starts = chosen_positions(begins, ends, earliest=args.from_beginning,
+                                      offset=args.offset, found=found)
+        consumer.assign(partitions)
+        for tp, offset in starts.items():
+            consumer.seek(*tp, offset)
+        if last_n:
+            history = list(read_until(consumer, starts, ends, stop))
+            write(out, render(newest(history, n)))
+            if args.follow:  # on from the ends: what was fetched past them was not printed
+                for tp, end in ends.items():
+                    consumer.seek(*tp, end)
+                for records in read_on(consumer, stop):
+                    write(out, render(records))
+            return
+        source = read_on(consumer, stop) if args.follow else read_until(consumer, starts, ends, stop)
+        printed = 0
+        for records in source:
+            if args.n is not None:
+                records = records[: args.n - printed]
+            printed += len(records)
+            write(out, render(records))
+            if args.n is not None and printed >= args.n:
+                return
+
+
+def read_until(consumer: Consumer, starts: dict, ends: dict, stop: StopSignals):
+    """Record lists, each partition read up to its end offset in ``ends`` (no further)."""
+    open_parts = {tp for tp in starts if starts[tp] < ends[tp]}
+    while open_parts and not stop.requested:
+        records = consumer.poll(timeout=POLL_WAIT_MS / 1000)
+        if not records:
+            continue
+        tp = (records[0].topic, records[0].partition)
+        end = ends[tp]
+        if records[-1].offset + 1 >= end:
+            open_parts.discard(tp)
+            records = [r for r in records if r.offset < end]
+        if records:
+            yield records
+
+
+def read_on(consumer: Consumer, stop: StopSignals):
+    """Record lists as they arrive, until a stop signal."""
+    while not stop.requested:
+        records = consumer.poll(timeout=POLL_WAIT_MS / 1000)
+        if records:
+            yield records
+
+
+def newest(chunks: list[list], n: int) -> list:
+    """The ``n`` newest records of ``chunks`` by timestamp, oldest first. Each partition's
+    records keep their offset order (the merge takes partitions' sequences as they are)."""
+    by_partition: dict[tuple[str, int], list] = {}
+    for records in chunks:
+        by_partition.setdefault((records[0].topic, records[0].partition), []).extend(records)
+    merged = heapq.merge(*by_partition.values(), key=lambda r: r.timestamp)
+    return list(deque(merged, maxlen=n))
+
+
+# -- as a member of a group ----------------------------------------------------------------------
+
+
+def tail_group(args, render, out, stop: StopSignals) -> None:
+    if args.partition is not None or args.offset is not None or args.since is not None:
+        raise UsageError("--group starts at the group's committed offsets and the group picks "
+                         "the partitions: drop --partition/--offset/--since")
+    reset = "earliest" if args.from_beginning else "latest"
+    with Consumer(args.bootstrap, group_id=args.group, topics=[args.topic],
+                  auto_offset_reset=reset, auto_commit=False, client_id="sluice-tail",
+                  fetch_max_wait_ms=POLL_WAIT_MS, **client_options(args)) as consumer:
+        partitions = [(args.topic, p) for p in range(consumer.partitions_for(args.topic))]
+        ends = consumer.end_offsets(partitions)
+        say_where_it_starts(args, consumer.committed(partitions))
+        printed = 0
+        while not stop.requested and (args.n is None or printed < args.n):
+            if not args.follow and caught_up(consumer, ends):
+                break
+            records = consumer.poll(timeout=POLL_WAIT_MS / 1000)
+            if not records:
+                continue
+            if args.n is not None:
+                records = records[: args.n - printed]
+            printed += len(records)
+            write(out, render(records))
+            last = records[-1]
+            consumer.commit({(last.topic, last.partition): last.offset + 1})
+
+
+def say_where_it_starts(args, committed: dict) -> None:
+    """On stderr: which partitions have no committed offset, and so where they start."""
+    missing = sorted(p for (_, p), offset in committed.items() if offset is None)
+    if not missing:
+        return
+    where = ("at the first record" if args.from_beginning
+             else "at the end, with new records (--from-beginning: at the first record)")
+    which = ", ".join(map(str, missing))
+    print(f"sluice tail: group {args.group} has no committed offset for {args.topic} "
+          f"partition(s) {which}: starting {where}", file=sys.stderr)
 
 
 def caught_up(consumer: Consumer, ends: dict) -> bool:
@@ -101,90 +186,3 @@ def caught_up(consumer: Consumer, ends: dict) -> bool:
         if pos is None or pos < ends.get(tp, 0):
             return False
     return True
-
-
-async def run_group(args, out) -> int:
-    if args.partition is not None or args.offset is not None or args.since is not None:
-        raise ValueError("--group starts at the group's committed offsets and the group picks "
-                         "the partitions: drop --partition/--offset/--since")
-    reset = "earliest" if args.from_beginning else "latest"
-    async with Consumer(args.bootstrap, group_id=args.group, topics=[args.topic],
-                        auto_offset_reset=reset, auto_commit=False,
-                        client_id="sluice-tail") as consumer:
-        count = await consumer.partitions_for(args.topic)
-        ends = await consumer.end_offsets([(args.topic, p) for p in range(count)])
-        printed = 0
-        while args.n is None or printed < args.n:
-            if not args.follow and caught_up(consumer, ends):
-                break
-            records = None
-            with trio.move_on_after(float("inf") if args.follow else 0.1):
-                records = await consumer.getmany()
-            if not records:
-                continue
-            if args.n is not None:
-                records = records[: args.n - printed]
-            printed += len(records)
-            out.write(render(records, args.format))
-            out.flush()
-            last = records[-1]
-            await consumer.commit({(last.topic, last.partition): last.offset + 1})
-    return 0
-
-
-async def run(args) -> int:
-    out = sys.stdout.buffer
-    if args.group:
-        return await run_group(args, out)
-    explicit_start = args.from_beginning or args.offset is not None or args.since is not None
-    limit = args.n if explicit_start else None
-    async with Consumer(args.bootstrap, auto_offset_reset="latest") as consumer:
-        count = await consumer.partitions_for(args.topic)
-        chosen = range(count) if args.partition is None else [args.partition]
-        if args.partition is not None and not 0 <= args.partition < count:
-            raise ValueError(f"{args.topic} has partitions 0..{count - 1}, not {args.partition}")
-        partitions = [(args.topic, p) for p in chosen]
-        starts = await start_positions(consumer, args, partitions)
-        ends = await consumer.end_offsets(partitions)
-        # Assign and seek with no await in between: the first fetch starts at the right place.
-        consumer.assign(partitions)
-        for tp, offset in starts.items():
-            consumer.seek(*tp, offset)
-        open_parts = {tp for tp in partitions if args.follow or starts[tp] < ends[tp]}
-        printed = 0
-        while open_parts and (limit is None or printed < limit):
-            records = await consumer.getmany()
-            tp = (records[0].topic, records[0].partition)
-            if not args.follow:
-                records = [r for r in records if r.offset < ends[tp]]
-                if not records or records[-1].offset + 1 >= ends[tp]:
-                    open_parts.discard(tp)
-            if limit is not None:
-                records = records[: limit - printed]
-            printed += len(records)
-            out.write(render(records, args.format))
-            out.flush()
-    return 0
-
-
-def add_parser(commands, add_bootstrap) -> None:
-    tail = commands.add_parser(
-        "tail", help="print records of a topic; -f follows", epilog=EXAMPLES,
-        description=__doc__.split("\n\n")[1],
-    )
-    tail.add_argument("topic")
-    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
-    start = tail.add_mutually_exclusive_group()
-    start.add_argument("--from-beginning", action="store_true", help="start at the first record")
-    start.add_argument("--offset", type=int, metavar="N", help="start at offset N")
-    start.add_argument("--since", metavar="TIME",
-                       help="start at the first record at/after TIME (ms, 15m, ISO 8601)")
-    tail.add_argument("--partition", type=int, help="only this partition")
-    tail.add_argument("-n", type=int, metavar="N",
-                      help="with a start flag: stop after N records; else: the last N records")
-    tail.add_argument("--format", choices=["text", "json"], default="text")
-    tail.add_argument("--group", metavar="G",
-                      help="consume as a member of group G, committing what is printed")
-    tail.set_defaults(run=run)
-    add_bootstrap(tail)
-

@@ -244,6 +244,12 @@ class UnreleasedInstanceError(ApiError):
     retriable = True
 
 
+class GroupNotEmptyError(ApiError):
+    """The group has members; stop them before deleting the group."""
+
+    code = 35
+
+
 NONE = 0
 
 

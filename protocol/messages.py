@@ -1,11 +1,11 @@
 """Requests and responses of every API, and the one table-driven codec for all of them.
 
-Each message is a frozen, slotted, keyword-only dataclass whose field names are exactly the
-msgpack keys of docs/PROTOCOL.md, and whose annotations are its schema: ``__post_init__``
-checks every field against it (``InvalidRequestError`` naming the field), and the codec
-builds or reads a header from it, so no API has hand-written encode or decode code. (The
-schema is compiled at import into straight-line code per class: see ``_compile``.) A field
-with a default may be absent on the wire; one without is required.
+Each message is a frozen, slotted, keyword-only class (``_Message``) whose field names are
+exactly the msgpack keys of docs/PROTOCOL.md, and whose annotations are its schema: its
+``__init__`` checks every field against it (``InvalidRequestError`` naming the field), and
+the codec builds or reads a header from it, so no API has hand-written encode or decode code.
+(The schema is compiled into straight-line code per class on the class's first use: see
+``_compile``.) A field with a default may be absent on the wire; one without is required.
 
 Record bytes never enter msgpack: a ``records`` field travels as ``length`` in the header and
 as raw bytes in the body, so encoding a produce request or fetch response costs one msgpack
@@ -14,7 +14,7 @@ call plus a list of body pieces, and decoding hands out memoryview slices of the
 
 import types
 from collections.abc import Iterable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, Field, FrozenInstanceError, dataclass, field
 from typing import Annotated, Any, ClassVar, TypeAlias, Union, get_args, get_origin
 
 import msgpack
@@ -391,33 +391,104 @@ class _Field:
 
 
 class _Message:
-    """Base of every message: ``__post_init__`` checks each field against the schema.
+    """Base of every message: frozen, slotted, keyword-only, checked on construction.
 
-    ``_message`` compiles each class's schema into three functions specialised to it:
-    ``__post_init__`` (the checks), ``_from_wire`` and ``_to_wire`` (see ``_compile``).
+    ``_message`` turns a class body (annotated fields, some with defaults) into such a class
+    and compiles for it, on first use, three functions specialised to its schema: ``__init__``
+    (set and check every field), ``_from_wire`` and ``_to_wire`` (see ``_compile``).
+    Equality, hashing and ``repr`` go by the fields, in order, as for a dataclass.
     """
 
     __slots__ = ()
     _FIELDS: ClassVar[tuple[_Field, ...]] = ()
 
-    def __post_init__(self) -> None:  # replaced per class; its presence makes __init__ call it
-        raise TypeError(f"{type(self).__name__} was not compiled by @_message")
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def _field_values(self) -> tuple:
+        return tuple([getattr(self, f.name) for f in self._FIELDS])
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._field_values() == other._field_values()
+
+    def __hash__(self) -> int:
+        return hash(self._field_values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in self._FIELDS)
+        return f"{type(self).__name__}({shown})"
+
+    def __reduce__(self) -> tuple:
+        return _rebuild, (type(self), {f.name: getattr(self, f.name) for f in self._FIELDS})
+
+
+def _rebuild(cls: type, values: dict) -> "_Message":
+    return cls(**values)
 
 
 def _message(cls: type) -> Any:
-    """Make ``cls`` a frozen, slotted, keyword-only dataclass and compile its schema."""
-    cls = dataclass(frozen=True, slots=True, kw_only=True)(cls)
-    compiled, defaults = [], {}
-    for f in fields(cls):
-        kind = _kind_of(f.type)
-        key = "length" if isinstance(kind, _Records) else f.name
-        required = f.default is MISSING and f.default_factory is MISSING
-        compiled.append(_Field(f.name, key, kind, required))
+    """Make ``cls`` a message class (see ``_Message``): its annotated fields after those of
+    its base, a default where the body gives one (a value, or ``field(default_factory=...)``).
+
+    Building the class costs microseconds; its code is compiled the first time it is used
+    (``_compile``), so a process pays only for the messages it uses -- the ``sluice``
+    command line starts fast -- and ``dataclasses`` (which compiles half a dozen functions
+    per class at import) is not involved."""
+    own = cls.__dict__.get("__annotations__", {})
+    compiled = [f for f in cls.__mro__[1]._FIELDS if f.name not in own]
+    defaults = dict(getattr(cls.__mro__[1], "_DEFAULTS", {}))
+    for name, annotation in own.items():
+        if get_origin(annotation) is ClassVar:
+            continue
+        kind = _kind_of(annotation)
+        default = cls.__dict__.get(name, MISSING)
+        if isinstance(default, Field):
+            default = (default.default, default.default_factory)
+        elif default is not MISSING:
+            default = (default, MISSING)
+        required = default is MISSING
+        compiled.append(_Field(name, "length" if isinstance(kind, _Records) else name, kind,
+                               required))
         if not required:
-            defaults[f.name] = (f.default, f.default_factory)
-    cls._FIELDS = tuple(compiled)
-    _compile(cls, defaults)
-    return cls
+            defaults[name] = default
+    namespace = {k: v for k, v in cls.__dict__.items()
+                 if k not in own and k not in ("__dict__", "__weakref__")}
+    namespace["__slots__"] = tuple(name for name in own if get_origin(own[name]) is not ClassVar)
+    new = type(cls.__name__, cls.__bases__, namespace)
+    new._FIELDS = tuple(compiled)
+    new._DEFAULTS = defaults
+    _compile_on_first_use(new, defaults)
+    return new
+
+
+def _compile_on_first_use(cls: type, defaults: dict[str, tuple[Any, Any]]) -> None:
+    """Stand-ins that compile ``cls`` (``_compile``) the first time any of them runs, then
+    hand over to the compiled functions."""
+
+    def compile_once() -> None:
+        if cls.__dict__["__init__"] is __init__:
+            _compile(cls, defaults)
+
+    def __init__(self, **values: Any) -> None:
+        compile_once()
+        cls.__init__(self, **values)
+
+    def _from_wire(wire: Any, body: "_BodyReader") -> Any:
+        compile_once()
+        return cls._from_wire(wire, body)
+
+    def _to_wire(msg: Any, out: dict, body: "_BodyWriter") -> dict:
+        compile_once()
+        return cls._to_wire(msg, out, body)
+
+    cls.__init__ = __init__
+    cls._from_wire = staticmethod(_from_wire)
+    cls._to_wire = _to_wire
 
 
 # -- compiled per-class code ------------------------------------------------------------------
@@ -493,25 +564,33 @@ def _define(source: str, name: str, ns: dict) -> Any:
 
 
 def _compile(cls: type, defaults: dict[str, tuple[Any, Any]]) -> None:
-    """Give ``cls`` its ``__post_init__``, ``_from_wire`` (wire map -> message, checking the
-    item budget, paths on errors) and ``_to_wire`` (message -> wire map + body pieces)."""
+    """Give ``cls`` its ``__init__`` (keyword-only; sets every field, then checks it),
+    ``_from_wire`` (wire map -> message, checking the item budget, paths on errors) and
+    ``_to_wire`` (message -> wire map + body pieces)."""
     ns: dict[str, Any] = {
         "cls": cls, "_ABSENT": _ABSENT, "_bad_field": _bad_field, "_spend": _spend,
         "_decode_field": _decode_field, "_not_a_map": _not_a_map,
-        "InvalidFieldError": InvalidFieldError,
+        "InvalidFieldError": InvalidFieldError, "_set": object.__setattr__,
     }
-    check, decode, encode, args = [], [], [], []
+    params, init, check, decode, encode, args = [], [], [], [], [], []
     for i, f in enumerate(cls._FIELDS):
         v, k = f"v{i}", f"k{i}"
-        check += [f"    {v} = self.{f.name}", f"    if not {_check_expr(f.kind, v, ns, f'c{i}')}:",
+        init.append(f"    _set(self, {f.name!r}, {f.name})")
+        check += [f"    if not {_check_expr(f.kind, f.name, ns, f'c{i}')}:",
                   f"        _bad_field(self, {i})"]
         decode += [f"    {v} = wire.get({f.key!r}, _ABSENT)", f"    if {v} is _ABSENT:"]
         if f.required:
+            params.append(f.name)
             decode.append(f"        raise InvalidFieldError({f.key!r}, 'is missing')")
         else:
             default, factory = defaults[f.name]
             ns[f"d{i}"] = default if factory is MISSING else factory
             decode.append(f"        {v} = d{i}" + ("" if factory is MISSING else "()"))
+            if factory is MISSING:
+                params.append(f"{f.name}=d{i}")
+            else:
+                params.append(f"{f.name}=_ABSENT")
+                init.insert(0, f"    if {f.name} is _ABSENT:\n        {f.name} = d{i}()")
         present = []  # what a present value goes through: the item budget, its decoder
         if _may_hold_items(f.kind):  # (a list where a scalar belongs just fails its check)
             present += [f"        if isinstance({v}, (list, dict)):",
@@ -525,8 +604,9 @@ def _compile(cls: type, defaults: dict[str, tuple[Any, Any]]) -> None:
         if present:
             decode += ["    else:", *present]
         args.append(f"{f.name}={v}")
-    cls.__post_init__ = _define(
-        "def __post_init__(self):\n" + "\n".join(check or ["    pass"]), "__post_init__", ns
+    signature = ", ".join(["self", "*", *params]) if params else "self"
+    cls.__init__ = _define(
+        f"def __init__({signature}):\n" + "\n".join(init + check or ["    pass"]), "__init__", ns
     )
     cls._from_wire = staticmethod(_define(
         "def _from_wire(wire, body):\n    if not isinstance(wire, dict):\n"
@@ -924,6 +1004,49 @@ class DescribeGroupsResponse(_Response):
     groups: list[GroupDescription] = _many()
 
 
+# -- 14 alter_topics -------------------------------------------------------------------------
+
+
+@_message
+class TopicAlteration(_Message):
+    """Add partitions (``partitions``: the new count, above the current one) and/or set
+    configs (keys as in ``TopicSpec.configs``); what is left out stays as it is."""
+
+    name: str
+    partitions: Int32 | None = None
+    configs: dict[str, int] = field(default_factory=dict)
+
+
+@_message
+class AlterTopicsRequest(_Message):
+    topics: list[TopicAlteration]
+
+
+@_message
+class AlterTopicsResponse(_Response):
+    topics: list[TopicResult] = _many()
+
+
+# -- 15 delete_groups ------------------------------------------------------------------------
+
+
+@_message
+class DeleteGroupsRequest(_Message):
+    groups: list[str]
+
+
+@_message
+class GroupResult(_Message):
+    group_id: str
+    error: Int32 = 0
+    message: str = ""
+
+
+@_message
+class DeleteGroupsResponse(_Response):
+    groups: list[GroupResult] = _many()
+
+
 # -- the API table ----------------------------------------------------------------------------
 
 
@@ -956,6 +1079,8 @@ APIS: dict[int, Api] = {
         Api(11, "fetch_offsets", FetchOffsetsRequest, FetchOffsetsResponse),
         Api(12, "list_groups", ListGroupsRequest, ListGroupsResponse),
         Api(13, "describe_groups", DescribeGroupsRequest, DescribeGroupsResponse),
+        Api(14, "alter_topics", AlterTopicsRequest, AlterTopicsResponse),
+        Api(15, "delete_groups", DeleteGroupsRequest, DeleteGroupsResponse),
     )
 }
 API_VERSIONS: dict[int, tuple[int, int]] = {
@@ -980,6 +1105,8 @@ Request: TypeAlias = (
     | FetchOffsetsRequest
     | ListGroupsRequest
     | DescribeGroupsRequest
+    | AlterTopicsRequest
+    | DeleteGroupsRequest
 )
 Response: TypeAlias = (
     HandshakeResponse
@@ -996,6 +1123,8 @@ Response: TypeAlias = (
     | FetchOffsetsResponse
     | ListGroupsResponse
     | DescribeGroupsResponse
+    | AlterTopicsResponse
+    | DeleteGroupsResponse
 )
 
 

@@ -50,6 +50,8 @@ from sluice.broker.storage.log import DEFAULT_MAX_OPEN_SEGMENTS, FileLog
 from sluice.broker.storage.memory import MemoryLog
 from sluice.protocol.batch import MAGIC
 from sluice.protocol.errors import (
+    InvalidConfigError,
+    InvalidPartitionsError,
     InvalidTopicError,
     StorageError,
     TopicAlreadyExistsError,
@@ -330,7 +332,7 @@ class LogManager:
         overrides.pop("partitions", None)
         info = TopicInfo(name, config, new_topic_id())
         if not self.memory:
-            self._remove_leftovers(name, config.partitions)
+            self._remove_leftovers(name, range(config.partitions))
         self._topics[name] = info
         self._overrides[name] = overrides
         if not self.memory:
@@ -341,10 +343,10 @@ class LogManager:
             self._logs[name, partition] = self._new_log(name, partition, config)
         return info
 
-    def _remove_leftovers(self, topic: str, partitions: int) -> None:
-        """Remove (durably) directories an earlier incarnation of ``topic`` left behind (its
-        delete could not remove them), so the new one starts empty."""
-        leftovers = [d for p in range(partitions) if (d := self._partition_dir(topic, p)).exists()]
+    def _remove_leftovers(self, topic: str, partitions: range) -> None:
+        """Remove (durably) directories of these partitions an earlier incarnation of
+        ``topic`` left behind (its delete could not remove them), so the new ones start empty."""
+        leftovers = [d for p in partitions if (d := self._partition_dir(topic, p)).exists()]
         for directory in leftovers:
             storage_log.warning("removing %s, left behind by an earlier topic %r", directory, topic)
             try:
@@ -356,6 +358,40 @@ class LogManager:
                 ) from None
         if leftovers:
             fsync_dir(self._path())
+    def alter_topic(
+        self, name: str, partitions: int | None = None, configs: Mapping[str, int] | None = None
+    ) -> int:
+        """Set configs of topic ``name`` and/or raise its partition count to ``partitions``;
+        returns the partition count it had. Existing logs take the new settings at once;
+        new partitions start empty. ``topics.json`` is replaced first, so a crash in between
+        leaves partition directories for ``open`` to create."""
+        info = self._topic(name)
+        old = info.config
+        configs = dict(configs or {})
+        if "partitions" in configs:
+            raise InvalidConfigError("partitions is not a config: ask for the new count instead")
+        count = old.partitions if partitions is None else partitions
+        if count < old.partitions:
+            raise InvalidPartitionsError(
+                f"topic {name!r} has {old.partitions} partitions; they can be added, not removed"
+            )
+        overrides = {**self._overrides[name], **configs}
+        config = TopicConfig.from_mapping({**overrides, "partitions": count}, self.defaults)
+        if not self.memory:
+            self._remove_leftovers(name, range(old.partitions, count))
+        self._topics[name] = TopicInfo(name, config, info.topic_id)
+        self._overrides[name] = overrides
+        if not self.memory:
+            # Forget any recovery point of an earlier topic's partitions of these numbers.
+            self.checkpoint_recovery_points()
+            self._persist_topics()
+        for partition in range(old.partitions):
+            log = self._logs.get((name, partition))
+            if log is not None:  # (an offline partition has none)
+                log.reconfigure(config)
+        for partition in range(old.partitions, count):
+            self._logs[name, partition] = self._new_log(name, partition, config)
+        return old.partitions
 
     def _new_log(self, topic: str, partition: int, config: TopicConfig) -> Log:
         if self.memory:

@@ -88,6 +88,12 @@ def migrate(data_dir: Path, progress: Callable[[str], None] = print) -> list[Par
     return reports
 
 
+def run(args) -> int:
+    """``sluice migrate --data-dir D`` (a ``MigrationError`` is the command's one-line error)."""
+    migrate(Path(args.data_dir))
+    return 0
+
+
 def _migrate_partition(directory: Path, index_interval: int) -> PartitionReport:
     report = PartitionReport(directory.name)
     bases = sorted(_list_segments(directory))

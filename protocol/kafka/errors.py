@@ -77,6 +77,7 @@ class ErrorCode(enum.IntEnum):
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
     KAFKA_STORAGE_ERROR = 56
     UNKNOWN_PRODUCER_ID = 59
+    NON_EMPTY_GROUP = 68
     GROUP_ID_NOT_FOUND = 69
     FETCH_SESSION_ID_NOT_FOUND = 70
     INVALID_FETCH_SESSION_EPOCH = 71
@@ -202,6 +203,7 @@ SLUICE_TO_KAFKA: dict[int, ErrorCode] = {
     sluice.FencedMemberEpochError.code: _E.ILLEGAL_GENERATION,
     sluice.InvalidGroupIdError.code: _E.INVALID_GROUP_ID,
     sluice.GroupIdNotFoundError.code: _E.GROUP_ID_NOT_FOUND,
+    sluice.GroupNotEmptyError.code: _E.NON_EMPTY_GROUP,
     # A partition still owned elsewhere: in the classic protocol, a rebalance is under way.
     sluice.UnreleasedInstanceError.code: _E.REBALANCE_IN_PROGRESS,
 }

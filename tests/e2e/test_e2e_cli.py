@@ -8,19 +8,9 @@ import subprocess
 import pytest
 import trio
 
+from tests.e2e.cli_helpers import sluice
 from tests.e2e.conftest import SLUICE
 from tests.processes import subprocess_env
-
-
-async def sluice(*args: str, env, stdin: bytes = b"", check: bool = True):
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [*SLUICE, *args], stdin=stdin, capture_stdout=True, capture_stderr=True,
-            env=env, check=False,
-        )
-    if check:
-        assert result.returncode == 0, result.stderr.decode()
-    return result
 
 
 async def test_topics_produce_tail_roundtrip(cli_env):
@@ -37,7 +27,7 @@ async def test_topics_produce_tail_roundtrip(cli_env):
     as_json = await sluice("tail", "lines", "--offset", "49", "--format", "json", env=cli_env)
     record = json.loads(as_json.stdout)
     assert (record["offset"], record["value"], record["headers"]) == (
-        49, "line 49 ünïcode", {"src": "test"}
+        49, "line 49 ünïcode", [["src", "test"]]
     )
 
 

@@ -1,6 +1,8 @@
 """Messages: validation on construction, round trips of every API, golden frames, and the
 errors a malformed request header produces."""
 
+import copy
+import pickle
 import struct
 
 import msgpack
@@ -89,7 +91,7 @@ def test_response_round_trip(api, data, cid):
 
 
 def test_every_api_is_versioned():
-    assert sorted(m.API_VERSIONS) == list(range(14))
+    assert sorted(m.API_VERSIONS) == list(range(16))
     assert all(v == (0, 0) for v in m.API_VERSIONS.values())
 
 
@@ -310,6 +312,23 @@ def test_messages_are_frozen_slotted_keyword_only():
     assert not hasattr(request, "__dict__")
     with pytest.raises(TypeError):
         m.MetadataRequest(["a"])
+
+
+def test_messages_compare_hash_print_and_copy_by_their_fields():
+    a, b = m.TopicPartition(topic="t", partition=1), m.TopicPartition(topic="t", partition=1)
+    assert a == b and hash(a) == hash(b) and a != m.TopicPartition(topic="t", partition=2)
+    assert m.TopicResult(name="t") != m.GroupResult(group_id="t")  # another class
+    assert repr(m.HandshakeResponse(broker_id=3)) == (
+        "HandshakeResponse(error=0, message='', broker_id=3, apis={})")
+    assert pickle.loads(pickle.dumps(PRODUCE)) == PRODUCE
+    assert copy.deepcopy(FETCH) == FETCH
+    # Inherited fields come first; defaults from a factory are fresh for each message.
+    assert [f.name for f in m.MetadataResponse._FIELDS][:2] == ["error", "message"]
+    assert m.FetchResponse().partitions is not m.FetchResponse().partitions
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+        m.TopicPartition(topic="t", partition=0, nope=1)
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument"):
+        m.TopicPartition(topic="t")
 
 
 def test_tuples_are_accepted_for_lists():

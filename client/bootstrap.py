@@ -1,0 +1,28 @@
+"""Bootstrap addresses, and what to say when none answers: shared by the trio and blocking
+clients, so it imports neither trio nor the protocol."""
+
+from __future__ import annotations
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+
+def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
+    """``"h1:p1,h2:p2"`` -> ``[(h1, p1), (h2, p2)]``; ``ValueError`` with a clear message."""
+    out = []
+    for item in bootstrap.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bootstrap address must be HOST:PORT, got {item.strip()!r}")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    """The useful part of a connect failure ("Connection refused", not trio's summary)."""
+    cause = exc.__cause__
+    causes = list(cause.exceptions) if isinstance(cause, BaseExceptionGroup) else [cause]
+    for candidate in (*causes, exc):
+        reason = getattr(candidate, "strerror", None)
+        if reason:
+            return reason
+    return str(exc)
