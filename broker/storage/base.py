@@ -1,7 +1,8 @@
 """What every partition log does the same way, whatever holds its bytes: offset assignment,
 rolling, range checks, timestamp search and retention. ``FileLog`` and ``MemoryLog`` supply the
 segments (same duck-typed interface: ``base_offset``, ``end_offset``, ``size``, ``created_ms``,
-``largest_timestamp``, ``append``, ``read``, ``find_timestamp``).
+``largest_timestamp``, ``publish``, ``read``, ``find_timestamp``) and the hooks an append
+goes through (``_create_segment``, ``_hold``, ``_write_piece``, ``_seal``, ``_abandon``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,34 @@ class AppendResult:
     max_timestamp: int
 
 
+@dataclass(slots=True)
+class Piece:
+    """Batches of one append bound for one segment: ``chunk`` holds them back to back."""
+
+    segment: Any
+    file: Any  # what ``BaseLog._hold`` returned for the segment (released after the append)
+    chunk: memoryview
+    batches: list[BatchSpan]
+
+
+class PendingAppend:
+    """An append between ``BaseLog._begin`` and ``_publish``: offsets assigned and stamped,
+    bytes maybe written, nothing visible to readers yet."""
+
+    __slots__ = ("now", "undo", "pieces", "new_segments", "max_timestamp", "result")
+
+    def __init__(self, now: int, undo: Any) -> None:
+        self.now = now
+        self.undo = undo  # the active segment's state before the append (``_undo_point``)
+        self.pieces: list[Piece] = []
+        self.new_segments: list[Any] = []  # created by rolls; added to the log at publish
+        self.max_timestamp = -(2**63)
+        self.result: AppendResult | None = None
+
+    def add(self, segment: Any, file: Any, chunk: memoryview, batches: list[BatchSpan]) -> None:
+        self.pieces.append(Piece(segment, file, chunk, batches))
+
+
 @dataclass(frozen=True, slots=True)
 class ReadResult:
     """Whole batches (file slices to send, or bytes) plus the log's bounds at read time."""
@@ -64,6 +93,7 @@ class BaseLog:
         self._bases = [segment.base_offset for segment in segments]
         self._lock = threading.Lock()
         self._closed = False
+        self._pending: PendingAppend | None = None  # the append in progress (one at a time)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -110,6 +140,14 @@ class BaseLog:
         Rolls to a new segment before a batch that would overflow ``segment_bytes``, arrives
         more than ``segment_ms`` after the segment's first append, or whose offsets would not fit
         the u32 relative offsets. Work is per batch; records are never decoded.
+
+        Three steps: offsets are assigned and new segments created under the lock (``_begin``);
+        the bytes are written *without* the lock (``_write_piece``), beyond what any reader,
+        flush or retention looks at; then they are made visible under the lock (``_publish``).
+        So an append may run in a worker thread while the event loop reads this log, and the
+        loop never waits on the lock for the length of a large write. One append at a time:
+        another one started meanwhile raises ``StorageError`` (the caller serialises them).
+        A failure leaves the log as it was before and raises ``StorageError``.
         """
         view = memoryview(batches)
         if view.readonly:
@@ -121,33 +159,78 @@ class BaseLog:
         for _, size in spans:
             if size > limit:
                 raise RecordTooLargeError(f"batch of {size} bytes exceeds max_message_bytes {limit}")
+        pending = self._begin(view, spans)
+        try:
+            for piece in pending.pieces:
+                self._write_piece(piece)
+            with self._lock:
+                self._check_open()
+                self._publish(pending)
+        except OSError as exc:
+            with self._lock:
+                self._abandon(pending)
+            raise StorageError(
+                f"append to {self.label} failed and was undone: {exc.strerror or exc}"
+            ) from exc
+        except BaseException:
+            with self._lock:
+                self._abandon(pending)
+            raise
+        finally:
+            with self._lock:
+                self._pending = None
+            self._release(pending)
+        return pending.result
+
+    def _begin(self, view: memoryview, spans: list[tuple[int, int]]) -> PendingAppend:
+        """Under the lock: stamp offsets, split the batches into one piece per segment they go
+        to, creating (not yet adding) the segments this append rolls to."""
         with self._lock:
             self._check_open()
-            return self._append_locked(view, spans)
+            if self._pending is not None:
+                raise StorageError(f"another append to {self.label} is in progress")
+            now = self._now_ms()
+            first = offset = self.log_end_offset
+            active = self._segments[-1]
+            pending = PendingAppend(now, self._undo_point(active))
+            self._pending = pending
+            try:
+                chunk_start = spans[0][0]
+                batches: list[BatchSpan] = []
+                for pos, size in spans:
+                    header = BatchHeader._make(HEADER.unpack_from(view, pos))
+                    last = offset + header.last_offset_delta
+                    if self._should_roll(active, pos - chunk_start, size, last, now):
+                        if batches:
+                            pending.add(active, self._hold(active), view[chunk_start:pos], batches)
+                        active = self._create_segment(offset)
+                        pending.new_segments.append(active)
+                        chunk_start, batches = pos, []
+                    stamp(view[pos : pos + size], offset)
+                    batches.append((pos - chunk_start, offset, last, header.max_timestamp))
+                    pending.max_timestamp = max(pending.max_timestamp, header.max_timestamp)
+                    offset = last + 1
+                end = spans[-1][0] + spans[-1][1]
+                pending.add(active, self._hold(active), view[chunk_start:end], batches)
+            except OSError as exc:
+                self._abandon(pending)
+                self._pending = None
+                self._release(pending)
+                raise StorageError(
+                    f"append to {self.label} failed and was undone: {exc.strerror or exc}"
+                ) from exc
+            pending.result = AppendResult(first, offset - 1, pending.max_timestamp)
+            return pending
 
-    def _append_locked(self, view: memoryview, spans: list[tuple[int, int]]) -> AppendResult:
-        now = self._now_ms()
-        first = offset = self.log_end_offset
-        max_timestamp = None
+    def _publish(self, pending: PendingAppend) -> None:
+        """Under the lock: make the written pieces part of the log, sealing what it rolled past."""
         active = self._segments[-1]
-        chunk_start = spans[0][0]
-        pending: list[BatchSpan] = []
-        for pos, size in spans:
-            header = BatchHeader._make(HEADER.unpack_from(view, pos))
-            last = offset + header.last_offset_delta
-            if self._should_roll(active, pos - chunk_start, size, last, now):
-                if pending:
-                    active.append(view[chunk_start:pos], pending, now)
-                active = self._roll(offset)
-                chunk_start, pending = pos, []
-            stamp(view[pos : pos + size], offset)
-            pending.append((pos - chunk_start, offset, last, header.max_timestamp))
-            if max_timestamp is None or header.max_timestamp > max_timestamp:
-                max_timestamp = header.max_timestamp
-            offset = last + 1
-        end = spans[-1][0] + spans[-1][1]
-        active.append(view[chunk_start:end], pending, now)
-        return AppendResult(first, offset - 1, max_timestamp)
+        for piece in pending.pieces:
+            if piece.segment is not active:
+                self._seal(active)
+                self._add_segment(piece.segment)
+                active = piece.segment
+            piece.segment.publish(piece.chunk, piece.batches, pending.now)
 
     def _should_roll(self, segment: Any, pending: int, size: int, last_offset: int, now: int) -> bool:
         used = segment.size + pending
@@ -165,9 +248,44 @@ class BaseLog:
         self._bases.append(segment.base_offset)
         return segment
 
-    def _roll(self, base_offset: int) -> Any:
-        """Hook: seal the active segment and start a new one at ``base_offset``."""
+    def _drop_added(self, segments: list[Any]) -> None:
+        """Remove those of ``segments`` (an abandoned append's new ones) that were added."""
+        while len(self._segments) > 1 and any(self._segments[-1] is s for s in segments):
+            del self._segments[-1], self._bases[-1]
+
+    @staticmethod
+    def _release(pending: PendingAppend) -> None:
+        for piece in pending.pieces:
+            if piece.file is not None:
+                piece.file.release()
+
+    # -- backend hooks for appends -------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """How errors name this log."""
+        return "the log"
+
+    def _create_segment(self, base_offset: int) -> Any:
+        """A new, empty segment starting at ``base_offset``, not yet part of the log."""
         raise NotImplementedError
+
+    def _seal(self, segment: Any) -> None:
+        """``segment`` stops being the active one (the log rolled past it)."""
+
+    def _undo_point(self, active: Any) -> Any:
+        """What ``_abandon`` needs to put the active segment back as it is now."""
+
+    def _hold(self, segment: Any) -> Any:
+        """A reference keeping ``segment``'s storage writable during the unlocked write
+        (released with ``release()`` after the append), or None."""
+
+    def _write_piece(self, piece: Piece) -> None:
+        """Write a piece's bytes past the end of its segment (no lock held)."""
+
+    def _abandon(self, pending: PendingAppend) -> None:
+        """Under the lock: undo whatever part of ``pending`` was written or published."""
+        self._drop_added(pending.new_segments)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -237,8 +355,13 @@ class BaseLog:
         segments the snapshot replaces can then be deleted whole.)"""
         with self._lock:
             self._check_open()
-            if self._segments[-1].size:
-                self._roll(self.log_end_offset)
+            if self._pending is not None:
+                raise StorageError(f"cannot roll {self.label} while an append is in progress")
+            active = self._segments[-1]
+            if active.size:
+                segment = self._create_segment(self.log_end_offset)
+                self._seal(active)
+                self._add_segment(segment)
 
     def delete_before(self, offset: int) -> int:
         """Delete the whole segments that hold only offsets below ``offset``, oldest first,

@@ -21,7 +21,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from sluice.broker.storage.base import AppendResult, BaseLog, ReadResult, wall_clock_ms
+from sluice.broker.storage.base import (
+    AppendResult,
+    BaseLog,
+    PendingAppend,
+    Piece,
+    ReadResult,
+    wall_clock_ms,
+)
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import (
     LOG_SUFFIX,
@@ -31,6 +38,7 @@ from sluice.broker.storage.files import (
     fdatasync_path,
     fsync_dir,
     parse_segment_name,
+    write_all,
 )
 from sluice.broker.storage.segment import Segment, iter_headers
 from sluice.protocol.batch import BatchHeader
@@ -174,37 +182,43 @@ class FileLog(BaseLog):
         if self._failed:
             raise StorageError(f"{self.directory.name} needs recovery: {self._failed}")
 
-    def _append_locked(self, view: memoryview, spans: list[tuple[int, int]]) -> AppendResult:
-        count = len(self._segments)
-        snapshot = self._segments[-1].snapshot()
-        try:
-            return super()._append_locked(view, spans)
-        except OSError as exc:
-            self._undo_append(count, snapshot)
-            raise StorageError(
-                f"append to {self.directory.name} failed and was undone: {exc.strerror or exc}"
-            ) from exc
+    @property
+    def label(self) -> str:
+        return self.directory.name
 
-    def _undo_append(self, count: int, snapshot: tuple) -> None:
-        """Put the log back as it was before a failed append: drop segments it rolled to,
-        cut the formerly active one back (un-sealing it)."""
+    def _create_segment(self, base_offset: int) -> Segment:
+        self._dir_dirty = True
+        return Segment.create(self.directory, base_offset, self._config.index_interval_bytes)
+
+    def _seal(self, segment: Segment) -> None:
+        segment.seal()
+        self._use(segment)
+
+    def _undo_point(self, active: Segment) -> tuple:
+        return active.snapshot()
+
+    def _hold(self, segment: Segment) -> SegmentFile:
+        # Retained: a topic delete during an unlocked write closes the segment, not this fd.
+        return segment.file().retain()
+
+    def _write_piece(self, piece: Piece) -> None:
+        write_all(piece.file.fileno(), piece.chunk)
+
+    def _abandon(self, pending: PendingAppend) -> None:
+        """Put the log back as it was before a failed append: drop the segments it rolled to,
+        cut the formerly active one back (un-sealing it) -- also past bytes written but never
+        published."""
         try:
-            for segment in self._segments[count:]:
+            self._drop_added(pending.new_segments)
+            for segment in pending.new_segments:
+                self._loaded.pop(segment, None)
                 segment.delete()
-            del self._segments[count:], self._bases[count:]
-            active = self._segments[-1]
-            self._loaded.pop(active, None)
-            active.restore(snapshot)
+            if not self._closed:
+                active = self._segments[-1]
+                self._loaded.pop(active, None)
+                active.restore(pending.undo)
         except OSError as exc:
             self._failed = f"undoing a failed append also failed: {exc}"
-
-    def _roll(self, base_offset: int) -> Segment:
-        previous = self._segments[-1]
-        previous.seal()
-        segment = self._add_segment(Segment.create(self.directory, base_offset, self._config.index_interval_bytes))
-        self._use(previous)
-        self._dir_dirty = True
-        return segment
 
     def reconfigure(self, config: TopicConfig) -> None:
         super().reconfigure(config)

@@ -29,7 +29,8 @@ class MemorySegment:
         self._bases: list[int] = []
         self._max_ts: list[int] = []
 
-    def append(self, chunk: memoryview, batches: list[BatchSpan], now_ms: int) -> None:
+    def publish(self, chunk: memoryview, batches: list[BatchSpan], now_ms: int) -> None:
+        """Keep a copy of ``chunk``'s batches (nothing is written before: no files)."""
         ends = [pos for pos, *_ in batches[1:]] + [len(chunk)]
         for (pos, base, _, max_ts), end in zip(batches, ends, strict=True):
             self._batches.append(bytes(chunk[pos:end]))
@@ -75,8 +76,12 @@ class MemoryLog(BaseLog):
     def __init__(self, config: TopicConfig, now_ms: Callable[[], int] = wall_clock_ms) -> None:
         super().__init__(config, now_ms, [MemorySegment(0)])
 
-    def _roll(self, base_offset: int) -> MemorySegment:
-        return self._add_segment(MemorySegment(base_offset))
+    @property
+    def label(self) -> str:
+        return "the in-memory log"
+
+    def _create_segment(self, base_offset: int) -> MemorySegment:
+        return MemorySegment(base_offset)
 
     @property
     def flushed_offset(self) -> int:

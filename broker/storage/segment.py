@@ -25,7 +25,6 @@ from sluice.broker.storage.files import (
     SegmentFile,
     open_append,
     segment_path,
-    write_all,
 )
 from sluice.broker.storage.index import U32_MAX, CorruptIndexError, OffsetIndex, TimeIndex
 from sluice.protocol.batch import (
@@ -393,13 +392,10 @@ class Segment:
 
     # -- appending ---------------------------------------------------------------------------
 
-    def append(self, chunk: memoryview, batches: list[BatchSpan], now_ms: int) -> None:
-        """Write ``chunk`` (whole, already stamped batches) at the end, then index it.
-
-        On ``OSError`` the segment's state is unchanged (the file may hold part of ``chunk``;
-        the log truncates it back with ``restore``)."""
+    def publish(self, chunk: memoryview, batches: list[BatchSpan], now_ms: int) -> None:
+        """Make ``chunk`` part of the segment: whole, stamped batches the log has just written
+        at the end of the file (readers only ever look up to ``size``). Indexes them."""
         start = self.size
-        write_all(self.file().fileno(), chunk)
         self._index((start + pos, base, max_ts) for pos, base, _, max_ts in batches)
         self.size = start + len(chunk)
         self.end_offset = batches[-1][2] + 1

@@ -215,7 +215,7 @@ def test_failed_write_is_undone(tmp_path, monkeypatch, allow):
     log.flush()
     before = (log.log_end_offset, log.segment_count, log.size_bytes)
     files_before = {p.name: p.stat().st_size for p in path.iterdir()}
-    monkeypatch.setattr("sluice.broker.storage.segment.write_all", FailingWrite(allow))
+    monkeypatch.setattr("sluice.broker.storage.log.write_all", FailingWrite(allow))
     buf = bytearray(b"".join(make_batch(12 + 3 * i, 3) for i in range(6)))
     with pytest.raises(StorageError, match="No space left"):
         log.append(buf)
