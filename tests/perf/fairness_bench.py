@@ -15,7 +15,8 @@ Per broker build and repetition, on one broker process:
 
 ``--baseline REV`` runs the same measurements against the broker (and protocol) of git
 revision REV first, extracted to a temporary directory (the clients are this checkout's), so
-before and after are measured side by side in one run. The table shows the median of the
+before and after are measured side by side in one run; ``--candidate REV`` measures a
+revision instead of the working tree (so edits during a long run change nothing). The table shows the median of the
 repetitions and every repetition; "loaded / quiet p99" is the figure issue 13 asks to keep
 within 10x. A benchmark, not a test: nothing here asserts a speed.
 """
@@ -94,6 +95,12 @@ class Build:
             proc.kill()
             raise RuntimeError(f"{self.label}: broker did not start: {line!r}")
         return proc, int(line.rsplit(":", 1)[1])
+
+
+def revision_build(role: str, rev: str, into: Path) -> Build:
+    short = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    return Build(f"{role} {short}", extract_revision(rev, into))
 
 
 def extract_revision(rev: str, into: Path) -> Path:
@@ -208,39 +215,48 @@ def measure(build: Build, args: argparse.Namespace, workdir: Path) -> dict[str, 
 
     proc, port = build.start(workdir)
     try:
-        for rep in range(args.reps):
-            print(f"{build.label}: repetition {rep + 1}/{args.reps} (load average "
-                  f"{os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-            with MetadataProbe(port) as probe:
-                quiet = small_pair(port, proc.pid, args, rep, "quiet")
-            add("quiet e2e p50 ms", quiet["p50_ms"])
-            add("quiet e2e p99 ms", quiet["p99_ms"])
-            add("quiet e2e max ms", quiet["max_ms"])
-            add("quiet metadata p99 ms", percentile(sorted(probe.rtts_ms), 99))
-            create_heavy_topic(port)
-            heavy = subprocess.Popen(
-                [sys.executable, __file__, "heavy", str(port), str(args.heavy_in_flight)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )
-            try:
-                time.sleep(0.5)  # let the heavy producer reach full speed
-                with MetadataProbe(port) as probe:
-                    loaded = small_pair(port, proc.pid, args, rep, "loaded")
-            finally:
-                out, _ = heavy.communicate(timeout=120)  # closing stdin stops it
-            delete_heavy_topic(port)
-            figures = json.loads(out)
-            add("loaded e2e p50 ms", loaded["p50_ms"])
-            add("loaded e2e p99 ms", loaded["p99_ms"])
-            add("loaded e2e max ms", loaded["max_ms"])
-            add("loaded metadata p99 ms", percentile(sorted(probe.rtts_ms), 99))
-            add("loaded metadata max ms", max(probe.rtts_ms, default=float("nan")))
-            add("heavy producer MiB/s", figures["mib_per_s"])
-            add("loaded / quiet e2e p99", loaded["p99_ms"] / quiet["p99_ms"])
+        measure_on(build, proc, port, args, add)
+    except BaseException:
+        log = (workdir / "broker.log").read_text(errors="replace")[-2000:]
+        print(f"{build.label}: the run failed; broker exit code {proc.poll()}; its log ends:\n"
+              f"{log}", file=sys.stderr)
+        raise
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     return rows
+
+
+def measure_on(build: Build, proc: subprocess.Popen, port: int, args, add) -> None:
+    for rep in range(args.reps):
+        print(f"{build.label}: repetition {rep + 1}/{args.reps} (load average "
+              f"{os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+        with MetadataProbe(port) as probe:
+            quiet = small_pair(port, proc.pid, args, rep, "quiet")
+        add("quiet e2e p50 ms", quiet["p50_ms"])
+        add("quiet e2e p99 ms", quiet["p99_ms"])
+        add("quiet e2e max ms", quiet["max_ms"])
+        add("quiet metadata p99 ms", percentile(sorted(probe.rtts_ms), 99))
+        create_heavy_topic(port)
+        heavy = subprocess.Popen(
+            [sys.executable, __file__, "heavy", str(port), str(args.heavy_in_flight)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            time.sleep(0.5)  # let the heavy producer reach full speed
+            with MetadataProbe(port) as probe:
+                loaded = small_pair(port, proc.pid, args, rep, "loaded")
+        finally:
+            out, _ = heavy.communicate(timeout=120)  # closing stdin stops it
+        delete_heavy_topic(port)
+        figures = json.loads(out)
+        add("loaded e2e p50 ms", loaded["p50_ms"])
+        add("loaded e2e p99 ms", loaded["p99_ms"])
+        add("loaded e2e max ms", loaded["max_ms"])
+        add("loaded metadata p99 ms", percentile(sorted(probe.rtts_ms), 99))
+        add("loaded metadata max ms", max(probe.rtts_ms, default=float("nan")))
+        add("heavy producer MiB/s", figures["mib_per_s"])
+        add("loaded / quiet e2e p99", loaded["p99_ms"] / quiet["p99_ms"])
 
 
 def table(results: dict[str, dict[str, list[float]]], reps: int) -> str:
@@ -265,6 +281,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", metavar="REV",
                         help="also measure the broker of this git revision, first")
+    parser.add_argument("--candidate", metavar="REV",
+                        help="measure the broker of this git revision instead of the working tree")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0, help="measured e2e seconds")
     parser.add_argument("--warmup", type=float, default=0.5, help="e2e warm-up seconds")
@@ -281,10 +299,11 @@ def main(argv: list[str]) -> int:
     try:
         builds = []
         if args.baseline:
-            rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.baseline],
-                                 capture_output=True, text=True, check=True).stdout.strip()
-            builds.append(Build(f"baseline {rev}", extract_revision(args.baseline, tmp / "base")))
-        builds.append(Build("this checkout", None))
+            builds.append(revision_build("baseline", args.baseline, tmp / "baseline"))
+        if args.candidate:
+            builds.append(revision_build("candidate", args.candidate, tmp / "candidate"))
+        else:
+            builds.append(Build("this checkout", None))
         results = {}
         for i, build in enumerate(builds):
             build.check_imports()
