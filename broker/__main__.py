@@ -93,15 +93,25 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
-    except SluiceError as exc:
-        print(f"sluice broker: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"sluice broker: {exc.strerror or exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 0
+    except BaseException as exc:
+        cause = _sole_error(exc)  # trio's nurseries wrap a startup error in a group
+        if isinstance(cause, SluiceError):
+            print(f"sluice broker: {cause}", file=sys.stderr)
+            return 1
+        if isinstance(cause, OSError):
+            print(f"sluice broker: {cause.strerror or cause}", file=sys.stderr)
+            return 1
+        raise
     return 0
+
+
+def _sole_error(exc: BaseException) -> BaseException:
+    """The one error inside (nested) single-member exception groups, else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def main(argv: list[str] | None = None) -> int:

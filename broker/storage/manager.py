@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sluice.broker.storage.base import wall_clock_ms
 from sluice.broker.storage.config import TopicConfig
-from sluice.broker.storage.files import CorruptLogError, atomic_write, fsync_dir
+from sluice.broker.storage.files import CorruptLogError, DirectoryLock, atomic_write, fsync_dir
 from sluice.broker.storage.log import DEFAULT_MAX_OPEN_SEGMENTS, FileLog
 from sluice.broker.storage.memory import MemoryLog
 from sluice.protocol.errors import (
@@ -104,6 +104,7 @@ class LogManager:
         self.repair = set(repair)  # "topic-p" names whose recovery may cut below the floor
         self._checkpoint_lock = threading.Lock()  # checkpoints run in threads and on the loop
         self.was_clean = True  # how the last open found the data directory
+        self._dir_lock: DirectoryLock | None = None
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -117,9 +118,19 @@ class LogManager:
     # -- open / close ------------------------------------------------------------------------
 
     def open(self) -> LogManager:
-        """Load the topics and open every partition, recovering after an unclean stop."""
+        """Lock the data directory, load the topics and open every partition, recovering after
+        an unclean stop. Raises ``DataDirectoryInUseError`` if another broker holds it."""
         if self.memory:
             return self
+        assert self.data_dir is not None
+        self._dir_lock = DirectoryLock.acquire(self.data_dir)  # before anything is read
+        try:
+            return self._open_locked()
+        except BaseException:
+            self._dir_lock.release()
+            raise
+
+    def _open_locked(self) -> LogManager:
         self._path(META_DIR).mkdir(parents=True, exist_ok=True)
         marker = self._path(CLEAN_SHUTDOWN_FILE)
         self.was_clean = marker.exists()
@@ -177,16 +188,23 @@ class LogManager:
                     shutil.rmtree(entry.path, ignore_errors=True)
 
     def close(self) -> None:
-        """Close every log, checkpoint, then (last, durably) write the clean-shutdown marker."""
-        for log in self._logs.values():
-            log.close()
-        if self.memory:
-            return
-        self.checkpoint_recovery_points()
-        if self.offline:  # the next start must look at them again
-            storage_log.warning("not marking a clean shutdown: %d partition(s) offline", len(self.offline))
-            return
-        atomic_write(self._path(CLEAN_SHUTDOWN_FILE), b"")
+        """Close every log, checkpoint, then (last, durably) write the clean-shutdown marker;
+        release the data directory's lock after that last write."""
+        try:
+            for log in self._logs.values():
+                log.close()
+            if self.memory:
+                return
+            self.checkpoint_recovery_points()
+            if self.offline:  # the next start must look at them again
+                storage_log.warning(
+                    "not marking a clean shutdown: %d partition(s) offline", len(self.offline)
+                )
+                return
+            atomic_write(self._path(CLEAN_SHUTDOWN_FILE), b"")
+        finally:
+            if self._dir_lock is not None:
+                self._dir_lock.release()
 
     def checkpoint_recovery_points(self) -> None:
         """Persist each log's ``flushed_offset``: recovery re-validates from there."""

@@ -57,3 +57,9 @@ class GatedWrite:
         self.release.wait(self.limit_s)
         write_all(fd, data)
         self.events.append("write done")
+
+
+def crash(manager) -> None:
+    """What a crash leaves of an open ``LogManager``: its files as they are, and its data
+    directory's lock dropped (the kernel releases a dead process's ``flock``)."""
+    manager._dir_lock.release()

@@ -15,7 +15,7 @@ from sluice.protocol.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from storage_helpers import fill, make_batch, values
+from storage_helpers import crash, fill, make_batch, values
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_bad_topic_names(data_dir, name):
     manager = LogManager(data_dir).open()
     with pytest.raises(InvalidTopicError):
         manager.create_topic(name)
-    assert manager.topics() == {} and os.listdir(data_dir) == ["meta"]
+    assert manager.topics() == {} and sorted(os.listdir(data_dir)) == [".lock", "meta"]
 
 
 def test_good_topic_names():
@@ -102,6 +102,7 @@ def test_unclean_reopen_recovers_from_checkpointed_points(data_dir):
     last = sorted((data_dir / "t-0").glob("*.log"))[-1]
     with open(last, "ab") as f:
         f.write(b"\xff" * 100)  # torn tail after the crash
+    crash(manager)
     manager = LogManager(data_dir, TopicConfig(segment_bytes=2_000)).open()
     assert not manager.was_clean
     log = manager.get_log("t", 0)
@@ -122,7 +123,7 @@ def test_crash_between_topics_json_and_directories_is_repaired(data_dir):
     del topics["gone"]
     (data_dir / "meta" / "topics.json").write_text(json.dumps(topics))
     manager = LogManager(data_dir).open()
-    assert sorted(os.listdir(data_dir)) == ["keep-0", "keep-1", "meta"]
+    assert sorted(os.listdir(data_dir)) == [".lock", "keep-0", "keep-1", "meta"]
     assert manager.get_log("keep", 1).log_end_offset == 0
 
 
