@@ -93,25 +93,22 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
-    except KeyboardInterrupt:
-        return 0
-    except BaseException as exc:
-        cause = _sole_error(exc)  # trio's nurseries wrap a startup error in a group
-        if isinstance(cause, SluiceError):
-            print(f"sluice broker: {cause}", file=sys.stderr)
+    except BaseException as raised:
+        # A failure to start (a refused data directory, a port in use) comes out of the
+        # nurseries wrapped in exception groups: say it in one line.
+        exc = raised
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if isinstance(exc, SluiceError):
+            print(f"sluice broker: {exc}", file=sys.stderr)
             return 1
-        if isinstance(cause, OSError):
-            print(f"sluice broker: {cause.strerror or cause}", file=sys.stderr)
+        if isinstance(exc, OSError):
+            print(f"sluice broker: {exc.strerror or exc}", file=sys.stderr)
             return 1
+        if isinstance(exc, KeyboardInterrupt):
+            return 0
         raise
     return 0
-
-
-def _sole_error(exc: BaseException) -> BaseException:
-    """The one error inside (nested) single-member exception groups, else ``exc`` itself."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def main(argv: list[str] | None = None) -> int:
