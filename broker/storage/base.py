@@ -323,9 +323,16 @@ class BaseLog:
     # -- retention ---------------------------------------------------------------------------
 
     def enforce_retention(self, now_ms: int | None = None) -> int:
-        """Delete whole segments from the oldest while one of them breaks the time rule
-        (``now - largest timestamp > retention_ms``) or the size rule (``size - its size >=
-        retention_bytes``); never the active segment. Returns how many were deleted."""
+        """Delete whole segments from the oldest while one of them breaks the time rule or the
+        size rule (``size - its size >= retention_bytes``); never the active segment. Returns
+        how many were deleted.
+
+        Time rule: ``now - max(largest timestamp, last append) > retention_ms``. Kafka uses the
+        largest timestamp alone, so records stamped long ago (a replay, a clock at 1970) are
+        deleted right after they are written; here a segment is also kept at least
+        ``retention_ms`` after its last append (the wall clock of that append, or after a
+        restart the ``.log`` file's modification time). Future timestamps keep a segment
+        until they are ``retention_ms`` in the past, as in Kafka."""
         with self._lock:
             self._check_open()
             now = self._now_ms() if now_ms is None else now_ms
@@ -334,11 +341,11 @@ class BaseLog:
             removed = 0
             while len(self._segments) > 1:
                 oldest = self._segments[0]
-                largest = oldest.largest_timestamp
+                newest = _newest(oldest.largest_timestamp, oldest.last_append_ms)
                 by_time = (
                     config.retention_ms >= 0
-                    and largest is not None
-                    and now - largest > config.retention_ms
+                    and newest is not None
+                    and now - newest > config.retention_ms
                 )
                 by_size = config.retention_bytes >= 0 and total - oldest.size >= config.retention_bytes
                 if not (by_time or by_size):
@@ -382,3 +389,9 @@ class BaseLog:
 
     def _discard(self, segment: Any) -> None:
         """Hook: release a segment that retention removed from the log."""
+
+
+def _newest(*stamps: int | None) -> int | None:
+    """The latest of the known ``stamps`` (None if none is known)."""
+    known = [stamp for stamp in stamps if stamp is not None]
+    return max(known) if known else None

@@ -18,12 +18,14 @@ from sluice.protocol.batch import BatchHeader, parse_header
 class MemorySegment:
     """Batches ``[base_offset, end_offset)`` as separate ``bytes``; ``_bases`` is parallel."""
 
-    __slots__ = ("base_offset", "end_offset", "size", "created_ms", "largest_timestamp", "_batches", "_bases", "_max_ts")
+    __slots__ = ("base_offset", "end_offset", "size", "created_ms", "last_append_ms",
+                 "largest_timestamp", "_batches", "_bases", "_max_ts")
 
     def __init__(self, base_offset: int) -> None:
         self.base_offset = self.end_offset = base_offset
         self.size = 0
         self.created_ms: int | None = None
+        self.last_append_ms: int | None = None
         self.largest_timestamp: int | None = None
         self._batches: list[bytes] = []
         self._bases: list[int] = []
@@ -42,6 +44,7 @@ class MemorySegment:
         self.end_offset = batches[-1][2] + 1
         if self.created_ms is None:
             self.created_ms = now_ms
+        self.last_append_ms = now_ms
 
     def _index_of(self, offset: int) -> int:
         return max(bisect_right(self._bases, offset) - 1, 0)

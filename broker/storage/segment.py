@@ -162,6 +162,7 @@ class Segment:
         "size",
         "end_offset",
         "created_ms",
+        "_last_append_ms",
         "sealed",
         "offset_index",
         "time_index",
@@ -187,6 +188,7 @@ class Segment:
         self.size = size
         self.end_offset = end_offset
         self.created_ms: int | None = None  # wall clock of the first append (segment_ms rolls)
+        self._last_append_ms: int | None = None  # wall clock of the last append (retention)
         self.sealed = sealed
         self.offset_index = OffsetIndex(segment_path(directory, base_offset, INDEX_SUFFIX))
         self.time_index = TimeIndex(segment_path(directory, base_offset, TIMEINDEX_SUFFIX))
@@ -401,6 +403,7 @@ class Segment:
         self.end_offset = batches[-1][2] + 1
         if self.created_ms is None:
             self.created_ms = now_ms
+        self._last_append_ms = now_ms
 
     def snapshot(self) -> tuple:
         """State to ``restore`` if an append fails part way."""
@@ -408,6 +411,7 @@ class Segment:
             self.size,
             self.end_offset,
             self.created_ms,
+            self._last_append_ms,
             self._max_timestamp,
             self._last_batch_offset,
             len(self.offset_index),
@@ -420,6 +424,7 @@ class Segment:
             self.size,
             self.end_offset,
             self.created_ms,
+            self._last_append_ms,
             self._max_timestamp,
             self._last_batch_offset,
             offset_entries,
@@ -501,6 +506,17 @@ class Segment:
             if header.max_timestamp >= timestamp:
                 return header.base_offset, header.max_timestamp
         return None
+
+    @property
+    def last_append_ms(self) -> int | None:
+        """Wall clock of the last append: remembered since this process appended to the
+        segment, else the ``.log`` file's modification time (None if it is gone)."""
+        if self._last_append_ms is None and self.size:
+            try:
+                self._last_append_ms = os.stat(self.log_path).st_mtime_ns // 1_000_000
+            except FileNotFoundError:
+                return None
+        return self._last_append_ms
 
     @property
     def largest_timestamp(self) -> int | None:
