@@ -165,6 +165,8 @@ class BrokerState:
                 await trio.to_thread.run_sync(job)
             except (OSError, StorageError) as exc:  # e.g. disk full: keep serving, try again
                 log.error("%s failed: %s", job.__name__, exc)
+            except Exception:  # a bug: log it, keep serving, try again next time
+                log.exception("%s failed unexpectedly", job.__name__)
 
     def checkpoint(self) -> None:
         """Persist recovery points and producer state, so a crash replays only the tail."""

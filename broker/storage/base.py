@@ -121,6 +121,10 @@ class BaseLog:
     def segment_count(self) -> int:
         return len(self._segments)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError("the log is closed")

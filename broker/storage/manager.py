@@ -300,5 +300,15 @@ class LogManager:
         return iter(list(self._logs.items()))
 
     def enforce_retention(self, now_ms: int | None = None) -> int:
-        """Apply every log's retention; returns the number of segments deleted."""
-        return sum(log.enforce_retention(now_ms) for log in self._logs.values())
+        """Apply every log's retention; returns the number of segments deleted.
+
+        Runs in a worker thread while the event loop may create or delete topics: it walks a
+        snapshot of the logs, and skips one deleted meanwhile."""
+        removed = 0
+        for log in list(self._logs.values()):
+            try:
+                removed += log.enforce_retention(now_ms)
+            except StorageError:
+                if not log.closed:
+                    raise
+        return removed

@@ -160,3 +160,26 @@ def test_file_mode_opens_file_logs(data_dir):
     manager.create_topic("t")
     assert isinstance(manager.get_log("t", 0), FileLog)
     manager.close()
+
+
+def test_retention_while_topics_are_created_and_deleted(data_dir, monkeypatch):
+    """Found by tests/perf/fairness_bench.py: retention runs in a worker thread; a topic
+    created or deleted by the event loop meanwhile made it raise 'dictionary changed size
+    during iteration', which escaped the periodic task and stopped the whole broker."""
+    manager = LogManager(data_dir, TopicConfig(segment_bytes=500, retention_bytes=0)).open()
+    for name in ("a", "b", "c"):
+        manager.create_topic(name)
+        fill(manager.get_log(name, 0), 20)
+    first = manager.get_log("a", 0)
+    original = first.enforce_retention
+
+    def meanwhile(now_ms=None):  # the loop, between two logs of the walk
+        manager.create_topic("new")
+        manager.delete_topic("b")
+        manager.delete_topic("c")
+        return original(now_ms)
+
+    monkeypatch.setattr(first, "enforce_retention", meanwhile)
+    assert manager.enforce_retention() > 0  # a's; b and c were deleted meanwhile: skipped
+    assert first.segment_count == 1 and sorted(manager.topics()) == ["a", "new"]
+    manager.close()
