@@ -81,12 +81,9 @@ class Build:
             raise RuntimeError(f"{self.label}: the broker imports {out}, not {expected}")
 
     def start(self, workdir: Path) -> tuple[subprocess.Popen, int]:
-        config = workdir / "broker.toml"
-        # Retention every second keeps the heavy topic's disk use bounded (see create_topics).
-        config.write_text("retention_check_interval_s = 1.0\n")
         proc = subprocess.Popen(
             [sys.executable, "-m", "sluice.broker", "--data-dir", str(workdir / "data"),
-             "--port", "0", "--log-level", "WARNING", "--config", str(config)],
+             "--port", "0", "--log-level", "WARNING"],
             stdout=subprocess.PIPE, stderr=open(workdir / "broker.log", "ab"), env=self.env(),
             cwd=self.import_root or REPO,
         )
@@ -194,9 +191,9 @@ def small_pair(port: int, pid: int, args: argparse.Namespace, rep: int, phase: s
 
 def create_heavy_topic(port: int) -> None:
     client = Client(port)
+    # Deleted after each repetition, which bounds the disk it takes (about 1 GiB).
     response = client.request(m.CreateTopicsRequest(topics=[m.TopicSpec(
-        name=HEAVY_TOPIC, partitions=1,
-        configs={"segment_bytes": 64 * MIB, "retention_bytes": 256 * MIB})]))
+        name=HEAVY_TOPIC, partitions=1, configs={"segment_bytes": 64 * MIB})]))
     client.close()
     assert response.topics[0].error == 0, response
 
