@@ -88,8 +88,8 @@ async def serve(
                                 acceptors.start_soon(_accept_loop, listener, state, connections, sessions)
 
                 sessions.start_soon(accept_all)
-                if handle_signals:
-                    sessions.start_soon(_watch_signals, shutdown)
+                if handle_signals:  # before saying it listens: a SIGTERM right after is clean
+                    await sessions.start(_watch_signals, shutdown)
                 log.info("listening on %s:%d", config.host, sockname[1])
                 task_status.started(handle)
                 await shutdown.wait()
@@ -108,8 +108,9 @@ async def serve(
             log.info("logs flushed and closed cleanly")
 
 
-async def _watch_signals(shutdown: trio.Event) -> None:
+async def _watch_signals(shutdown: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
             log.info("received %s", signal.Signals(signum).name)
             shutdown.set()
