@@ -34,6 +34,7 @@ from sluice.protocol.errors import (
     OffsetOutOfRangeError,
     RecordTooLargeError,
     RequestTimedOutError,
+    StorageError,
     UnknownTopicOrPartitionError,
 )
 from sluice.protocol.slices import FileSlice
@@ -309,6 +310,11 @@ def _read_one(state: BrokerState, want: m.FetchPartition, max_bytes: int) -> m.F
     except ApiError as exc:
         return m.FetchPartitionData(
             topic=want.topic, partition=want.partition, error=exc.code, message=exc.message
+        )
+    except OSError as exc:  # e.g. no descriptor left to open an older segment with
+        error = StorageError(f"cannot read {want.topic}[{want.partition}]: {exc.strerror or exc}")
+        return m.FetchPartitionData(
+            topic=want.topic, partition=want.partition, error=error.code, message=error.message
         )
     return m.FetchPartitionData(
         topic=want.topic, partition=want.partition, high_watermark=plog.log_end_offset,

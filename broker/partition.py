@@ -96,6 +96,15 @@ class Partition:
                 raise
 
     def _append_inline(self, records, headers: Sequence[BatchHeader]) -> Appended:
+        if len(headers) == 1:  # the usual case, straight through
+            header = headers[0]
+            duplicate = self.producers.check(header)
+            if duplicate is not None:
+                return Appended(duplicate.first_offset, duplicate.last_offset)
+            result = self.log.append(records)
+            self.producers.record(header, result.base_offset)
+            self.wake_watchers()
+            return Appended(result.base_offset, result.last_offset)
         plan = _AppendPlan(self, records, headers)
         for piece in plan.pieces():
             plan.written(self.log.append(piece))

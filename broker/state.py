@@ -18,6 +18,7 @@ from pathlib import Path
 import msgpack
 import trio
 from sluice.broker.config import BrokerConfig
+from sluice.broker.descriptors import DescriptorBudget
 from sluice.broker.groups import OFFSETS_TOPIC, GroupCoordinator
 from sluice.broker.partition import Partition
 from sluice.broker.producers import ProducerStates
@@ -57,13 +58,16 @@ class ProducerIdAllocator:
 class BrokerState:
     """The logs and partitions of one broker, plus the tasks that maintain them."""
 
-    def __init__(self, config: BrokerConfig, manager: LogManager) -> None:
+    def __init__(
+        self, config: BrokerConfig, manager: LogManager, descriptors: DescriptorBudget | None = None
+    ) -> None:
         self.config = config
         self.manager = manager
+        # What holds open files (partitions, connections) against RLIMIT_NOFILE.
+        self.descriptors = descriptors or DescriptorBudget.from_rlimit(config.max_connections)
         self.partitions: dict[tuple[str, int], Partition] = {}
         self._scopes: dict[tuple[str, int], trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
-        self.open_connections = 0
         self.draining = False
         self._in_flight = 0
         self._drained = trio.Event()
@@ -86,6 +90,10 @@ class BrokerState:
                 OFFSETS_TOPIC, 0, manager.get_log(OFFSETS_TOPIC, 0)
             )
         self.groups = GroupCoordinator(self, self.partition(OFFSETS_TOPIC, 0))
+
+    @property
+    def open_connections(self) -> int:
+        return self.descriptors.connections
 
     # -- request accounting (for draining at shutdown) ------------------------------------------
 

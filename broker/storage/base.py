@@ -45,9 +45,10 @@ class Piece:
     """Batches of one append bound for one segment: ``chunk`` holds them back to back."""
 
     segment: Any
-    file: Any  # what ``BaseLog._hold`` returned for the segment (released after the append)
+    file: Any  # what ``BaseLog._hold`` returned for the segment
     chunk: memoryview
     batches: list[BatchSpan]
+    retained: bool = False  # ``file`` retained by ``keep_files_open``
 
 
 class PendingAppend:
@@ -66,6 +67,20 @@ class PendingAppend:
 
     def add(self, segment: Any, file: Any, chunk: memoryview, batches: list[BatchSpan]) -> None:
         self.pieces.append(Piece(segment, file, chunk, batches))
+
+    def keep_files_open(self) -> None:
+        """Under the log's lock, before the log closes its segments' files (closed or deleted
+        meanwhile): keep the ones this append is writing to open until it is over."""
+        for piece in self.pieces:
+            if piece.file is not None and not piece.retained:
+                piece.file.retain()
+                piece.retained = True
+
+    def release_files(self) -> None:
+        for piece in self.pieces:
+            if piece.retained:
+                piece.retained = False
+                piece.file.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +151,9 @@ class BaseLog:
         """Hook: make ``segment`` ready for reading (FileLog loads it lazily)."""
         return segment
 
+    def _settle(self, segment: Any) -> None:
+        """Hook: an operation on ``segment`` (got from ``_use``) is over."""
+
     # -- appending ---------------------------------------------------------------------------
 
     def append(self, batches: bytearray | memoryview) -> AppendResult:
@@ -165,26 +183,35 @@ class BaseLog:
                 raise RecordTooLargeError(f"batch of {size} bytes exceeds max_message_bytes {limit}")
         pending = self._begin(view, spans)
         try:
-            for piece in pending.pieces:
-                self._write_piece(piece)
-            with self._lock:
-                self._check_open()
-                self._publish(pending)
+            try:
+                for piece in pending.pieces:
+                    self._write_piece(piece)
+            except BaseException:
+                self._end(pending, publish=False)
+                raise
+            self._end(pending, publish=True)
         except OSError as exc:
-            with self._lock:
-                self._abandon(pending)
             raise StorageError(
                 f"append to {self.label} failed and was undone: {exc.strerror or exc}"
             ) from exc
-        except BaseException:
-            with self._lock:
-                self._abandon(pending)
-            raise
         finally:
-            with self._lock:
-                self._pending = None
-            self._release(pending)
+            pending.release_files()
         return pending.result
+
+    def _end(self, pending: PendingAppend, *, publish: bool) -> None:
+        """Under the lock, in one go: make the append visible (``_publish``), or undo it
+        (``_abandon``) if ``publish`` is False or publishing fails."""
+        with self._lock:
+            self._pending = None
+            if publish:
+                try:
+                    self._check_open()
+                    self._publish(pending)
+                    return
+                except BaseException:
+                    self._abandon(pending)
+                    raise
+            self._abandon(pending)
 
     def _begin(self, view: memoryview, spans: list[tuple[int, int]]) -> PendingAppend:
         """Under the lock: stamp offsets, split the batches into one piece per segment they go
@@ -219,7 +246,6 @@ class BaseLog:
             except OSError as exc:
                 self._abandon(pending)
                 self._pending = None
-                self._release(pending)
                 raise StorageError(
                     f"append to {self.label} failed and was undone: {exc.strerror or exc}"
                 ) from exc
@@ -231,8 +257,8 @@ class BaseLog:
         active = self._segments[-1]
         for piece in pending.pieces:
             if piece.segment is not active:
-                self._seal(active)
                 self._add_segment(piece.segment)
+                self._seal(active)
                 active = piece.segment
             piece.segment.publish(piece.chunk, piece.batches, pending.now)
 
@@ -257,12 +283,6 @@ class BaseLog:
         while len(self._segments) > 1 and any(self._segments[-1] is s for s in segments):
             del self._segments[-1], self._bases[-1]
 
-    @staticmethod
-    def _release(pending: PendingAppend) -> None:
-        for piece in pending.pieces:
-            if piece.file is not None:
-                piece.file.release()
-
     # -- backend hooks for appends -------------------------------------------------------------
 
     @property
@@ -275,14 +295,14 @@ class BaseLog:
         raise NotImplementedError
 
     def _seal(self, segment: Any) -> None:
-        """``segment`` stops being the active one (the log rolled past it)."""
+        """``segment`` is no longer the active one (the log rolled past it)."""
 
     def _undo_point(self, active: Any) -> Any:
         """What ``_abandon`` needs to put the active segment back as it is now."""
 
     def _hold(self, segment: Any) -> Any:
-        """A reference keeping ``segment``'s storage writable during the unlocked write
-        (released with ``release()`` after the append), or None."""
+        """What the unlocked write of a piece for ``segment`` writes to (FileLog: its
+        ``SegmentFile``), or None."""
 
     def _write_piece(self, piece: Piece) -> None:
         """Write a piece's bytes past the end of its segment (no lock held)."""
@@ -308,7 +328,11 @@ class BaseLog:
             self._check_range(offset)
             slices = []
             if offset < self.log_end_offset:
-                slices.append(self._use(self._segment_for(offset)).read(offset, max_bytes))
+                segment = self._use(self._segment_for(offset))
+                try:
+                    slices.append(segment.read(offset, max_bytes))
+                finally:
+                    self._settle(segment)
             return ReadResult(slices, self.log_start_offset, self.log_end_offset)
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
@@ -319,7 +343,10 @@ class BaseLog:
             for segment in self._segments:
                 largest = segment.largest_timestamp
                 if largest is not None and largest >= timestamp:
-                    found = self._use(segment).find_timestamp(timestamp)
+                    try:
+                        found = self._use(segment).find_timestamp(timestamp)
+                    finally:
+                        self._settle(segment)
                     if found is not None:
                         return found
             return None
@@ -370,9 +397,8 @@ class BaseLog:
                 raise StorageError(f"cannot roll {self.label} while an append is in progress")
             active = self._segments[-1]
             if active.size:
-                segment = self._create_segment(self.log_end_offset)
+                self._add_segment(self._create_segment(self.log_end_offset))
                 self._seal(active)
-                self._add_segment(segment)
 
     def delete_before(self, offset: int) -> int:
         """Delete the whole segments that hold only offsets below ``offset``, oldest first,

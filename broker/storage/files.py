@@ -84,6 +84,35 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+class HandleQuota:
+    """How many descriptors of sealed (no longer appended to) segments may stay open between
+    reads, across every log that shares this quota (a broker's). A log keeps a sealed
+    segment's descriptor after using it only with a token from here; without one it closes it
+    at once, and the next read opens it again (an open and a close, ~12 us here). So the
+    descriptors a broker keeps are one per partition (its active segment) plus at most
+    ``limit``. None: no limit (each log's own LRU still caps it). Thread-safe."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self._taken = 0
+        self._lock = threading.Lock()
+
+    @property
+    def taken(self) -> int:
+        return self._taken
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.limit is not None and self._taken >= self.limit:
+                return False
+            self._taken += 1
+            return True
+
+    def give(self) -> None:
+        with self._lock:
+            self._taken -= 1
+
+
 class CorruptLogError(StorageError):
     """Invalid data below a log's flushed offset: recovery refuses to truncate acknowledged
     records away (the operator may, deliberately: ``sluice broker --repair-truncate T-P``)."""

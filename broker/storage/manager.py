@@ -16,6 +16,7 @@ is kept. The operator can cut it deliberately by naming it in ``repair``
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -25,10 +26,17 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sluice.broker.storage.base import wall_clock_ms
 from sluice.broker.storage.config import TopicConfig
-from sluice.broker.storage.files import CorruptLogError, DirectoryLock, atomic_write, fsync_dir
+from sluice.broker.storage.files import (
+    CorruptLogError,
+    DirectoryLock,
+    HandleQuota,
+    atomic_write,
+    fsync_dir,
+)
 from sluice.broker.storage.log import DEFAULT_MAX_OPEN_SEGMENTS, FileLog
 from sluice.broker.storage.memory import MemoryLog
 from sluice.protocol.errors import (
@@ -49,6 +57,16 @@ _PARTITION_DIR = re.compile(r"(.+)-([0-9]+)")
 
 Log = FileLog | MemoryLog
 storage_log = logging.getLogger("sluice.storage")
+RAISE_HINT = "raise the open-files limit (ulimit -n, or LimitNOFILE= in a systemd unit)"
+
+
+class PartitionBudget(Protocol):
+    """What admits partitions that keep a file open (the broker's ``DescriptorBudget``)."""
+
+    def admit_partitions(self, count: int, topic: str | None = None) -> None:
+        """Count them in, or raise ``StorageError`` naming the limit (nothing counted)."""
+
+    def release_partitions(self, count: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +106,12 @@ class LogManager:
         memory: bool = False,
         max_open_segments: int = DEFAULT_MAX_OPEN_SEGMENTS,
         repair: Collection[str] = (),
+        descriptors: PartitionBudget | None = None,
+        quota: HandleQuota | None = None,
     ) -> None:
+        """``descriptors``: admits the partitions this manager opens files for (at open and
+        topic creation), or refuses them whole; ``quota``: shared by its logs (see
+        ``HandleQuota``)."""
         if data_dir is None and not memory:
             raise ValueError("a data directory is required unless memory=True")
         self.data_dir = data_dir
@@ -104,6 +127,8 @@ class LogManager:
         self.repair = set(repair)  # "topic-p" names whose recovery may cut below the floor
         self._checkpoint_lock = threading.Lock()  # checkpoints run in threads and on the loop
         self.was_clean = True  # how the last open found the data directory
+        self._descriptors = descriptors
+        self._quota = quota or HandleQuota()
         self._dir_lock: DirectoryLock | None = None
 
     # -- paths -------------------------------------------------------------------------------
@@ -135,7 +160,9 @@ class LogManager:
         marker = self._path(CLEAN_SHUTDOWN_FILE)
         self.was_clean = marker.exists()
         recovery_points = self._read_json(RECOVERY_POINTS_FILE)
-        for name, entry in self._read_json(TOPICS_FILE).items():
+        topics = self._read_json(TOPICS_FILE)
+        self._admit(sum(entry["partitions"] for entry in topics.values()))
+        for name, entry in topics.items():
             self._overrides[name] = dict(entry["configs"])
             config = TopicConfig.from_mapping({**entry["configs"], "partitions": entry["partitions"]}, self.defaults)
             self._topics[name] = TopicInfo(name, config)
@@ -151,8 +178,10 @@ class LogManager:
                         now_ms=self._now_ms,
                         max_open_segments=self._max_open_segments,
                         flushed_floor=None if repairing else floor,
+                        quota=self._quota,
                     )
                 except CorruptLogError as exc:
+                    self._release(1)  # an offline partition keeps no file open
                     message = f"partition {key} is offline: {exc.message}; to truncate it there " \
                         f"deliberately, restart once with --repair-truncate {key}"
                     storage_log.error("%s", message)
@@ -245,16 +274,47 @@ class LogManager:
             overrides["partitions"] = partitions
         config = TopicConfig.from_mapping(overrides, self.defaults)
         overrides.pop("partitions", None)
+        self._admit(config.partitions, name)
         info = TopicInfo(name, config)
         self._topics[name] = info
         self._overrides[name] = overrides
-        if not self.memory:
-            # Forget any recovery point of an earlier topic of this name before it exists again.
-            self.checkpoint_recovery_points()
-            self._persist_topics()
-        for partition in range(config.partitions):
-            self._logs[name, partition] = self._new_log(name, partition, config)
+        try:
+            if not self.memory:
+                # Forget any recovery point of an earlier topic of this name before it exists
+                # again.
+                self.checkpoint_recovery_points()
+                self._persist_topics()
+            for partition in range(config.partitions):
+                self._logs[name, partition] = self._new_log(name, partition, config)
+        except OSError as exc:
+            self._undo_create(name, config.partitions)
+            raise StorageError(
+                f"cannot create topic {name!r}: {exc.strerror or exc}; nothing was created"
+                + (f": {RAISE_HINT}" if exc.errno in (errno.EMFILE, errno.ENFILE) else "")
+            ) from exc
         return info
+
+    def _undo_create(self, name: str, partitions: int) -> None:
+        """Remove every trace of a topic whose creation failed part way (files first: that
+        gives back the descriptors its logs took, which the rewrite of topics.json needs)."""
+        for partition in range(partitions):
+            log = self._logs.pop((name, partition), None)
+            if log is not None:
+                log.delete()
+            elif not self.memory:
+                shutil.rmtree(self._partition_dir(name, partition), ignore_errors=True)
+        del self._topics[name], self._overrides[name]
+        self._release(partitions)
+        if not self.memory:
+            self._persist_topics()
+
+    def _admit(self, partitions: int, topic: str | None = None) -> None:
+        if self._descriptors is not None and not self.memory:
+            self._descriptors.admit_partitions(partitions, topic)
+
+    def _release(self, partitions: int) -> None:
+        if self._descriptors is not None and not self.memory:
+            self._descriptors.release_partitions(partitions)
 
     def _new_log(self, topic: str, partition: int, config: TopicConfig) -> Log:
         if self.memory:
@@ -265,6 +325,7 @@ class LogManager:
             recovery_point=None,
             now_ms=self._now_ms,
             max_open_segments=self._max_open_segments,
+            quota=self._quota,
         )
 
     def delete_topic(self, name: str) -> None:
@@ -276,6 +337,7 @@ class LogManager:
             log = self._logs.pop((name, partition), None)
             if log is not None:
                 log.delete()
+                self._release(1)
             elif self.offline.pop((name, partition), None) is not None:
                 shutil.rmtree(self._partition_dir(name, partition), ignore_errors=True)
 

@@ -568,12 +568,17 @@ class Segment:
             self._file.close()
             self._file = None
 
-    def unload(self) -> None:
-        """Close the descriptor (readers keep theirs) and drop index entries; reloaded on demand."""
+    def close_file(self) -> None:
+        """Close the descriptor (readers keep theirs), keeping the index entries loaded; it
+        reopens on demand."""
         self.write_indexes()
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def unload(self) -> None:
+        """Close the descriptor (readers keep theirs) and drop index entries; reloaded on demand."""
+        self.close_file()
         self.offset_index.unload()
         self.time_index.unload()
 
