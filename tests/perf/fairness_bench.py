@@ -45,7 +45,7 @@ from peers.common import percentile  # noqa: E402
 from sluice.protocol import messages as m  # noqa: E402
 from sluice.protocol.batch import build_batch  # noqa: E402
 
-from tests.perf.broker_bench import Client  # noqa: E402
+from tests.perf.broker_bench import Client, pipeline  # noqa: E402
 
 MIB = 1024 * 1024
 HEAVY_TOPIC = "heavy"
@@ -132,15 +132,8 @@ def heavy_producer(port: int, in_flight: int) -> None:
         m.ProducePartition(topic=HEAVY_TOPIC, partition=0, records=batch)])
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-    sent = acked = 0
     start = time.perf_counter()
-    while not stop.is_set() or acked < sent:
-        while not stop.is_set() and sent - acked < in_flight:
-            client.send(request)
-            sent += 1
-        response = client.receive()
-        assert response.partitions[0].error == 0, response
-        acked += 1
+    acked = pipeline(client, request, in_flight, lambda sent: not stop.is_set())
     elapsed = time.perf_counter() - start
     client.close()
     print(json.dumps({"batches": acked, "mib_per_s": acked * len(batch) / MIB / elapsed}))
