@@ -181,21 +181,22 @@ class BaseLog:
         for _, size in spans:
             if size > limit:
                 raise RecordTooLargeError(f"batch of {size} bytes exceeds max_message_bytes {limit}")
-        pending = self._begin(view, spans)
         try:
+            pending = self._begin(view, spans)
             try:
-                for piece in pending.pieces:
-                    self._write_piece(piece)
-            except BaseException:
-                self._end(pending, publish=False)
-                raise
-            self._end(pending, publish=True)
+                try:
+                    for piece in pending.pieces:
+                        self._write_piece(piece)
+                except BaseException:
+                    self._end(pending, publish=False)
+                    raise
+                self._end(pending, publish=True)
+            finally:
+                pending.release_files()
         except OSError as exc:
             raise StorageError(
                 f"append to {self.label} failed and was undone: {exc.strerror or exc}"
             ) from exc
-        finally:
-            pending.release_files()
         return pending.result
 
     def _end(self, pending: PendingAppend, *, publish: bool) -> None:
@@ -243,12 +244,10 @@ class BaseLog:
                     offset = last + 1
                 end = spans[-1][0] + spans[-1][1]
                 pending.add(active, self._hold(active), view[chunk_start:end], batches)
-            except OSError as exc:
+            except BaseException:
                 self._abandon(pending)
                 self._pending = None
-                raise StorageError(
-                    f"append to {self.label} failed and was undone: {exc.strerror or exc}"
-                ) from exc
+                raise
             pending.result = AppendResult(first, offset - 1, pending.max_timestamp)
             return pending
 
