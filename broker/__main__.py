@@ -18,6 +18,7 @@ from pathlib import Path
 
 import trio
 from sluice.broker.config import LOG_LEVELS, BrokerConfig
+from sluice.broker.descriptors import raise_soft_limit
 from sluice.broker.server import serve
 from sluice.protocol.errors import SluiceError
 
@@ -104,6 +105,12 @@ def run(args: argparse.Namespace) -> int:
     root.handlers[:] = [handler]
     root.setLevel(config.log_level.upper())
     root.propagate = False
+    limits = raise_soft_limit()
+    if limits.after > limits.before:
+        logging.getLogger("sluice.server").info(
+            "raised the open-files limit (RLIMIT_NOFILE) from %d to %d, its hard limit",
+            limits.before, limits.after,
+        )
 
     try:
         trio.run(partial(serve, config, handle_signals=True, task_status=AnnounceReady()))

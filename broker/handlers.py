@@ -1,7 +1,9 @@
 """One function per API: request in, response (or a ``Deferred`` response) out.
 
 Handlers run on the session's reader task, in request order, so anything that must happen in
-order -- appends above all -- happens inline. Work that waits (an ``acks=all`` flush, a
+order -- appends above all -- happens inline, or in a ``Pending`` the reader awaits before it
+reads the next request (an append that waits its partition's turn or is written by a worker
+thread). Work that waits (an ``acks=all`` flush, a
 long-polling fetch) is returned as a ``Deferred``; the session's writer awaits it when that
 response's turn comes, so responses stay in request order while later requests are already
 being read and appended (that overlap is what lets one connection's pipelined ``acks=all``
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import trio
-from sluice.broker.deferred import Deferred
+from sluice.broker.deferred import Deferred, Pending
+from sluice.broker.partition import Partition
 from sluice.broker.state import BrokerState
 from sluice.protocol import messages as m
 from sluice.protocol.batch import (
@@ -37,6 +41,7 @@ from sluice.protocol.errors import (
     OffsetOutOfRangeError,
     RecordTooLargeError,
     RequestTimedOutError,
+    StorageError,
     UnknownTopicOrPartitionError,
 )
 from sluice.protocol.slices import FileSlice
@@ -184,50 +189,103 @@ def validate_records(records: memoryview, max_message_bytes: int) -> list[BatchH
 
 
 def handle_produce(state: BrokerState, request: m.ProduceRequest, session):
-    results: list[m.ProducePartitionResult] = []
-    to_flush: list[tuple[int, object, int]] = []
-    for part in request.partitions:
+    """Append each partition's batches in request order. While every append can run inline,
+    they do; from the first that must wait its turn or be written off the loop (a large one,
+    or a partition busy with one), the rest run in a ``Pending`` the reader awaits before it
+    reads the next request -- so appends keep the order in which requests arrived."""
+    produce = _Produce(state, request)
+    for i, part in enumerate(request.partitions):
+        target = produce.validate(part)
+        if target is None:
+            continue
+        partition, headers = target
+        if not partition.can_append_now(len(part.records)):
+            return Pending(partial(produce.append_rest, i, partition, headers))
+        produce.append(part, partition, headers)
+    return produce.outcome()
+
+
+class _Produce:
+    """One produce request's per-partition results, filled in request order."""
+
+    def __init__(self, state: BrokerState, request: m.ProduceRequest) -> None:
+        self.state = state
+        self.request = request
+        self.results: list[m.ProducePartitionResult] = []
+        self.to_flush: list[tuple[int, object, int]] = []
+
+    def validate(self, part: m.ProducePartition) -> tuple[Partition, list[BatchHeader]] | None:
+        """The partition and batch headers to append, or None (its error result recorded)."""
         try:
-            partition = state.partition(part.topic, part.partition, part.topic_id)
-            headers = validate_records(part.records, partition.log.config.max_message_bytes)
+            partition = self.state.partition(part.topic, part.partition, part.topic_id)
+            return partition, validate_records(part.records, partition.log.config.max_message_bytes)
+        except ApiError as exc:
+            self.failed(part, exc)
+            return None
+
+    def append(self, part: m.ProducePartition, partition: Partition, headers) -> None:
+        try:
             appended = partition.append(part.records, headers)
         except ApiError as exc:
-            results.append(
-                m.ProducePartitionResult(
-                    topic=part.topic, partition=part.partition, error=exc.code, message=exc.message
-                )
-            )
-            continue
-        results.append(
-            m.ProducePartitionResult(
-                topic=part.topic,
-                partition=part.partition,
-                base_offset=appended.base_offset,
-                log_start_offset=partition.log.log_start_offset,
-            )
-        )
-        if request.acks == -1:
-            to_flush.append((len(results) - 1, partition, appended.last_offset))
-    if request.acks == 0:
-        return None
-    if not to_flush:
-        return m.ProduceResponse(partitions=results)
+            self.failed(part, exc)
+            return
+        self.appended(part, partition, appended)
 
-    async def complete() -> m.ProduceResponse:
-        with trio.move_on_after(request.timeout_ms / 1000) as scope:
-            for slot, partition, last_offset in to_flush:
-                try:
-                    await partition.wait_flushed(last_offset)
-                except ApiError as exc:
-                    results[slot] = _failed(results[slot], exc)
-        if scope.cancelled_caught:
-            timeout = RequestTimedOutError(f"not flushed within {request.timeout_ms} ms")
-            for slot, partition, last_offset in to_flush:
-                if partition.log.flushed_offset <= last_offset:
-                    results[slot] = _failed(results[slot], timeout)
-        return m.ProduceResponse(partitions=results)
+    async def append_rest(self, first: int, partition: Partition, headers) -> object:
+        """From partition ``first`` (validated: ``partition``, ``headers``) on, each append in
+        its partition's turn; then the outcome."""
+        parts = self.request.partitions
+        for i in range(first, len(parts)):
+            part = parts[i]
+            if i > first:
+                target = self.validate(part)
+                if target is None:
+                    continue
+                partition, headers = target
+            try:
+                appended = await partition.append_in_turn(part.records, headers)
+            except ApiError as exc:
+                self.failed(part, exc)
+                continue
+            self.appended(part, partition, appended)
+        return self.outcome()
 
-    return Deferred(complete)
+    def failed(self, part: m.ProducePartition, exc: ApiError) -> None:
+        self.results.append(m.ProducePartitionResult(
+            topic=part.topic, partition=part.partition, error=exc.code, message=exc.message
+        ))
+
+    def appended(self, part: m.ProducePartition, partition: Partition, appended) -> None:
+        self.results.append(m.ProducePartitionResult(
+            topic=part.topic, partition=part.partition, base_offset=appended.base_offset,
+            log_start_offset=partition.log.log_start_offset,
+        ))
+        if self.request.acks == -1:
+            self.to_flush.append((len(self.results) - 1, partition, appended.last_offset))
+
+    def outcome(self):
+        """None for acks=0, the response, or (acks=all) a ``Deferred`` awaiting the flushes."""
+        request, results, to_flush = self.request, self.results, self.to_flush
+        if request.acks == 0:
+            return None
+        if not to_flush:
+            return m.ProduceResponse(partitions=results)
+
+        async def complete() -> m.ProduceResponse:
+            with trio.move_on_after(request.timeout_ms / 1000) as scope:
+                for slot, partition, last_offset in to_flush:
+                    try:
+                        await partition.wait_flushed(last_offset)
+                    except ApiError as exc:
+                        results[slot] = _failed(results[slot], exc)
+            if scope.cancelled_caught:
+                timeout = RequestTimedOutError(f"not flushed within {request.timeout_ms} ms")
+                for slot, partition, last_offset in to_flush:
+                    if partition.log.flushed_offset <= last_offset:
+                        results[slot] = _failed(results[slot], timeout)
+            return m.ProduceResponse(partitions=results)
+
+        return Deferred(complete)
 
 
 def _failed(result: m.ProducePartitionResult, exc: ApiError) -> m.ProducePartitionResult:
@@ -276,6 +334,11 @@ def _read_one(state: BrokerState, want: m.FetchPartition, max_bytes: int) -> m.F
     except ApiError as exc:
         return m.FetchPartitionData(
             topic=want.topic, partition=want.partition, error=exc.code, message=exc.message
+        )
+    except OSError as exc:  # e.g. no descriptor left to open an older segment with
+        error = StorageError(f"cannot read {want.topic}[{want.partition}]: {exc.strerror or exc}")
+        return m.FetchPartitionData(
+            topic=want.topic, partition=want.partition, error=error.code, message=error.message
         )
     return m.FetchPartitionData(
         topic=want.topic, partition=want.partition, high_watermark=plog.log_end_offset,

@@ -20,17 +20,24 @@ from dataclasses import dataclass
 
 import trio
 from sluice.broker.config import BrokerConfig
-from sluice.broker.session import Session
+from sluice.broker.descriptors import DescriptorBudget
+from sluice.broker.session import RECEIVE_BYTES, Session
 from sluice.broker.state import BrokerState
 from sluice.broker.storage.config import TopicConfig
+from sluice.broker.storage.files import HandleQuota
 from sluice.broker.storage.manager import LogManager
-from sluice.protocol.errors import SluiceError, StorageError
+from sluice.protocol.errors import ApiError, SluiceError, StorageError
+from sluice.protocol.messages import encode_error
 
 log = logging.getLogger("sluice.server")
 
 # Accept errors that mean "out of resources right now": back off and keep accepting.
 ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 ACCEPT_BACKOFF_S = 0.1
+# Connections not admitted (see DescriptorBudget) are told why, this many at once (their
+# descriptors come out of the reserve), each for at most this long; more are just closed.
+REFUSALS_AT_ONCE = 16
+REFUSAL_LINGER_S = 2.0
 
 
 @dataclass
@@ -52,8 +59,10 @@ def open_state(config: BrokerConfig) -> BrokerState:
     defaults = TopicConfig.from_mapping(config.topic_defaults)
     if not config.in_memory:
         log.info("opening data directory %s", config.data_dir.resolve())
+    descriptors = DescriptorBudget.from_rlimit(config.max_connections)
     manager = LogManager(
-        config.data_dir, defaults, memory=config.in_memory, repair=config.repair_truncate
+        config.data_dir, defaults, memory=config.in_memory, repair=config.repair_truncate,
+        descriptors=descriptors, quota=HandleQuota(descriptors.sealed),
     )
     try:
         manager.open()
@@ -64,7 +73,9 @@ def open_state(config: BrokerConfig) -> BrokerState:
             log.info("clean shutdown marker found: no recovery needed")
         elif manager.topics():
             log.warning("no clean shutdown marker: recovered every partition from its recovery point")
-    return BrokerState(config, manager)
+    state = BrokerState(config, manager, descriptors)
+    log.info("open files: %s", descriptors.summary())
+    return state
 
 
 async def serve(
@@ -86,7 +97,7 @@ async def serve(
     state.advertised_host, state.advertised_port = config.host, sockname[1]
     shutdown = trio.Event()
     handle = ServerHandle(config.host, sockname[1], state, shutdown)
-    connections = trio.CapacityLimiter(config.max_connections)
+    refusals = trio.CapacityLimiter(REFUSALS_AT_ONCE)
     try:
         async with trio.open_nursery() as outer:
             await outer.start(state.run)
@@ -97,7 +108,7 @@ async def serve(
                     with accept_scope:
                         async with trio.open_nursery() as acceptors:
                             for listener in listeners:
-                                acceptors.start_soon(_accept_loop, listener, state, connections, sessions)
+                                acceptors.start_soon(_accept_loop, listener, state, refusals, sessions)
 
                 sessions.start_soon(accept_all)
                 if handle_signals:  # watching before the broker says it is ready
@@ -148,7 +159,7 @@ async def _watch_signals(shutdown: trio.Event, *, task_status=trio.TASK_STATUS_I
             return
 
 
-async def _accept_loop(listener, state: BrokerState, connections, nursery) -> None:
+async def _accept_loop(listener, state: BrokerState, refusals, nursery) -> None:
     while True:
         try:
             stream = await listener.accept()
@@ -162,25 +173,46 @@ async def _accept_loop(listener, state: BrokerState, connections, nursery) -> No
             stream.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, True)
         except OSError:
             pass
+        refused = state.descriptors.admit_connection()
+        if refused is None:
+            nursery.start_soon(_run_session, state, stream)
+            continue
+        log.warning("refusing a connection: %s", refused.message)
         try:
-            connections.acquire_on_behalf_of_nowait(stream)
-        except trio.WouldBlock:
-            log.warning("connection limit %d reached; refusing a client", connections.total_tokens)
+            refusals.acquire_on_behalf_of_nowait(stream)
+        except trio.WouldBlock:  # already telling enough others: just close this one
             await trio.aclose_forcefully(stream)
             continue
-        nursery.start_soon(_run_session, state, stream, connections)
+        nursery.start_soon(_refuse, stream, refused, refusals)
 
 
-async def _run_session(state: BrokerState, stream, connections) -> None:
+async def _refuse(stream, error: ApiError, refusals) -> None:
+    """Tell a connection that was not admitted why -- an error frame with correlation id -1,
+    which a client reports as the broker refusing the connection -- and close it: send, close
+    our side, and read what the client sent until it closes too (closing with its request
+    unread would reset the connection, and the reset could destroy the error frame before
+    the client reads it), for at most ``REFUSAL_LINGER_S``."""
+    try:
+        with trio.move_on_after(REFUSAL_LINGER_S):
+            await stream.send_all(b"".join(bytes(p) for p in encode_error(-1, -1, error)))
+            await stream.send_eof()
+            while await stream.receive_some(RECEIVE_BYTES):
+                pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        refusals.release_on_behalf_of(stream)
+        await trio.aclose_forcefully(stream)
+
+
+async def _run_session(state: BrokerState, stream) -> None:
     peer = _peer_name(stream)
-    state.open_connections += 1
     try:
         await Session(state, stream, peer).run()
     except Exception:  # a bug serving one connection must not take down every other one
         log.exception("connection %s failed; closed it", peer)
     finally:
-        state.open_connections -= 1
-        connections.release_on_behalf_of(stream)
+        state.descriptors.release_connection()
 
 
 def _peer_name(stream) -> str:

@@ -3,9 +3,16 @@
 Two tasks per connection:
 
 * the **reader** decodes frames and runs each request's handler inline, in arrival order
-  (appends therefore happen in request order), and queues the outcome;
+  (appends therefore happen in request order; a handler's ``Pending`` work -- a large append
+  written by a worker thread -- is awaited before the next request is read), and queues the
+  outcome;
 * the **writer** takes outcomes in the same order, completes the deferred ones (a flush to wait
   for, a long poll), encodes and sends them -- the only task that sends on this connection.
+
+Fairness: the reader lets other tasks run after ``FAIR_SHARE_REQUESTS`` requests or
+``FAIR_SHARE_BYTES`` received without waiting, whichever comes first, so neither a client
+pipelining many small requests nor one sending 8 MiB batches back to back holds the event loop
+for long.
 
 The queue between them is bounded (``max_in_flight``): a client that pipelines faster than the
 broker answers, or stops reading its responses, stops being read, so its memory stays bounded
@@ -24,7 +31,7 @@ import math
 import os
 
 import trio
-from sluice.broker.deferred import Deferred
+from sluice.broker.deferred import Deferred, Pending
 from sluice.broker.handlers import dispatch, release
 from sluice.broker.state import BrokerState
 from sluice.broker.transport import Transport
@@ -45,7 +52,8 @@ from sluice.protocol.framing import CLOSED, NEED_DATA
 log = logging.getLogger("sluice.session")
 
 RECEIVE_BYTES = 256 * 1024
-FAIR_SHARE_REQUESTS = 16  # the reader yields at least once per this many requests
+FAIR_SHARE_REQUESTS = 16  # the reader yields at least once per this many requests...
+FAIR_SHARE_BYTES = 256 * 1024  # ...and per this many bytes received
 _CLOSE = object()
 
 
@@ -64,6 +72,7 @@ class Session:
             stream, use_sendfile=self.config.use_sendfile, send_timeout_s=self.config.send_timeout_s
         )
         self._unyielded = 0  # requests answered by the reader since it last let others run
+        self._unyielded_bytes = 0  # bytes received by the reader since it last let others run
         self._outbox_send, self._outbox_receive = trio.open_memory_channel(
             self.config.max_in_flight
         )
@@ -103,6 +112,7 @@ class Session:
                 with self.conn.receive_buffer(RECEIVE_BYTES) as view:
                     n = await self._receive_into(view, idle)
                 self.conn.received(n)
+                await self._fair_share(requests=0, received=n)
                 continue
             if isinstance(event, BadRequest):
                 await self._enqueue(event.correlation_id, event.api, event.error, idle)
@@ -114,21 +124,35 @@ class Session:
                     continue
             else:
                 outcome = self._handle(event.request)
-            if outcome is None:
-                await self._fair_share()
-            elif self._can_answer_now(outcome):
-                # Nothing is queued or being sent ahead of it: answer from here, saving the
-                # hop through the outbox to the writer task. ``idle`` doubles as the send
-                # timeout while the deadline is armed for the send.
+            if isinstance(outcome, Pending):
+                # In flight from now until answered, so a drain waits for it (the count never
+                # touches zero between its work and its response). Waiting for it is not idling.
+                idle.deadline = math.inf
                 self.state.request_started()
                 try:
-                    await self._send(event.correlation_id, event.api, outcome, idle)
+                    outcome = await self._finish(outcome, event.request)
+                    await self._answer(event, outcome, idle)
                 finally:
-                    _release(outcome)
                     self.state.request_finished()
-                await self._fair_share()
             else:
-                await self._enqueue(event.correlation_id, event.api, outcome, idle)
+                await self._answer(event, outcome, idle)
+
+    async def _answer(self, event: RequestReceived, outcome, idle: trio.CancelScope) -> None:
+        if outcome is None:
+            await self._fair_share()
+        elif self._can_answer_now(outcome):
+            # Nothing is queued or being sent ahead of it: answer from here, saving the hop
+            # through the outbox to the writer task. ``idle`` doubles as the send timeout
+            # while the deadline is armed for the send.
+            self.state.request_started()
+            try:
+                await self._send(event.correlation_id, event.api, outcome, idle)
+            finally:
+                _release(outcome)
+                self.state.request_finished()
+            await self._fair_share()
+        else:
+            await self._enqueue(event.correlation_id, event.api, outcome, idle)
 
     def _can_answer_now(self, outcome) -> bool:
         """A ready response with no response ahead of it (so order is kept)."""
@@ -151,18 +175,19 @@ class Session:
             except OSError as exc:
                 raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
             idle.deadline = trio.current_time() + self.config.idle_timeout_s
-            self._unyielded = 0
+            self._unyielded = self._unyielded_bytes = 0
             try:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError as exc:
                 raise trio.BrokenResourceError("connection closed while receiving") from exc
 
-    async def _fair_share(self) -> None:
-        """Let other tasks run after every few requests answered without waiting: a client
-        that keeps its socket full must not monopolize the loop."""
-        self._unyielded += 1
-        if self._unyielded >= FAIR_SHARE_REQUESTS:
-            self._unyielded = 0
+    async def _fair_share(self, *, requests: int = 1, received: int = 0) -> None:
+        """Let other tasks run after every few requests answered, or bytes received, without
+        waiting: a client that keeps its socket full must not monopolize the loop."""
+        self._unyielded += requests
+        self._unyielded_bytes += received
+        if self._unyielded >= FAIR_SHARE_REQUESTS or self._unyielded_bytes >= FAIR_SHARE_BYTES:
+            self._unyielded = self._unyielded_bytes = 0
             await trio.lowlevel.checkpoint()
 
     async def _enqueue(
@@ -194,8 +219,18 @@ class Session:
         except ApiError as exc:
             return exc
         except Exception as exc:  # a bug: answer it, log it, keep serving
-            log.exception("unexpected error serving %s", type(request).__name__)
-            return UnknownServerError(f"{type(exc).__name__}: {exc}")
+            return _unexpected(exc, request)
+
+    async def _finish(self, pending: Pending, request):
+        """Run a handler's pending work (it waits, so it has let others run)."""
+        try:
+            return await pending.run()
+        except ApiError as exc:
+            return exc
+        except Exception as exc:
+            return _unexpected(exc, request)
+        finally:
+            self._unyielded = self._unyielded_bytes = 0
 
     async def _write_loop(self, scope: trio.CancelScope) -> None:
         try:
@@ -257,6 +292,12 @@ def _release(outcome) -> None:
         for part in outcome.partitions:
             if isinstance(part.records, list):
                 release(part.records)
+
+
+def _unexpected(exc: Exception, request) -> ApiError:
+    """A bug serving ``request``: log it; the client gets an ``UnknownServerError``."""
+    log.exception("unexpected error serving %s", type(request).__name__, exc_info=exc)
+    return UnknownServerError(f"{type(exc).__name__}: {exc}")
 
 
 def _protocol_error(exc: RemoteProtocolError) -> ApiError:

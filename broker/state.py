@@ -26,6 +26,7 @@ from pathlib import Path
 import msgpack
 import trio
 from sluice.broker.config import BrokerConfig
+from sluice.broker.descriptors import DescriptorBudget
 from sluice.broker.groups import OFFSETS_TOPIC, GroupCoordinator
 from sluice.broker.partition import Partition
 from sluice.broker.producers import ProducerStates
@@ -70,13 +71,16 @@ class ProducerIdAllocator:
 class BrokerState:
     """The logs and partitions of one broker, plus the tasks that maintain them."""
 
-    def __init__(self, config: BrokerConfig, manager: LogManager) -> None:
+    def __init__(
+        self, config: BrokerConfig, manager: LogManager, descriptors: DescriptorBudget | None = None
+    ) -> None:
         self.config = config
         self.manager = manager
+        # What holds open files (partitions, connections) against RLIMIT_NOFILE.
+        self.descriptors = descriptors or DescriptorBudget.from_rlimit(config.max_connections)
         self.partitions: dict[tuple[str, int], Partition] = {}
         self._scopes: dict[tuple[str, int], trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
-        self.open_connections = 0
         self.draining = False
         self._in_flight = 0
         self._drained = trio.Event()
@@ -100,6 +104,10 @@ class BrokerState:
                 OFFSETS_TOPIC, 0, manager.get_log(OFFSETS_TOPIC, 0), topic_id=info.topic_id
             )
         self.groups = GroupCoordinator(self, self.partition(OFFSETS_TOPIC, 0))
+
+    @property
+    def open_connections(self) -> int:
+        return self.descriptors.connections
 
     # -- request accounting (for draining at shutdown) ------------------------------------------
 
@@ -181,6 +189,8 @@ class BrokerState:
                 await trio.to_thread.run_sync(job)
             except (OSError, StorageError) as exc:  # e.g. disk full: keep serving, try again
                 log.error("%s failed: %s", job.__name__, exc)
+            except Exception:  # a bug: log it, keep serving, try again next time
+                log.exception("%s failed unexpectedly", job.__name__)
 
     def checkpoint(self) -> None:
         """Persist recovery points and producer state, so a crash replays only the tail."""

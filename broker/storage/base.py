@@ -1,7 +1,8 @@
 """What every partition log does the same way, whatever holds its bytes: offset assignment,
 rolling, range checks, timestamp search and retention. ``FileLog`` and ``MemoryLog`` supply the
 segments (same duck-typed interface: ``base_offset``, ``end_offset``, ``size``, ``created_ms``,
-``largest_timestamp``, ``append``, ``read``, ``find_timestamp``).
+``largest_timestamp``, ``publish``, ``read``, ``find_timestamp``) and the hooks an append
+goes through (``_create_segment``, ``_hold``, ``_write_piece``, ``_seal``, ``_abandon``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,49 @@ class AppendResult:
     max_timestamp: int
 
 
+@dataclass(slots=True)
+class Piece:
+    """Batches of one append bound for one segment: ``chunk`` holds them back to back."""
+
+    segment: Any
+    file: Any  # what ``BaseLog._hold`` returned for the segment
+    chunk: memoryview
+    batches: list[BatchSpan]
+    retained: bool = False  # ``file`` retained by ``keep_files_open``
+
+
+class PendingAppend:
+    """An append between ``BaseLog._begin`` and ``_publish``: offsets assigned and stamped,
+    bytes maybe written, nothing visible to readers yet."""
+
+    __slots__ = ("now", "undo", "pieces", "new_segments", "max_timestamp", "result")
+
+    def __init__(self, now: int, undo: Any) -> None:
+        self.now = now
+        self.undo = undo  # the active segment's state before the append (``_undo_point``)
+        self.pieces: list[Piece] = []
+        self.new_segments: list[Any] = []  # created by rolls; added to the log at publish
+        self.max_timestamp = -(2**63)
+        self.result: AppendResult | None = None
+
+    def add(self, segment: Any, file: Any, chunk: memoryview, batches: list[BatchSpan]) -> None:
+        self.pieces.append(Piece(segment, file, chunk, batches))
+
+    def keep_files_open(self) -> None:
+        """Under the log's lock, before the log closes its segments' files (closed or deleted
+        meanwhile): keep the ones this append is writing to open until it is over."""
+        for piece in self.pieces:
+            if piece.file is not None and not piece.retained:
+                piece.file.retain()
+                piece.retained = True
+
+    def release_files(self) -> None:
+        for piece in self.pieces:
+            if piece.retained:
+                piece.retained = False
+                piece.file.release()
+
+
 @dataclass(frozen=True, slots=True)
 class ReadResult:
     """Whole batches (file slices to send, or bytes) plus the log's bounds at read time."""
@@ -64,6 +108,7 @@ class BaseLog:
         self._bases = [segment.base_offset for segment in segments]
         self._lock = threading.Lock()
         self._closed = False
+        self._pending: PendingAppend | None = None  # the append in progress (one at a time)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -91,6 +136,10 @@ class BaseLog:
     def segment_count(self) -> int:
         return len(self._segments)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError("the log is closed")
@@ -102,6 +151,9 @@ class BaseLog:
         """Hook: make ``segment`` ready for reading (FileLog loads it lazily)."""
         return segment
 
+    def _settle(self, segment: Any) -> None:
+        """Hook: an operation on ``segment`` (got from ``_use``) is over."""
+
     # -- appending ---------------------------------------------------------------------------
 
     def append(self, batches: bytearray | memoryview) -> AppendResult:
@@ -110,6 +162,14 @@ class BaseLog:
         Rolls to a new segment before a batch that would overflow ``segment_bytes``, arrives
         more than ``segment_ms`` after the segment's first append, or whose offsets would not fit
         the u32 relative offsets. Work is per batch; records are never decoded.
+
+        Three steps: offsets are assigned and new segments created under the lock (``_begin``);
+        the bytes are written *without* the lock (``_write_piece``), beyond what any reader,
+        flush or retention looks at; then they are made visible under the lock (``_publish``).
+        So an append may run in a worker thread while the event loop reads this log, and the
+        loop never waits on the lock for the length of a large write. One append at a time:
+        another one started meanwhile raises ``StorageError`` (the caller serialises them).
+        A failure leaves the log as it was before and raises ``StorageError``.
         """
         view = memoryview(batches)
         if view.readonly:
@@ -121,33 +181,85 @@ class BaseLog:
         for _, size in spans:
             if size > limit:
                 raise RecordTooLargeError(f"batch of {size} bytes exceeds max_message_bytes {limit}")
+        try:
+            pending = self._begin(view, spans)
+            try:
+                try:
+                    for piece in pending.pieces:
+                        self._write_piece(piece)
+                except BaseException:
+                    self._end(pending, publish=False)
+                    raise
+                self._end(pending, publish=True)
+            finally:
+                pending.release_files()
+        except OSError as exc:
+            raise StorageError(
+                f"append to {self.label} failed and was undone: {exc.strerror or exc}"
+            ) from exc
+        return pending.result
+
+    def _end(self, pending: PendingAppend, *, publish: bool) -> None:
+        """Under the lock, in one go: make the append visible (``_publish``), or undo it
+        (``_abandon``) if ``publish`` is False or publishing fails."""
+        with self._lock:
+            self._pending = None
+            if publish:
+                try:
+                    self._check_open()
+                    self._publish(pending)
+                    return
+                except BaseException:
+                    self._abandon(pending)
+                    raise
+            self._abandon(pending)
+
+    def _begin(self, view: memoryview, spans: list[tuple[int, int]]) -> PendingAppend:
+        """Under the lock: stamp offsets, split the batches into one piece per segment they go
+        to, creating (not yet adding) the segments this append rolls to."""
         with self._lock:
             self._check_open()
-            return self._append_locked(view, spans)
+            if self._pending is not None:
+                raise StorageError(f"another append to {self.label} is in progress")
+            now = self._now_ms()
+            first = offset = self.log_end_offset
+            active = self._segments[-1]
+            pending = PendingAppend(now, self._undo_point(active))
+            self._pending = pending
+            try:
+                chunk_start = spans[0][0]
+                batches: list[BatchSpan] = []
+                for pos, size in spans:
+                    header = BatchHeader._make(HEADER.unpack_from(view, pos))
+                    last = offset + header.last_offset_delta
+                    if self._should_roll(active, pos - chunk_start, size, last, now):
+                        if batches:
+                            pending.add(active, self._hold(active), view[chunk_start:pos], batches)
+                        active = self._create_segment(offset)
+                        pending.new_segments.append(active)
+                        chunk_start, batches = pos, []
+                    stamp(view[pos : pos + size], offset)
+                    batches.append((pos - chunk_start, offset, last, header.max_timestamp))
+                    pending.max_timestamp = max(pending.max_timestamp, header.max_timestamp)
+                    offset = last + 1
+                end = spans[-1][0] + spans[-1][1]
+                pending.add(active, self._hold(active), view[chunk_start:end], batches)
+            except BaseException:
+                self._abandon(pending)
+                self._pending = None
+                raise
+            pending.result = AppendResult(first, offset - 1, pending.max_timestamp)
+            return pending
 
-    def _append_locked(self, view: memoryview, spans: list[tuple[int, int]]) -> AppendResult:
-        now = self._now_ms()
-        first = offset = self.log_end_offset
-        max_timestamp = None
+    def _publish(self, pending: PendingAppend) -> None:
+        """Under the lock: make the written pieces part of the log, sealing what it rolled past."""
         active = self._segments[-1]
-        chunk_start = spans[0][0]
-        pending: list[BatchSpan] = []
-        for pos, size in spans:
-            header = BatchHeader._make(HEADER.unpack_from(view, pos))
-            last = offset + header.last_offset_delta
-            if self._should_roll(active, pos - chunk_start, size, last, now):
-                if pending:
-                    active.append(view[chunk_start:pos], pending, now)
-                active = self._roll(offset)
-                chunk_start, pending = pos, []
-            stamp(view[pos : pos + size], offset)
-            pending.append((pos - chunk_start, offset, last, header.max_timestamp))
-            if max_timestamp is None or header.max_timestamp > max_timestamp:
-                max_timestamp = header.max_timestamp
-            offset = last + 1
-        end = spans[-1][0] + spans[-1][1]
-        active.append(view[chunk_start:end], pending, now)
-        return AppendResult(first, offset - 1, max_timestamp)
+        for piece in pending.pieces:
+            if piece.segment is not active:
+                self._add_segment(piece.segment)
+                self._seal(active)
+                active = piece.segment
+            piece.segment.publish(piece.chunk, piece.batches, pending.now)
 
     def _should_roll(self, segment: Any, pending: int, size: int, last_offset: int, now: int) -> bool:
         used = segment.size + pending
@@ -165,9 +277,38 @@ class BaseLog:
         self._bases.append(segment.base_offset)
         return segment
 
-    def _roll(self, base_offset: int) -> Any:
-        """Hook: seal the active segment and start a new one at ``base_offset``."""
+    def _drop_added(self, segments: list[Any]) -> None:
+        """Remove those of ``segments`` (an abandoned append's new ones) that were added."""
+        while len(self._segments) > 1 and any(self._segments[-1] is s for s in segments):
+            del self._segments[-1], self._bases[-1]
+
+    # -- backend hooks for appends -------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """How errors name this log."""
+        return "the log"
+
+    def _create_segment(self, base_offset: int) -> Any:
+        """A new, empty segment starting at ``base_offset``, not yet part of the log."""
         raise NotImplementedError
+
+    def _seal(self, segment: Any) -> None:
+        """``segment`` is no longer the active one (the log rolled past it)."""
+
+    def _undo_point(self, active: Any) -> Any:
+        """What ``_abandon`` needs to put the active segment back as it is now."""
+
+    def _hold(self, segment: Any) -> Any:
+        """What the unlocked write of a piece for ``segment`` writes to (FileLog: its
+        ``SegmentFile``), or None."""
+
+    def _write_piece(self, piece: Piece) -> None:
+        """Write a piece's bytes past the end of its segment (no lock held)."""
+
+    def _abandon(self, pending: PendingAppend) -> None:
+        """Under the lock: undo whatever part of ``pending`` was written or published."""
+        self._drop_added(pending.new_segments)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -186,7 +327,11 @@ class BaseLog:
             self._check_range(offset)
             slices = []
             if offset < self.log_end_offset:
-                slices.append(self._use(self._segment_for(offset)).read(offset, max_bytes))
+                segment = self._use(self._segment_for(offset))
+                try:
+                    slices.append(segment.read(offset, max_bytes))
+                finally:
+                    self._settle(segment)
             return ReadResult(slices, self.log_start_offset, self.log_end_offset)
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
@@ -197,7 +342,10 @@ class BaseLog:
             for segment in self._segments:
                 largest = segment.largest_timestamp
                 if largest is not None and largest >= timestamp:
-                    found = self._use(segment).find_timestamp(timestamp)
+                    try:
+                        found = self._use(segment).find_timestamp(timestamp)
+                    finally:
+                        self._settle(segment)
                     if found is not None:
                         return found
             return None
@@ -205,9 +353,16 @@ class BaseLog:
     # -- retention ---------------------------------------------------------------------------
 
     def enforce_retention(self, now_ms: int | None = None) -> int:
-        """Delete whole segments from the oldest while one of them breaks the time rule
-        (``now - largest timestamp > retention_ms``) or the size rule (``size - its size >=
-        retention_bytes``); never the active segment. Returns how many were deleted."""
+        """Delete whole segments from the oldest while one of them breaks the time rule or the
+        size rule (``size - its size >= retention_bytes``); never the active segment. Returns
+        how many were deleted.
+
+        Time rule: ``now - max(largest timestamp, last append) > retention_ms``. Kafka uses the
+        largest timestamp alone, so records stamped long ago (a replay, a clock at 1970) are
+        deleted right after they are written; here a segment is also kept at least
+        ``retention_ms`` after its last append (the wall clock of that append, or after a
+        restart the ``.log`` file's modification time). Future timestamps keep a segment
+        until they are ``retention_ms`` in the past, as in Kafka."""
         with self._lock:
             self._check_open()
             now = self._now_ms() if now_ms is None else now_ms
@@ -216,11 +371,11 @@ class BaseLog:
             removed = 0
             while len(self._segments) > 1:
                 oldest = self._segments[0]
-                largest = oldest.largest_timestamp
+                newest = _newest(oldest.largest_timestamp, oldest.last_append_ms)
                 by_time = (
                     config.retention_ms >= 0
-                    and largest is not None
-                    and now - largest > config.retention_ms
+                    and newest is not None
+                    and now - newest > config.retention_ms
                 )
                 by_size = config.retention_bytes >= 0 and total - oldest.size >= config.retention_bytes
                 if not (by_time or by_size):
@@ -237,8 +392,12 @@ class BaseLog:
         segments the snapshot replaces can then be deleted whole.)"""
         with self._lock:
             self._check_open()
-            if self._segments[-1].size:
-                self._roll(self.log_end_offset)
+            if self._pending is not None:
+                raise StorageError(f"cannot roll {self.label} while an append is in progress")
+            active = self._segments[-1]
+            if active.size:
+                self._add_segment(self._create_segment(self.log_end_offset))
+                self._seal(active)
 
     def delete_before(self, offset: int) -> int:
         """Delete the whole segments that hold only offsets below ``offset``, oldest first,
@@ -259,3 +418,9 @@ class BaseLog:
 
     def _discard(self, segment: Any) -> None:
         """Hook: release a segment that retention removed from the log."""
+
+
+def _newest(*stamps: int | None) -> int | None:
+    """The latest of the known ``stamps`` (None if none is known)."""
+    known = [stamp for stamp in stamps if stamp is not None]
+    return max(known) if known else None

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 from sluice.protocol.batch import HEADER_SIZE, MAX_BATCH_BYTES
 from sluice.protocol.errors import InvalidConfigError, InvalidPartitionsError
+from sluice.protocol.messages import MAX_PARTITIONS  # one documented maximum, wire and disk
 
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
 DAY_MS = 24 * 60 * 60 * 1000
-MAX_PARTITIONS = 10_000
 # Index entries store file positions as u32; a segment may overshoot segment_bytes by one
 # batch, so both limits together must stay below 2**32.
 MAX_SEGMENT_BYTES = 2**31 - 1

@@ -2,7 +2,9 @@
 
 Opening is lazy: only the directory listing and the active segment are read; a sealed segment
 opens its descriptor and loads its indexes on first use, and at most ``max_open_segments`` of
-them stay loaded (least recently used first out).
+them stay loaded (least recently used first out). Descriptors: the active segment's stays open;
+a sealed segment keeps its own between operations only with a token of the ``HandleQuota``
+the log shares with the others of its broker, else it closes it after each operation.
 
 Recovery: ``recovery_point=None`` (clean shutdown) trusts every file and only walks the active
 segment's headers from its last index entry to find the end. An integer ``recovery_point`` (the
@@ -21,16 +23,25 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from sluice.broker.storage.base import AppendResult, BaseLog, ReadResult, wall_clock_ms
+from sluice.broker.storage.base import (
+    AppendResult,
+    BaseLog,
+    PendingAppend,
+    Piece,
+    ReadResult,
+    wall_clock_ms,
+)
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import (
     LOG_SUFFIX,
     SEGMENT_SUFFIXES,
     CorruptLogError,
+    HandleQuota,
     SegmentFile,
     fdatasync_path,
     fsync_dir,
     parse_segment_name,
+    write_all,
 )
 from sluice.broker.storage.segment import Segment, iter_headers
 from sluice.protocol.batch import BatchHeader
@@ -56,11 +67,14 @@ class FileLog(BaseLog):
         now_ms: Callable[[], int],
         segments: list[Segment],
         max_open_segments: int,
+        quota: HandleQuota,
     ) -> None:
         super().__init__(config, now_ms, segments)
         self.directory = directory
         self._loaded: OrderedDict[Segment, None] = OrderedDict()  # sealed segments, LRU order
         self._max_open = max_open_segments
+        self._quota = quota
+        self._holding: set[Segment] = set()  # sealed segments open with a token of the quota
         self._flushed = 0
         self._dir_dirty = False  # segment files were created or deleted since the last flush
         self._failed: str | None = None
@@ -75,6 +89,7 @@ class FileLog(BaseLog):
         now_ms: Callable[[], int] = wall_clock_ms,
         max_open_segments: int = DEFAULT_MAX_OPEN_SEGMENTS,
         flushed_floor: int | None = None,
+        quota: HandleQuota | None = None,
     ) -> FileLog:
         """Open (creating if needed) the log in ``directory``; see the module docstring.
 
@@ -100,7 +115,7 @@ class FileLog(BaseLog):
             ]
         else:
             segments = [Segment.create(directory, 0, interval)]
-        log = cls(directory, config, now_ms, segments, max_open_segments)
+        log = cls(directory, config, now_ms, segments, max_open_segments, quota or HandleQuota())
         try:
             if not bases:
                 log._dir_dirty = True
@@ -147,6 +162,7 @@ class FileLog(BaseLog):
             finally:
                 file.release()
             self._use(segment)  # caps descriptors while recovering many segments
+            self._settle(segment)
             if cut:
                 break
         fsync_dir(self.directory)
@@ -164,8 +180,30 @@ class FileLog(BaseLog):
             loaded[segment] = None
             while len(loaded) > self._max_open:
                 victim, _ = loaded.popitem(last=False)
+                self._forget(victim)
                 victim.unload()
         return segment
+
+    def _settle(self, segment: Segment) -> None:
+        """After an operation on ``segment``: a sealed one keeps its descriptor only with a
+        token of the quota, else it is closed now (its indexes stay loaded)."""
+        if segment is self._segments[-1] or segment in self._holding or not segment.is_open:
+            return
+        if self._quota.take():
+            self._holding.add(segment)
+        else:
+            segment.close_file()
+
+    def _forget(self, segment: Segment) -> None:
+        """``segment`` is closing its descriptor (evicted, deleted, active again): give its
+        token back."""
+        if segment in self._holding:
+            self._holding.discard(segment)
+            self._quota.give()
+
+    def _forget_all(self) -> None:
+        for segment in list(self._holding):
+            self._forget(segment)
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -174,37 +212,47 @@ class FileLog(BaseLog):
         if self._failed:
             raise StorageError(f"{self.directory.name} needs recovery: {self._failed}")
 
-    def _append_locked(self, view: memoryview, spans: list[tuple[int, int]]) -> AppendResult:
-        count = len(self._segments)
-        snapshot = self._segments[-1].snapshot()
-        try:
-            return super()._append_locked(view, spans)
-        except OSError as exc:
-            self._undo_append(count, snapshot)
-            raise StorageError(
-                f"append to {self.directory.name} failed and was undone: {exc.strerror or exc}"
-            ) from exc
+    @property
+    def label(self) -> str:
+        return self.directory.name
 
-    def _undo_append(self, count: int, snapshot: tuple) -> None:
-        """Put the log back as it was before a failed append: drop segments it rolled to,
-        cut the formerly active one back (un-sealing it)."""
+    def _create_segment(self, base_offset: int) -> Segment:
+        self._dir_dirty = True
+        return Segment.create(self.directory, base_offset, self._config.index_interval_bytes)
+
+    def _seal(self, segment: Segment) -> None:
+        segment.seal()
+        self._use(segment)
+        self._settle(segment)
+
+    def _undo_point(self, active: Segment) -> tuple:
+        return active.snapshot()
+
+    def _hold(self, segment: Segment) -> SegmentFile:
+        # Not retained here (that costs on every append): close and delete, which would close
+        # it, first make the append in progress keep it open (``keep_files_open``).
+        return segment.file()
+
+    def _write_piece(self, piece: Piece) -> None:
+        write_all(piece.file.fileno(), piece.chunk)
+
+    def _abandon(self, pending: PendingAppend) -> None:
+        """Put the log back as it was before a failed append: drop the segments it rolled to,
+        cut the formerly active one back (un-sealing it) -- also past bytes written but never
+        published."""
         try:
-            for segment in self._segments[count:]:
+            self._drop_added(pending.new_segments)
+            for segment in pending.new_segments:
+                self._loaded.pop(segment, None)
+                self._forget(segment)
                 segment.delete()
-            del self._segments[count:], self._bases[count:]
-            active = self._segments[-1]
-            self._loaded.pop(active, None)
-            active.restore(snapshot)
+            if not self._closed:
+                active = self._segments[-1]
+                self._loaded.pop(active, None)
+                self._forget(active)
+                active.restore(pending.undo)
         except OSError as exc:
             self._failed = f"undoing a failed append also failed: {exc}"
-
-    def _roll(self, base_offset: int) -> Segment:
-        previous = self._segments[-1]
-        previous.seal()
-        segment = self._add_segment(Segment.create(self.directory, base_offset, self._config.index_interval_bytes))
-        self._use(previous)
-        self._dir_dirty = True
-        return segment
 
     def reconfigure(self, config: TopicConfig) -> None:
         super().reconfigure(config)
@@ -235,7 +283,10 @@ class FileLog(BaseLog):
             with self._lock:
                 if self._closed:
                     return
-                file, start, end = self._use(segment).headers_from(from_offset)
+                try:
+                    file, start, end = self._use(segment).headers_from(from_offset)
+                finally:
+                    self._settle(segment)
             try:
                 for _, header in iter_headers(file.fileno(), start, end):
                     yield header
@@ -264,7 +315,10 @@ class FileLog(BaseLog):
                     break
                 if segment is not self._segments[-1]:
                     self._use(segment)
-                targets.append(segment.prepare_sync())
+                try:
+                    targets.append(segment.prepare_sync())
+                finally:
+                    self._settle(segment)
             sync_dir, self._dir_dirty = self._dir_dirty, False
         try:
             for file, paths in targets:
@@ -289,6 +343,9 @@ class FileLog(BaseLog):
         self.flush()
         with self._lock:
             self._closed = True
+            if self._pending is not None:
+                self._pending.keep_files_open()
+            self._forget_all()
             for segment in self._segments:
                 segment.unload()
             self._loaded.clear()
@@ -297,6 +354,9 @@ class FileLog(BaseLog):
         """Close without flushing and remove the directory (in-flight readers keep their fds)."""
         with self._lock:
             self._closed = True
+            if self._pending is not None:
+                self._pending.keep_files_open()
+            self._forget_all()
             for segment in self._segments:
                 segment.delete()
             self._loaded.clear()
@@ -304,6 +364,7 @@ class FileLog(BaseLog):
 
     def _discard(self, segment: Segment) -> None:
         self._loaded.pop(segment, None)
+        self._forget(segment)
         segment.delete()
         self._dir_dirty = True
 
@@ -311,7 +372,10 @@ class FileLog(BaseLog):
         """Check every segment's invariants and that segments are contiguous (tests, tooling)."""
         with self._lock:
             for i, segment in enumerate(self._segments):
-                self._use(segment).sanity_check()
+                try:
+                    self._use(segment).sanity_check()
+                finally:
+                    self._settle(segment)
                 if i + 1 < len(self._segments) and segment.end_offset != self._bases[i + 1]:
                     raise StorageError(f"{segment!r} is not followed by offset {segment.end_offset}")
 

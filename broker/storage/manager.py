@@ -32,6 +32,7 @@ is kept. The operator can cut it deliberately by naming it in ``repair``
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -42,10 +43,17 @@ import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sluice.broker.storage.base import wall_clock_ms
 from sluice.broker.storage.config import TopicConfig
-from sluice.broker.storage.files import CorruptLogError, atomic_write, fsync_dir
+from sluice.broker.storage.files import (
+    CorruptLogError,
+    DirectoryLock,
+    HandleQuota,
+    atomic_write,
+    fsync_dir,
+)
 from sluice.broker.storage.log import DEFAULT_MAX_OPEN_SEGMENTS, FileLog
 from sluice.broker.storage.memory import MemoryLog
 from sluice.protocol.batch import MAGIC
@@ -70,6 +78,16 @@ _PARTITION_DIR = re.compile(r"(.+)-([0-9]+)")
 
 Log = FileLog | MemoryLog
 storage_log = logging.getLogger("sluice.storage")
+RAISE_HINT = "raise the open-files limit (ulimit -n, or LimitNOFILE= in a systemd unit)"
+
+
+class PartitionBudget(Protocol):
+    """What admits partitions that keep a file open (the broker's ``DescriptorBudget``)."""
+
+    def admit_partitions(self, count: int, topic: str | None = None) -> None:
+        """Count them in, or raise ``StorageError`` naming the limit (nothing counted)."""
+
+    def release_partitions(self, count: int) -> None: ...
 
 
 class DataFormatError(StorageError):
@@ -146,7 +164,12 @@ class LogManager:
         memory: bool = False,
         max_open_segments: int = DEFAULT_MAX_OPEN_SEGMENTS,
         repair: Collection[str] = (),
+        descriptors: PartitionBudget | None = None,
+        quota: HandleQuota | None = None,
     ) -> None:
+        """``descriptors``: admits the partitions this manager opens files for (at open and
+        topic creation), or refuses them whole; ``quota``: shared by its logs (see
+        ``HandleQuota``)."""
         if data_dir is None and not memory:
             raise ValueError("a data directory is required unless memory=True")
         self.data_dir = data_dir
@@ -162,6 +185,9 @@ class LogManager:
         self.repair = set(repair)  # "topic-p" names whose recovery may cut below the floor
         self._checkpoint_lock = threading.Lock()  # checkpoints run in threads and on the loop
         self.was_clean = True  # how the last open found the data directory
+        self._descriptors = descriptors
+        self._quota = quota or HandleQuota()
+        self._dir_lock: DirectoryLock | None = None
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -175,15 +201,27 @@ class LogManager:
     # -- open / close ------------------------------------------------------------------------
 
     def open(self) -> LogManager:
-        """Load the topics and open every partition, recovering after an unclean stop."""
+        """Lock the data directory, load the topics and open every partition, recovering after
+        an unclean stop. Raises ``DataDirectoryInUseError`` if another broker holds it."""
         if self.memory:
             return self
+        assert self.data_dir is not None
+        self._dir_lock = DirectoryLock.acquire(self.data_dir)  # before anything is read
+        try:
+            return self._open_locked()
+        except BaseException:
+            self._dir_lock.release()
+            raise
+
+    def _open_locked(self) -> LogManager:
         self._path(META_DIR).mkdir(parents=True, exist_ok=True)
         check_format(self._path())
         marker = self._path(CLEAN_SHUTDOWN_FILE)
         self.was_clean = marker.exists()
         minted = False
-        for name, entry in self._read_json(TOPICS_FILE).items():
+        topics = self._read_json(TOPICS_FILE)
+        self._admit(sum(entry["partitions"] for entry in topics.values()))
+        for name, entry in topics.items():
             self._overrides[name] = dict(entry["configs"])
             config = TopicConfig.from_mapping({**entry["configs"], "partitions": entry["partitions"]}, self.defaults)
             topic_id = entry.get("topic_id")
@@ -207,8 +245,10 @@ class LogManager:
                         now_ms=self._now_ms,
                         max_open_segments=self._max_open_segments,
                         flushed_floor=None if repairing else floor,
+                        quota=self._quota,
                     )
                 except CorruptLogError as exc:
+                    self._release(1)  # an offline partition keeps no file open
                     message = f"partition {key} is offline: {exc.message}; to truncate it there " \
                         f"deliberately, restart once with --repair-truncate {key}"
                     storage_log.error("%s", message)
@@ -269,16 +309,23 @@ class LogManager:
             fsync_dir(self._path())
 
     def close(self) -> None:
-        """Close every log, checkpoint, then (last, durably) write the clean-shutdown marker."""
-        for log in self._logs.values():
-            log.close()
-        if self.memory:
-            return
-        self.checkpoint_recovery_points()
-        if self.offline:  # the next start must look at them again
-            storage_log.warning("not marking a clean shutdown: %d partition(s) offline", len(self.offline))
-            return
-        atomic_write(self._path(CLEAN_SHUTDOWN_FILE), b"")
+        """Close every log, checkpoint, then (last, durably) write the clean-shutdown marker;
+        release the data directory's lock after that last write."""
+        try:
+            for log in self._logs.values():
+                log.close()
+            if self.memory:
+                return
+            self.checkpoint_recovery_points()
+            if self.offline:  # the next start must look at them again
+                storage_log.warning(
+                    "not marking a clean shutdown: %d partition(s) offline", len(self.offline)
+                )
+                return
+            atomic_write(self._path(CLEAN_SHUTDOWN_FILE), b"")
+        finally:
+            if self._dir_lock is not None:
+                self._dir_lock.release()
 
     def checkpoint_recovery_points(self) -> None:
         """Persist each log's ``flushed_offset``: recovery re-validates from there."""
@@ -330,17 +377,26 @@ class LogManager:
             overrides["partitions"] = partitions
         config = TopicConfig.from_mapping(overrides, self.defaults)
         overrides.pop("partitions", None)
-        info = TopicInfo(name, config, new_topic_id())
         if not self.memory:
             self._remove_leftovers(name, range(config.partitions))
+        self._admit(config.partitions, name)
+        info = TopicInfo(name, config, new_topic_id())
         self._topics[name] = info
         self._overrides[name] = overrides
-        if not self.memory:
-            # Forget any recovery point of an earlier topic of this name before it exists again.
-            self.checkpoint_recovery_points()
-            self._persist_topics()
-        for partition in range(config.partitions):
-            self._logs[name, partition] = self._new_log(name, partition, config)
+        try:
+            if not self.memory:
+                # Forget any recovery point of an earlier topic of this name before it exists
+                # again.
+                self.checkpoint_recovery_points()
+                self._persist_topics()
+            for partition in range(config.partitions):
+                self._logs[name, partition] = self._new_log(name, partition, config)
+        except OSError as exc:
+            self._undo_create(name, config.partitions)
+            raise StorageError(
+                f"cannot create topic {name!r}: {exc.strerror or exc}; nothing was created"
+                + (f": {RAISE_HINT}" if exc.errno in (errno.EMFILE, errno.ENFILE) else "")
+            ) from exc
         return info
 
     def _remove_leftovers(self, topic: str, partitions: range) -> None:
@@ -358,6 +414,7 @@ class LogManager:
                 ) from None
         if leftovers:
             fsync_dir(self._path())
+
     def alter_topic(
         self, name: str, partitions: int | None = None, configs: Mapping[str, int] | None = None
     ) -> int:
@@ -379,6 +436,7 @@ class LogManager:
         config = TopicConfig.from_mapping({**overrides, "partitions": count}, self.defaults)
         if not self.memory:
             self._remove_leftovers(name, range(old.partitions, count))
+        self._admit(count - old.partitions, name)
         self._topics[name] = TopicInfo(name, config, info.topic_id)
         self._overrides[name] = overrides
         if not self.memory:
@@ -393,6 +451,28 @@ class LogManager:
             self._logs[name, partition] = self._new_log(name, partition, config)
         return old.partitions
 
+    def _undo_create(self, name: str, partitions: int) -> None:
+        """Remove every trace of a topic whose creation failed part way (files first: that
+        gives back the descriptors its logs took, which the rewrite of topics.json needs)."""
+        for partition in range(partitions):
+            log = self._logs.pop((name, partition), None)
+            if log is not None:
+                log.delete()
+            elif not self.memory:
+                shutil.rmtree(self._partition_dir(name, partition), ignore_errors=True)
+        del self._topics[name], self._overrides[name]
+        self._release(partitions)
+        if not self.memory:
+            self._persist_topics()
+
+    def _admit(self, partitions: int, topic: str | None = None) -> None:
+        if self._descriptors is not None and not self.memory:
+            self._descriptors.admit_partitions(partitions, topic)
+
+    def _release(self, partitions: int) -> None:
+        if self._descriptors is not None and not self.memory:
+            self._descriptors.release_partitions(partitions)
+
     def _new_log(self, topic: str, partition: int, config: TopicConfig) -> Log:
         if self.memory:
             return MemoryLog(config, self._now_ms)
@@ -402,6 +482,7 @@ class LogManager:
             recovery_point=None,
             now_ms=self._now_ms,
             max_open_segments=self._max_open_segments,
+            quota=self._quota,
         )
 
     def delete_topic(self, name: str) -> None:
@@ -413,6 +494,7 @@ class LogManager:
             log = self._logs.pop((name, partition), None)
             if log is not None:
                 log.delete()
+                self._release(1)
             elif self.offline.pop((name, partition), None) is not None:
                 shutil.rmtree(self._partition_dir(name, partition), ignore_errors=True)
         if not self.memory:  # the directories are gone for good before a new topic can be named
@@ -443,5 +525,15 @@ class LogManager:
         return iter(list(self._logs.items()))
 
     def enforce_retention(self, now_ms: int | None = None) -> int:
-        """Apply every log's retention; returns the number of segments deleted."""
-        return sum(log.enforce_retention(now_ms) for log in self._logs.values())
+        """Apply every log's retention; returns the number of segments deleted.
+
+        Runs in a worker thread while the event loop may create or delete topics: it walks a
+        snapshot of the logs, and skips one deleted meanwhile."""
+        removed = 0
+        for log in list(self._logs.values()):
+            try:
+                removed += log.enforce_retention(now_ms)
+            except StorageError:
+                if not log.closed:
+                    raise
+        return removed

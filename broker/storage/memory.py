@@ -18,18 +18,21 @@ from sluice.protocol.batch import BatchHeader, parse_header
 class MemorySegment:
     """Batches ``[base_offset, end_offset)`` as separate ``bytes``; ``_bases`` is parallel."""
 
-    __slots__ = ("base_offset", "end_offset", "size", "created_ms", "largest_timestamp", "_batches", "_bases", "_max_ts")
+    __slots__ = ("base_offset", "end_offset", "size", "created_ms", "last_append_ms",
+                 "largest_timestamp", "_batches", "_bases", "_max_ts")
 
     def __init__(self, base_offset: int) -> None:
         self.base_offset = self.end_offset = base_offset
         self.size = 0
         self.created_ms: int | None = None
+        self.last_append_ms: int | None = None
         self.largest_timestamp: int | None = None
         self._batches: list[bytes] = []
         self._bases: list[int] = []
         self._max_ts: list[int] = []
 
-    def append(self, chunk: memoryview, batches: list[BatchSpan], now_ms: int) -> None:
+    def publish(self, chunk: memoryview, batches: list[BatchSpan], now_ms: int) -> None:
+        """Keep a copy of ``chunk``'s batches (nothing is written before: no files)."""
         ends = [pos for pos, *_ in batches[1:]] + [len(chunk)]
         for (pos, base, _, max_ts), end in zip(batches, ends, strict=True):
             self._batches.append(bytes(chunk[pos:end]))
@@ -41,6 +44,7 @@ class MemorySegment:
         self.end_offset = batches[-1][2] + 1
         if self.created_ms is None:
             self.created_ms = now_ms
+        self.last_append_ms = now_ms
 
     def _index_of(self, offset: int) -> int:
         return max(bisect_right(self._bases, offset) - 1, 0)
@@ -75,8 +79,12 @@ class MemoryLog(BaseLog):
     def __init__(self, config: TopicConfig, now_ms: Callable[[], int] = wall_clock_ms) -> None:
         super().__init__(config, now_ms, [MemorySegment(0)])
 
-    def _roll(self, base_offset: int) -> MemorySegment:
-        return self._add_segment(MemorySegment(base_offset))
+    @property
+    def label(self) -> str:
+        return "the in-memory log"
+
+    def _create_segment(self, base_offset: int) -> MemorySegment:
+        return MemorySegment(base_offset)
 
     @property
     def flushed_offset(self) -> int:

@@ -26,7 +26,13 @@ from pathlib import Path
 
 import msgpack
 from sluice.broker.storage.config import TopicConfig
-from sluice.broker.storage.files import LOG_SUFFIX, fdatasync_path, fsync_dir, segment_path
+from sluice.broker.storage.files import (
+    LOG_SUFFIX,
+    DirectoryLock,
+    fdatasync_path,
+    fsync_dir,
+    segment_path,
+)
 from sluice.broker.storage.log import _list_segments
 from sluice.broker.storage.manager import FORMAT_FILE, META_DIR, TOPICS_FILE, write_format
 from sluice.broker.storage.segment import Segment
@@ -64,6 +70,14 @@ def migrate(data_dir: Path, progress: Callable[[str], None] = print) -> list[Par
     meta = data_dir / META_DIR
     if not meta.is_dir():
         raise MigrationError(f"{data_dir} is not a Sluice data directory (no {META_DIR}/)")
+    lock = DirectoryLock.acquire(data_dir)  # never under a live broker
+    try:
+        return _migrate_locked(data_dir, meta, progress)
+    finally:
+        lock.release()
+
+
+def _migrate_locked(data_dir: Path, meta: Path, progress: Callable[[str], None]) -> list[PartitionReport]:
     if (meta / FORMAT_FILE).exists():
         progress(f"{data_dir} is already in the record batch v{MAGIC} format: nothing to do")
         return []

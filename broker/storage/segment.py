@@ -25,7 +25,6 @@ from sluice.broker.storage.files import (
     SegmentFile,
     open_append,
     segment_path,
-    write_all,
 )
 from sluice.broker.storage.index import U32_MAX, CorruptIndexError, OffsetIndex, TimeIndex
 from sluice.protocol.batch import (
@@ -163,6 +162,7 @@ class Segment:
         "size",
         "end_offset",
         "created_ms",
+        "_last_append_ms",
         "sealed",
         "offset_index",
         "time_index",
@@ -188,6 +188,7 @@ class Segment:
         self.size = size
         self.end_offset = end_offset
         self.created_ms: int | None = None  # wall clock of the first append (segment_ms rolls)
+        self._last_append_ms: int | None = None  # wall clock of the last append (retention)
         self.sealed = sealed
         self.offset_index = OffsetIndex(segment_path(directory, base_offset, INDEX_SUFFIX))
         self.time_index = TimeIndex(segment_path(directory, base_offset, TIMEINDEX_SUFFIX))
@@ -393,18 +394,16 @@ class Segment:
 
     # -- appending ---------------------------------------------------------------------------
 
-    def append(self, chunk: memoryview, batches: list[BatchSpan], now_ms: int) -> None:
-        """Write ``chunk`` (whole, already stamped batches) at the end, then index it.
-
-        On ``OSError`` the segment's state is unchanged (the file may hold part of ``chunk``;
-        the log truncates it back with ``restore``)."""
+    def publish(self, chunk: memoryview, batches: list[BatchSpan], now_ms: int) -> None:
+        """Make ``chunk`` part of the segment: whole, stamped batches the log has just written
+        at the end of the file (readers only ever look up to ``size``). Indexes them."""
         start = self.size
-        write_all(self.file().fileno(), chunk)
         self._index((start + pos, base, max_ts) for pos, base, _, max_ts in batches)
         self.size = start + len(chunk)
         self.end_offset = batches[-1][2] + 1
         if self.created_ms is None:
             self.created_ms = now_ms
+        self._last_append_ms = now_ms
 
     def snapshot(self) -> tuple:
         """State to ``restore`` if an append fails part way."""
@@ -412,6 +411,7 @@ class Segment:
             self.size,
             self.end_offset,
             self.created_ms,
+            self._last_append_ms,
             self._max_timestamp,
             self._last_batch_offset,
             len(self.offset_index),
@@ -424,6 +424,7 @@ class Segment:
             self.size,
             self.end_offset,
             self.created_ms,
+            self._last_append_ms,
             self._max_timestamp,
             self._last_batch_offset,
             offset_entries,
@@ -507,6 +508,17 @@ class Segment:
         return None
 
     @property
+    def last_append_ms(self) -> int | None:
+        """Wall clock of the last append: remembered since this process appended to the
+        segment, else the ``.log`` file's modification time (None if it is gone)."""
+        if self._last_append_ms is None and self.size:
+            try:
+                self._last_append_ms = os.stat(self.log_path).st_mtime_ns // 1_000_000
+            except FileNotFoundError:
+                return None
+        return self._last_append_ms
+
+    @property
     def largest_timestamp(self) -> int | None:
         """The largest batch timestamp, None if empty. An unloaded sealed segment reads its
         ``.timeindex`` (whose last entry is that timestamp) and keeps only the number."""
@@ -556,12 +568,17 @@ class Segment:
             self._file.close()
             self._file = None
 
-    def unload(self) -> None:
-        """Close the descriptor (readers keep theirs) and drop index entries; reloaded on demand."""
+    def close_file(self) -> None:
+        """Close the descriptor (readers keep theirs), keeping the index entries loaded; it
+        reopens on demand."""
         self.write_indexes()
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def unload(self) -> None:
+        """Close the descriptor (readers keep theirs) and drop index entries; reloaded on demand."""
+        self.close_file()
         self.offset_index.unload()
         self.time_index.unload()
 

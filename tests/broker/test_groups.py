@@ -5,9 +5,11 @@ from __future__ import annotations
 from functools import partial
 
 import trio
+from sluice.broker.config import BrokerConfig
 from sluice.broker.server import serve
 from sluice.protocol import messages as m
 from sluice.protocol.errors import FencedMemberEpochError, UnknownMemberIdError
+from sluice.protocol.messages import MAX_PARTITIONS
 
 from tests.broker.conftest import RawClient, create_topic, make_batch, produce
 
@@ -212,3 +214,23 @@ async def test_offsets_of_an_empty_group_expire(broker_config):
             fetched = await client.request(m.FetchOffsetsRequest(group_id="old"))
             assert fetched.partitions == []
         handle.shutdown()
+
+
+async def test_a_lone_member_of_a_topic_at_the_partition_maximum(nursery):
+    """Issue 13.11: a lone member of a 10,000-partition topic (the documented maximum) could
+    not heartbeat -- ``owned[0].partitions holds more than 10000 items`` -- and expired. Now it
+    owns all of them, reports them, stays, and commits an offset for every one."""
+    handle = await nursery.start(partial(serve, BrokerConfig(port=0, in_memory=True)))
+    async with await RawClient.connect(handle.port) as client:
+        await create_topic(client, "max", partitions=MAX_PARTITIONS)
+        member = Member(client, "g", ["max"])
+        for _ in range(3):  # join, report every partition owned, and again
+            response = await member.heartbeat()
+            assert response.error == 0, response.message
+        assert len(member.owned) == MAX_PARTITIONS
+        commit = await client.request(m.CommitOffsetsRequest(
+            group_id="g", member_id=member.member_id, member_epoch=member.epoch,
+            offsets=[m.OffsetCommit(topic="max", partition=p, offset=0)
+                     for p in range(MAX_PARTITIONS)]))
+        assert commit.error == 0 and not any(r.error for r in commit.partitions)
+    handle.shutdown()

@@ -8,6 +8,7 @@ import pytest
 import trio
 from sluice.broker.config import BrokerConfig
 from sluice.protocol import messages as m
+from sluice.protocol.errors import RemoteProtocolError, TooManyConnectionsError
 
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce
 
@@ -30,8 +31,12 @@ async def test_connections_over_the_limit_are_refused(broker):
         clients = [await RawClient.connect(broker.port) for _ in range(3)]
         for c in clients:
             assert (await c.request(m.MetadataRequest())).error == 0
-        extra = await trio.open_tcp_stream("127.0.0.1", broker.port)
-        assert await extra.receive_some(1) == b""  # closed by the broker at once
+        extra = await RawClient.connect(broker.port)
+        with pytest.raises(RemoteProtocolError, match="refused the connection") as refused:
+            await extra.request(m.MetadataRequest())  # told why, then closed
+        assert isinstance(refused.value.__cause__, TooManyConnectionsError)
+        assert "max_connections (3)" in refused.value.__cause__.message
+        assert await extra.stream.receive_some(1) == b""
         await extra.aclose()
         await clients[0].aclose()
         # A slot frees up once a client leaves.

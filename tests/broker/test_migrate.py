@@ -47,7 +47,8 @@ def test_an_old_directory_is_refused_with_the_command_that_converts_it(tmp_path)
     before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
     with pytest.raises(DataFormatError, match=f"sluice migrate --data-dir {data}"):
         LogManager(data).open()
-    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before  # untouched
+    after = {p: p.read_bytes() for p in data.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before  # untouched (but for the lock file the refusal was made under)
 
 
 def test_migration_keeps_every_field_and_the_broker_then_opens_it(tmp_path):
@@ -171,3 +172,16 @@ def test_the_broker_refuses_an_old_directory_at_start_in_one_line(tmp_path):
     refusal = done.stderr.rstrip().splitlines()[-1]
     assert refusal.startswith(f"sluice broker: {data} was written by Sluice before record")
     assert refusal.endswith(f"sluice migrate --data-dir {data}")
+
+
+def test_migration_refuses_a_directory_a_broker_holds(tmp_path):
+    from sluice.broker.storage.files import DataDirectoryInUseError, DirectoryLock
+
+    data = old_data_dir(tmp_path)
+    lock = DirectoryLock.acquire(data)  # as a running broker holds it
+    try:
+        with pytest.raises(DataDirectoryInUseError, match="in use by another broker"):
+            migrate(data, progress=lambda line: None)
+        assert not (data / "meta" / "format.json").exists()
+    finally:
+        lock.release()

@@ -9,6 +9,7 @@ from sluice.broker.server import serve
 from sluice.protocol.errors import BrokerShuttingDownError
 
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce, read_values
+from tests.processes import BrokerProcess
 
 
 async def test_shutdown_answers_long_polls_and_keeps_every_acked_record(broker_config):
@@ -53,3 +54,14 @@ async def test_shutdown_answers_long_polls_and_keeps_every_acked_record(broker_c
         async with await RawClient.connect(handle.port) as reader:
             assert (await read_values(reader, "t"))[: len(acked)] == acked
         handle.shutdown()
+
+
+def test_sigterm_right_after_listening_is_a_clean_shutdown(tmp_path):
+    """The SIGTERM handler used to be installed by a task that had not run yet when the broker
+    said it was listening: a SIGTERM in that window killed it uncleanly (exit -15, no
+    clean-shutdown marker). Several tries, since the window is short."""
+    broker = BrokerProcess(tmp_path / "data", tmp_path / "broker.log")
+    for _ in range(5):
+        broker.start()
+        assert broker.stop() == 0, broker.log_text()
+        assert (tmp_path / "data" / ".clean-shutdown").exists()

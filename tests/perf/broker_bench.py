@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,17 +115,24 @@ def produce(port: int, topic: str, batch: bytes, total: int, acks: int) -> float
         partitions=[m.ProducePartition(topic=topic, partition=0, records=batch)],
     )
     start = time.perf_counter()
-    sent = received = 0
-    while received < total:
-        while sent < total and sent - received < IN_FLIGHT:
+    pipeline(client, request, IN_FLIGHT, lambda sent: sent < total)
+    elapsed = time.perf_counter() - start
+    client.close()
+    return total * len(batch) / MIB / elapsed
+
+
+def pipeline(client: Client, request, in_flight: int, more: Callable[[int], bool]) -> int:
+    """Send ``request`` again and again, ``in_flight`` at a time, while ``more(sent so far)``;
+    every answer must be free of errors. Returns how many were answered (all that were sent)."""
+    sent = answered = 0
+    while more(sent) or answered < sent:
+        while more(sent) and sent - answered < in_flight:
             client.send(request)
             sent += 1
         response = client.receive()
         assert response.partitions[0].error == 0, response
-        received += 1
-    elapsed = time.perf_counter() - start
-    client.close()
-    return total * len(batch) / MIB / elapsed
+        answered += 1
+    return answered
 
 
 def fetch_all(port: int, topic: str, end: int) -> float:

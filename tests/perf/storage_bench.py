@@ -7,8 +7,8 @@
 Measures: append throughput of 64 KiB and 1 MiB batches (FileLog vs raw ``os.write`` of the
 same bytes; target >= 80%); offset lookup on a 1-segment vs a 1,000-segment log (target within
 2x); recovery after an unclean stop (the writer is SIGKILLed) with the last 10 MiB unflushed
-(target well under 1 s), beside a full re-validation; RSS and descriptors of a log opened with
-10 vs 1,000 segments. All files live in page cache: this measures the code, not the disk.
+(target well under 1 s), beside a full re-validation; reads of an older segment whose file is
+kept open vs opened per read; RSS and descriptors of a log opened with 10 vs 1,000 segments. All files live in page cache: this measures the code, not the disk.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from sluice.broker.storage import FileLog, TopicConfig
+from sluice.broker.storage.files import HandleQuota
 from sluice.protocol.batch import build_batch
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
@@ -154,6 +155,35 @@ def bench_read_on(work: Path, batches: int, budget: int) -> dict:
             "looked_up_us": looked_up_us, "ratio": read_on_us / looked_up_us}
 
 
+def bench_sealed_reads(work: Path, batches: int, budget: int) -> dict:
+    """A consumer catching up through an older (sealed) segment, ``budget`` bytes a read: with
+    the segment's descriptor kept between reads (a token of the broker's ``HandleQuota``)
+    against opened and closed for every read (the quota spent)."""
+    template = build_batch([(None, b"x" * 200, [], 0)])
+    logs = []
+    for name, quota in (("kept", HandleQuota()), ("reopened", HandleQuota(0))):
+        log = FileLog.open(work / name, TopicConfig(segment_bytes=GIB), recovery_point=None,
+                           quota=quota)
+        for _ in range(batches):
+            log.append(bytearray(template))
+        log.roll()  # the data is in a sealed segment now
+        logs.append(log)
+    starts = list(range(0, batches, max(budget // len(template), 1)))
+
+    def timed(log: FileLog) -> float:
+        began = time.perf_counter()
+        for offset in starts:
+            for piece in log.read(offset, budget).slices:
+                piece.file.release()
+        return (time.perf_counter() - began) / len(starts) * 1e6
+
+    kept_us, reopened_us = best_of_interleaved(3, lambda: timed(logs[0]), lambda: timed(logs[1]))
+    for log in logs:
+        log.delete()
+    return {"reads": len(starts), "budget": budget, "kept_us": kept_us,
+            "reopened_us": reopened_us, "ratio": reopened_us / kept_us}
+
+
 # -- recovery ------------------------------------------------------------------------------
 
 
@@ -275,6 +305,12 @@ def report(results: dict) -> str:
         f"| a consumer's reads, {r['budget'] // KIB} KiB each: on from the last read's end vs "
         f"looked up (us) | {r['read_on_us']:.1f} | {r['looked_up_us']:.1f} | {r['ratio']:.2f}x | - |"
     )
+    r = results["sealed_reads"]
+    rows.append(
+        f"| reads of an older segment, {r['budget'] // KIB} KiB each: file opened and closed per "
+        f"read (handle quota spent) vs kept open (us) | {r['reopened_us']:.1f} | {r['kept_us']:.1f} "
+        f"| {r['ratio']:.2f}x | - |"
+    )
     rec = results["recovery"]
     rows.append(
         f"| unclean open, {rec['log_bytes'] / MIB:.0f} MiB log, last "
@@ -318,6 +354,7 @@ def main() -> None:
             "append_1m": bench_append(work, MIB, (8 if quick else 512) * MIB, 1 if quick else 3),
             "lookup": bench_lookup(work, 5_000 if quick else 200_000, 500 if quick else 20_000),
             "read_on": bench_read_on(work, 2_000 if quick else 100_000, 64 * KIB),
+            "sealed_reads": bench_sealed_reads(work, 2_000 if quick else 100_000, 64 * KIB),
             "recovery": bench_recovery(work, (16 if quick else 1024) * MIB, (2 if quick else 10) * MIB),
             "memory": bench_memory(work, (10, 100 if quick else 1_000)),
         }

@@ -466,9 +466,8 @@ def test_api_errors_are_api_errors():
     [
         {"api": 1, "topics": [f"t{i}" for i in range(m.MAX_REQUEST_ITEMS + 1)]},
         {  # nested: the budget is per request, not per list
-            "api": 9, "group_id": "g", "member_id": "x", "member_epoch": 1,
-            "session_timeout_ms": 10_000,
-            "owned": [{"topic": f"t{i}", "partitions": list(range(100))} for i in range(100)],
+            "api": 2, "topics": [{"name": f"t{i}", "partitions": 1, "configs": {"segment_ms": 1}}
+                                 for i in range(m.MAX_REQUEST_ITEMS // 2 + 1)],
         },
     ],
 )
@@ -477,6 +476,32 @@ def test_requests_over_the_item_budget_are_refused_before_decoding(fields):
     with pytest.raises(m.InvalidFieldError, match="more than 10000 items") as caught:
         m.decode_request(frame)
     assert caught.value.correlation_id == 5
+
+
+def heartbeat_owning(topics: int, partitions: int, **fields) -> dict:
+    return {"api": 9, "v": 0, "cid": 5, "group_id": "g", "member_id": "x", "member_epoch": 1,
+            "session_timeout_ms": 10_000,
+            "owned": [{"topic": f"t{i}", "partitions": list(range(partitions))}
+                      for i in range(topics)], **fields}
+
+
+def test_a_member_owning_every_partition_of_ten_maximal_topics_can_heartbeat():
+    """Issue 13.11: a lone member of a 10,000-partition topic heartbeat with 10,001 items
+    (the owned list's entry plus its partition numbers) and was refused."""
+    _, request = m.decode_request(raw_frame(heartbeat_owning(10, m.MAX_PARTITIONS)))
+    assert sum(len(tp.partitions) for tp in request.owned) == 10 * m.MAX_PARTITIONS
+    response = m.GroupHeartbeatResponse(member_id="x", member_epoch=2, assignment=request.owned)
+    assert m.encode_response(5, response)  # raises if its header were over max_header_bytes
+
+
+def test_partition_numbers_have_their_own_budget_and_a_per_topic_maximum():
+    with pytest.raises(m.InvalidFieldError, match="more than 100000 partition numbers"):
+        m.decode_request(raw_frame(heartbeat_owning(11, m.MAX_PARTITIONS)))
+    with pytest.raises(m.InvalidFieldError, match=r"owned\[0\]\.partitions must be a list of at "
+                       "most 10000 partition numbers"):
+        m.decode_request(raw_frame(heartbeat_owning(1, m.MAX_PARTITIONS + 1)))
+    with pytest.raises(m.InvalidFieldError, match="at most 10000 partition numbers"):
+        m.TopicPartitions(topic="t", partitions=list(range(m.MAX_PARTITIONS + 1)))
 
 
 def test_a_request_at_the_item_budget_decodes():

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
-from sluice.broker.storage import TopicConfig
+from sluice.broker.storage import FileLog, TopicConfig
 from sluice.protocol.batch import iter_batches
 from sluice.protocol.errors import (
     CorruptRecordError,
@@ -160,6 +163,7 @@ def test_one_append_spanning_several_segments(make_log):
 
 def test_retention_by_time_never_deletes_the_active_segment(make_log, clock):
     log = make_log(**SMALL, retention_ms=10_000)
+    clock.now = 0  # written when they were stamped
     fill(log, 30, ts=0)  # largest timestamps around 0..200
     segments = log.segment_count
     assert log.enforce_retention(now_ms=10_000) == 0
@@ -170,6 +174,39 @@ def test_retention_by_time_never_deletes_the_active_segment(make_log, clock):
     assert log.log_end_offset == 90 and log.log_start_offset > 0
     fill(log, 1)
     assert log.log_end_offset == 93
+
+
+def test_records_stamped_long_ago_are_kept_retention_ms_after_they_are_written(make_log, clock):
+    """Issue 13.12: records stamped in 1970 were deleted by the next retention check after
+    their segment rolled. A segment is now kept retention_ms after its last append too."""
+    log = make_log(**SMALL, retention_ms=60_000)
+    clock.now = 1_700_000_000_000
+    fill(log, 30, ts=0)  # January 1970
+    segments = log.segment_count
+    assert segments > 2
+    assert log.enforce_retention() == 0
+    clock.now += 60_000
+    assert log.enforce_retention() == 0
+    clock.now += 1
+    assert log.enforce_retention() == segments - 1
+    assert log.segment_count == 1
+
+
+def test_retention_after_a_restart_uses_the_segment_files_modification_time(tmp_path):
+    config = TopicConfig(**SMALL, retention_ms=60_000)
+    log = FileLog.open(tmp_path / "t-0", config, recovery_point=None)
+    fill(log, 30, ts=0)
+    log.close()
+    log = FileLog.open(tmp_path / "t-0", config, recovery_point=None)
+    segments = log.segment_count
+    assert segments > 2 and log.enforce_retention() == 0  # written just now
+    log.close()
+    an_hour_ago = time.time() - 3600
+    for path in sorted((tmp_path / "t-0").glob("*.log"))[:2]:
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    log = FileLog.open(tmp_path / "t-0", config, recovery_point=None)
+    assert log.enforce_retention() == 2 and log.segment_count == segments - 2
+    log.close()
 
 
 def test_retention_forever(make_log):

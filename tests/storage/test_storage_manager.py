@@ -15,7 +15,7 @@ from sluice.protocol.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from storage_helpers import fill, make_batch, values
+from storage_helpers import crash, fill, make_batch, values
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_bad_topic_names(data_dir, name):
     manager = LogManager(data_dir).open()
     with pytest.raises(InvalidTopicError):
         manager.create_topic(name)
-    assert manager.topics() == {} and os.listdir(data_dir) == ["meta"]
+    assert manager.topics() == {} and sorted(os.listdir(data_dir)) == [".lock", "meta"]
 
 
 def test_good_topic_names():
@@ -103,6 +103,7 @@ def test_unclean_reopen_recovers_from_checkpointed_points(data_dir):
     last = sorted((data_dir / "t-0").glob("*.log"))[-1]
     with open(last, "ab") as f:
         f.write(b"\xff" * 100)  # torn tail after the crash
+    crash(manager)
     manager = LogManager(data_dir, TopicConfig(segment_bytes=2_000)).open()
     assert not manager.was_clean
     log = manager.get_log("t", 0)
@@ -123,7 +124,7 @@ def test_crash_between_topics_json_and_directories_is_repaired(data_dir):
     del topics["gone"]
     (data_dir / "meta" / "topics.json").write_text(json.dumps(topics))
     manager = LogManager(data_dir).open()
-    assert sorted(os.listdir(data_dir)) == ["keep-0", "keep-1", "meta"]
+    assert sorted(os.listdir(data_dir)) == [".lock", "keep-0", "keep-1", "meta"]
     assert manager.get_log("keep", 1).log_end_offset == 0
 
 
@@ -159,4 +160,27 @@ def test_file_mode_opens_file_logs(data_dir):
     manager = LogManager(data_dir).open()
     manager.create_topic("t")
     assert isinstance(manager.get_log("t", 0), FileLog)
+    manager.close()
+
+
+def test_retention_while_topics_are_created_and_deleted(data_dir, monkeypatch):
+    """Found by tests/perf/fairness_bench.py: retention runs in a worker thread; a topic
+    created or deleted by the event loop meanwhile made it raise 'dictionary changed size
+    during iteration', which escaped the periodic task and stopped the whole broker."""
+    manager = LogManager(data_dir, TopicConfig(segment_bytes=500, retention_bytes=0)).open()
+    for name in ("a", "b", "c"):
+        manager.create_topic(name)
+        fill(manager.get_log(name, 0), 20)
+    first = manager.get_log("a", 0)
+    original = first.enforce_retention
+
+    def meanwhile(now_ms=None):  # the loop, between two logs of the walk
+        manager.create_topic("new")
+        manager.delete_topic("b")
+        manager.delete_topic("c")
+        return original(now_ms)
+
+    monkeypatch.setattr(first, "enforce_retention", meanwhile)
+    assert manager.enforce_retention() > 0  # a's; b and c were deleted meanwhile: skipped
+    assert first.segment_count == 1 and sorted(manager.topics()) == ["a", "new"]
     manager.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import resource
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from sluice.broker.storage import FileLog, TopicConfig, files
+from sluice.broker.storage.files import HandleQuota
 from sluice.protocol.errors import StorageError
 from storage_helpers import fill, headers, make_batch, values
 
@@ -215,7 +217,7 @@ def test_failed_write_is_undone(tmp_path, monkeypatch, allow):
     log.flush()
     before = (log.log_end_offset, log.segment_count, log.size_bytes)
     files_before = {p.name: p.stat().st_size for p in path.iterdir()}
-    monkeypatch.setattr("sluice.broker.storage.segment.write_all", FailingWrite(allow))
+    monkeypatch.setattr("sluice.broker.storage.log.write_all", FailingWrite(allow))
     buf = bytearray(b"".join(make_batch(12 + 3 * i, 3) for i in range(6)))
     with pytest.raises(StorageError, match="No space left"):
         log.append(buf)
@@ -298,6 +300,9 @@ def test_segment_file_refcounting(tmp_path):
 
 
 def open_fds() -> int:
+    """Descriptors of this process, after collecting garbage (sockets earlier tests dropped
+    would otherwise close, and change the count, whenever the collector runs)."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -319,6 +324,31 @@ def test_a_thousand_segments_open_lazily(tmp_path):
     assert open_fds() - before <= 5
     log.close()
     assert open_fds() == before
+
+
+def test_sealed_segments_keep_descriptors_only_within_a_shared_quota(tmp_path):
+    """Issue 13.10: the descriptors a broker keeps must be countable. Logs sharing a
+    ``HandleQuota`` keep their active segment's open, and sealed ones' only within the quota;
+    the others open for each read and close after it."""
+    quota = HandleQuota(2)
+    config = TopicConfig(segment_bytes=1, index_interval_bytes=0)
+    before = open_fds()
+    logs = [open_log(tmp_path / f"t-{i}", config=config, quota=quota) for i in range(3)]
+    for log in logs:
+        fill(log, 20, records=1)  # a segment per batch
+    for offset in range(0, 20, 3):
+        for log in logs:
+            assert values(log.read_bytes(offset, 1)) == [(offset, offset)]
+            assert log.offset_for_timestamp(1_000 + offset) == (offset, 1_000 + offset)
+            assert sum(lg.open_segment_count for lg in logs) <= 3 + 2 and quota.taken <= 2
+            assert open_fds() - before <= 3 + 2
+    for log in logs:
+        log.flush()
+        log.sanity_check()
+        assert sum(lg.open_segment_count for lg in logs) <= 3 + 2
+    for log in logs:
+        log.close()
+    assert quota.taken == 0 and open_fds() == before
 
 
 def test_flush_syncs_rolled_segments_and_advances(tmp_path):

@@ -62,8 +62,10 @@ class Broker(BrokerProcess):
         topic_defaults: dict | None = None,
         args: list[str] | None = None,
         fsize_limit: int | None = None,
-        nofile: int | None = None,
+        nofile: int | tuple[int, int] | None = None,
     ) -> None:
+        """``nofile``: RLIMIT_NOFILE for the broker, one number for both limits or
+        ``(soft, hard)``."""
         super().__init__(data_dir or tmp_path / "data", tmp_path / "broker.log")
         self.config_path = tmp_path / "broker.toml"
         lines = [f"{k} = {_toml_value(v)}" for k, v in (settings or {}).items()]
@@ -81,7 +83,8 @@ class Broker(BrokerProcess):
         if self.fsize_limit is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (self.fsize_limit, resource.RLIM_INFINITY))
         if self.nofile is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+            soft, hard = self.nofile if isinstance(self.nofile, tuple) else (self.nofile,) * 2
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
     def broker_args(self) -> list[str]:
         return ["--config", str(self.config_path), *self.args]

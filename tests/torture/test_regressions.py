@@ -10,6 +10,8 @@ from sluice.broker.storage.files import CorruptLogError
 from sluice.protocol.batch import build_batch, iter_batches
 from sluice.protocol.errors import StorageError
 
+from tests.storage.storage_helpers import crash
+
 CONFIG = TopicConfig(segment_bytes=2_000, index_interval_bytes=150)
 
 
@@ -110,6 +112,7 @@ def test_recreated_topic_does_not_inherit_the_old_recovery_point(tmp_path):
     manager.create_topic("a", 1)
     manager.get_log("a", 0).append(batch(0))
     # crash before the next checkpoint: the old topic's point (30) must not be the floor
+    crash(manager)
     manager = LogManager(tmp_path).open()
     assert manager.get_log("a", 0).log_end_offset in (0, 3)
     manager.close()
