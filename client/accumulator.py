@@ -54,7 +54,7 @@ class ProducerBatch:
     __slots__ = (
         "topic", "partition", "timestamps", "keys", "values", "headers", "size", "min_ts",
         "max_ts", "created", "data", "base_sequence", "attempts", "base_offset", "error",
-        "done", "waiter",
+        "done", "waiter", "last_error", "maybe_written",
     )
 
     def __init__(self, topic: str, partition: int, timestamp: int, created: float) -> None:
@@ -74,6 +74,8 @@ class ProducerBatch:
         self.error: BaseException | None = None
         self.done = False
         self.waiter = None  # set by the I/O layer to be woken on completion
+        self.last_error: BaseException | None = None  # of the last failed attempt
+        self.maybe_written = False  # an attempt ended with no answer proving it not written
 
     def __len__(self) -> int:
         return len(self.values)

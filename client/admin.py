@@ -4,16 +4,29 @@
 from __future__ import annotations
 
 from sluice.client import admin_ops as ops
-from sluice.client.connection import DEFAULT_BOOTSTRAP
+from sluice.client.connection import DEFAULT_BOOTSTRAP, timeout_s
 from sluice.client.lifecycle import ClientLifecycle
 
 
 class Admin(ClientLifecycle):
-    """``async with Admin(bootstrap) as admin: await admin.create_topic("orders", 3)``."""
+    """``async with Admin(bootstrap) as admin: await admin.create_topic("orders", 3)``.
 
-    def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, client_id: str = "sluice-admin"):
+    Each call's request is answered within ``request_timeout_ms`` or fails with
+    ``RequestTimeoutError``; a lost connection is reopened for up to ``reconnect_timeout_ms``.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        *,
+        client_id: str = "sluice-admin",
+        request_timeout_ms: int = 30_000,
+        reconnect_timeout_ms: int = 30_000,
+    ):
         self.bootstrap = bootstrap
         self.client_id = client_id
+        self.request_timeout_s = timeout_s("request_timeout_ms", request_timeout_ms)
+        self.reconnect_timeout_s = timeout_s("reconnect_timeout_ms", reconnect_timeout_ms, zero=True)
 
     async def create_topic(self, name: str, partitions: int = 1, configs=None) -> None:
         """Create a topic (``TopicAlreadyExistsError``, ``InvalidTopicError``...)."""

@@ -6,11 +6,14 @@ an await only when the buffer is full (backpressure) or the topic's metadata is 
 A sender task seals lingered batches and writes requests (up to ``max_in_flight`` at once);
 the connection's reader hands each response, in order, straight to ``SendState`` (which
 decides what is delivered, failed or retried) and wakes the waiters -- no task of ours has to
-wake up between the answer arriving and ``await handle`` returning.
+wake up between the answer arriving and ``await handle`` returning. An expiry task fails
+what outlives ``delivery_timeout_ms`` (``SendState.expire``) even while the sender waits on a
+reconnect, so ``await handle`` and ``flush()`` return in time whatever the broker does.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import AsyncExitStack
 from functools import partial
@@ -19,9 +22,9 @@ from time import time_ns as _time_ns
 import trio
 from sluice.client.accumulator import ProducerBatch
 from sluice.client.connection import DEFAULT_BOOTSTRAP
-from sluice.client.errors import ClientClosedError, ConnectionLostError
+from sluice.client.errors import ClientClosedError, ConnectionLostError, SluiceError, is_retriable
 from sluice.client.lifecycle import ClientLifecycle
-from sluice.client.producer_base import BulkResult, ProducerBase
+from sluice.client.producer_base import BulkResult, ProducerBase, check_timestamp
 from sluice.client.records import RecordMetadata
 from sluice.protocol import messages as m
 
@@ -111,20 +114,18 @@ class Producer(ProducerBase, ClientLifecycle):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
-        if self._state.idempotent:
-            await self._init_producer_id()
+        state = self._state
+        request = state.producer_id_request(trio.current_time())
+        if request is not None:  # idempotent: an id first (errors reach ``async with``)
+            state.on_producer_id(await self._cluster.request(request))
         nursery.start_soon(self._sender)
+        nursery.start_soon(self._expirer)
         stack.push_async_callback(self._drain)
 
     async def _drain(self) -> None:
         """Deliver what was accepted; the sender is cancelled afterwards."""
         self._closing = True
         await self.flush()
-
-    async def _init_producer_id(self) -> None:
-        response = await self._cluster.request(m.InitProducerIdRequest())
-        self._state.producer_id = response.producer_id
-        self._state.producer_epoch = response.producer_epoch
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -150,7 +151,7 @@ class Producer(ProducerBase, ClientLifecycle):
             raise ValueError(f"{topic} has partitions 0..{count - 1}, not {partition}")
         batch, index = acc.append(
             topic, partition, key, value, headers,
-            _time_ns() // 1_000_000 if timestamp is None else timestamp,
+            _time_ns() // 1_000_000 if timestamp is None else check_timestamp(timestamp),
         )
         if not index:
             self._wake.set()
@@ -177,8 +178,8 @@ class Producer(ProducerBase, ClientLifecycle):
         copy headers).
         """
         items = items if isinstance(items, list) else list(items)
+        timestamp = now_ms() if timestamp is None else check_timestamp(timestamp)
         await self._ready_for(topic)
-        timestamp = now_ms() if timestamp is None else timestamp
         groups, order = self._plan_bulk(topic, items, partition)
         segments: list = []
         for step in self._bulk_steps(groups):
@@ -235,16 +236,24 @@ class Producer(ProducerBase, ClientLifecycle):
         state, acc = self._state, self._acc
         while True:
             now = trio.current_time()
-            deadline = acc.seal_expired(now, self.linger_s, state.inflight)
+            linger_due = acc.seal_expired(now, self.linger_s, state.inflight)
+            renew = state.producer_id_request(now)
+            if renew is not None:  # a new epoch before anything else is sent
+                await self._renew_producer_id(renew)
+                continue
             full = self._requests_in_flight >= self.max_in_flight
             next_request = None if full else state.next_request(now)
             self._completed()
             if next_request is None:
                 self._wake = trio.Event()
-                if deadline is None or full:
+                # Full: only an answer (which sets ``_wake``) lets anything go.
+                wake_at = math.inf if full else state.wake_time()
+                if linger_due is not None and not full and linger_due < wake_at:
+                    wake_at = linger_due
+                if wake_at == math.inf:
                     await self._wake.wait()
                 else:
-                    with trio.move_on_at(deadline):
+                    with trio.move_on_at(wake_at):
                         await self._wake.wait()
                 continue
             request, batches = next_request
@@ -265,6 +274,30 @@ class Producer(ProducerBase, ClientLifecycle):
                 continue
             if pending is None:  # acks=0: nothing will answer
                 self._requests_in_flight -= 1
+
+    async def _renew_producer_id(self, request: m.InitProducerIdRequest) -> None:
+        """Ask for a new epoch (or id); on failure ``SendState`` says when to ask again.
+        If the broker stays unreachable past the reconnect window, what is pending fails."""
+        state = self._state
+        try:
+            response = await self._cluster.request(request)
+        except SluiceError as exc:
+            if not is_retriable(exc):
+                state.fail_all(exc)
+            state.on_producer_id_failed(trio.current_time())
+        else:
+            state.on_producer_id(response)
+        self._completed()
+
+    async def _expirer(self) -> None:
+        """Fail batches that outlive the delivery timeout, wherever they wait."""
+        state = self._state
+        while True:
+            due = state.expire(trio.current_time())
+            if state.completed:
+                self._completed()
+                self._wake.set()  # e.g. a new epoch may be due now
+            await trio.sleep_until(due)
 
     def _answered(self, batches: list[ProducerBatch], response, error) -> None:
         """A produce response (or the connection's loss), called by the connection's reader."""

@@ -1,35 +1,59 @@
 """What the producer sends next and what it does with the answers, sans-IO.
 
-Shared by the trio and the blocking producers; they only move the requests and responses.
+Shared by the trio and the blocking producers; they only move the requests and responses, and
+wait until the times this state names (``expire``'s return value, ``wake_time``).
 
 Ordering and idempotence invariants:
 
 * a produce request carries at most ONE batch per partition, and at most ``max_in_flight``
   (<= 5) requests are outstanding, so at most 5 batches per partition are unacknowledged --
   exactly the window the broker remembers for deduplication;
-* sequence numbers are assigned when a batch is first sent and never change afterwards, so a
-  retry resends the same bytes and the broker answers a duplicate with its original offsets;
+* sequence numbers are assigned when a batch is first sent and, within a producer epoch, never
+  change afterwards: a retry resends the same bytes and the broker answers a duplicate with its
+  original offsets;
 * when a batch fails retriably its partition is *muted*: nothing new is sent for it until
   every outstanding batch of the partition has answered, then the failed ones are requeued at
-  the front in sequence order. So retries never reorder records.
-* a batch that fails for good (not retriable, retries or delivery time exhausted) leaves a
-  hole in the sequence; the batches after it (rejected as out of order by the broker, since
-  the hole was never written) are renumbered from the hole before they are retried.
+  the front in sequence order, to go after a backoff (``retry_backoff_s``, doubled per attempt
+  up to ``retry_backoff_max_s``). So retries never reorder records, and never storm;
+* a sequence number is never reused for other data. A numbered batch that is given up (not
+  retriable, out of retries or out of delivery time) may be in the log: its request may have
+  been carried out unanswered, and even an error answer can come after the append (an
+  ``acks=all`` flush that failed or timed out). Renumbering later batches into its range could
+  make the broker take new data for a retry of it, acknowledge it and keep the old. So the
+  producer becomes *unresolved* instead: nothing more is sent until every request in flight
+  has answered, then it asks for a new epoch (``InitProducerId``; the broker wants a newer
+  epoch to start at sequence 0) and every partition starts again at 0, as in Kafka's KIP-360.
+  Of the numbered batches still pending then, those no attempt of which can have been written
+  (every attempt was refused by an answer) are renumbered in the new epoch; the others fail
+  with the error that left their outcome unknown, since resending them could store them twice;
+* a record's whole life is bounded by ``delivery_timeout_s``: ``expire`` fails the batches that
+  outlive it wherever they are (open, queued, muted or in flight), so every delivery resolves
+  in time whatever the broker does.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from sluice.client.accumulator import Accumulator, ProducerBatch
 from sluice.client.errors import DeliveryTimeoutError, is_retriable
 from sluice.protocol import messages as m
 from sluice.protocol.batch import NO_SEQUENCE
-from sluice.protocol.errors import OutOfOrderSequenceError, error_for_code
+from sluice.protocol.errors import (
+    OutOfOrderSequenceError,
+    RequestTimedOutError,
+    StorageError,
+    error_for_code,
+)
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 SEQUENCE_WRAP = 2**31
+MAX_EPOCH = 2**15 - 1  # an i16 on the wire: past it the producer asks for a new id
 ACKS = {0: 0, 1: 1, -1: -1, "all": -1, "1": 1, "0": 0, "-1": -1}
+# Errors an acks=all answer can carry although the batch was appended (its flush failed or
+# timed out): such an answer does not prove the batch absent from the log.
+AFTER_APPEND_ERRORS = (RequestTimedOutError, StorageError)
 
 
 def parse_acks(acks) -> int:
@@ -40,7 +64,7 @@ def parse_acks(acks) -> int:
 
 
 class SendState:
-    """Sequencing, in-flight bookkeeping and retry decisions for one producer."""
+    """Sequencing, in-flight bookkeeping, retry, expiry and epoch decisions for one producer."""
 
     def __init__(
         self,
@@ -51,6 +75,8 @@ class SendState:
         retries: int,
         delivery_timeout_s: float,
         request_timeout_ms: int,
+        retry_backoff_s: float = 0.1,
+        retry_backoff_max_s: float = 1.0,
     ) -> None:
         self.acc = accumulator
         self.acks = acks
@@ -58,35 +84,91 @@ class SendState:
         self.retries = retries
         self.delivery_timeout_s = delivery_timeout_s
         self.request_timeout_ms = request_timeout_ms
+        self.retry_backoff_s = retry_backoff_s
+        self.retry_backoff_max_s = retry_backoff_max_s
         self.producer_id = -1
         self.producer_epoch = -1
+        self.unresolved = False  # a numbered batch was given up: a new epoch is due
         self.next_sequence: dict[tuple[str, int], int] = {}
         self.inflight: dict[tuple[str, int], deque[ProducerBatch]] = {}
         self.retrying: dict[tuple[str, int], list[ProducerBatch]] = {}
-        self.renumber_from: dict[tuple[str, int], int] = {}
+        self.retry_at: dict[tuple[str, int], float] = {}  # requeued retries wait till then
         self.completed: list[ProducerBatch] = []  # finished since the I/O layer last looked
+        self._id_retry_at = 0.0
+        self._id_failures = 0
+        self._expiry_due = 0.0
+
+    def backoff(self, attempts: int) -> float:
+        """The wait before attempt ``attempts + 1``: doubling from ``retry_backoff_s``."""
+        return min(self.retry_backoff_s * 2 ** max(0, attempts - 1), self.retry_backoff_max_s)
+
+    # -- producer id and epoch ---------------------------------------------------------------
+
+    def producer_id_request(self, now: float) -> m.InitProducerIdRequest | None:
+        """The ``InitProducerId`` request to send now, if the producer needs an id (at start)
+        or a new epoch (unresolved, once nothing is in flight); else None."""
+        if not self.idempotent or not (self.unresolved or self.producer_id < 0):
+            return None
+        if now < self._id_retry_at or any(self.inflight.values()):
+            return None
+        if self.producer_id < 0 or self.producer_epoch >= MAX_EPOCH:
+            return m.InitProducerIdRequest()
+        return m.InitProducerIdRequest(
+            producer_id=self.producer_id, producer_epoch=self.producer_epoch
+        )
+
+    def on_producer_id(self, response: m.InitProducerIdResponse) -> None:
+        self.producer_id = response.producer_id
+        self.producer_epoch = response.producer_epoch
+        self._id_failures = 0
+        if self.unresolved:
+            self.unresolved = False
+            self._restart_sequences()
+
+    def on_producer_id_failed(self, now: float) -> None:
+        """The ``InitProducerId`` request failed: ask again after a backoff."""
+        self._id_failures += 1
+        self._id_retry_at = now + self.backoff(self._id_failures)
+
+    def _restart_sequences(self) -> None:
+        """A new epoch: every partition starts at sequence 0 (nothing is in flight)."""
+        self.next_sequence.clear()
+        for tp, queue in self.acc.ready.items():
+            kept: deque[ProducerBatch] = deque()
+            for batch in queue:
+                if batch.base_sequence == NO_SEQUENCE:
+                    kept.append(batch)
+                elif batch.maybe_written:  # may be in the log: never sent again
+                    self._finish(batch, error=batch.last_error)
+                else:  # every attempt was refused: numbered afresh when sent
+                    batch.base_sequence = NO_SEQUENCE
+                    batch.data = None
+                    kept.append(batch)
+            self.acc.ready[tp] = kept
+
+    # -- sending ----------------------------------------------------------------------------
 
     def next_request(self, now: float) -> tuple[m.ProduceRequest, list[ProducerBatch]] | None:
         """The next produce request (one batch per unmuted partition), or None."""
+        if self.idempotent and (self.unresolved or self.producer_id < 0):
+            return None
         batches: list[ProducerBatch] = []
         parts: list[m.ProducePartition] = []
         total = 0
+        backoff = self.retry_at
         for tp, queue in self.acc.ready.items():
-            if tp in self.retrying:
+            if backoff and tp in backoff:
+                if now < backoff[tp]:
+                    continue
+                del backoff[tp]
+            if not queue or tp in self.retrying:
                 continue
-            while queue and queue[0].base_sequence == NO_SEQUENCE and queue[0].attempts == 0 and (
-                now - queue[0].created > self.delivery_timeout_s
-            ):
-                self._finish(queue.popleft(), error=DeliveryTimeoutError(
-                    f"batch for {tp[0]}[{tp[1]}] not sent within the delivery timeout"))
-            if not queue or (batches and total + queue[0].size > MAX_REQUEST_BYTES):
+            if batches and total + queue[0].size > MAX_REQUEST_BYTES:
                 continue
             batch = queue.popleft()
-            if self.idempotent and batch.base_sequence == NO_SEQUENCE:
-                seq = self.next_sequence.get(tp, 0)
-                batch.base_sequence = seq
-                self.next_sequence[tp] = (seq + len(batch)) % SEQUENCE_WRAP
-            data = batch.encode(self.producer_id, self.producer_epoch)
+            data = batch.data if batch.data is not None else self._encode(batch, tp)
+            if data is None:
+                continue
             batch.attempts += 1
             total += len(data)
             batches.append(batch)
@@ -103,6 +185,23 @@ class SendState:
                 self._finish(batch)
         return request, batches
 
+    def _encode(self, batch: ProducerBatch, tp: tuple[str, int]) -> bytearray | None:
+        """Number and encode a batch on its first send; None (and the batch failed, its
+        sequence not taken) if its records cannot be encoded."""
+        seq = self.next_sequence.get(tp, 0) if self.idempotent else NO_SEQUENCE
+        batch.base_sequence = seq
+        try:
+            data = batch.encode(self.producer_id, self.producer_epoch)
+        except Exception as exc:  # e.g. a value msgpack cannot pack: only this batch fails
+            batch.base_sequence = NO_SEQUENCE
+            self._finish(batch, error=exc)
+            return None
+        if self.idempotent:
+            self.next_sequence[tp] = (seq + len(batch)) % SEQUENCE_WRAP
+        return data
+
+    # -- answers ----------------------------------------------------------------------------
+
     def on_response(self, batches: list[ProducerBatch], response: m.ProduceResponse) -> None:
         results = response.partitions
         if response.error or len(results) != len(batches):
@@ -110,66 +209,129 @@ class SendState:
             self.on_failure(batches, error)
             return
         for batch, result in zip(batches, results, strict=True):
+            self._forget(batch)
+            if batch.done:  # expired while in flight: its delivery has its answer already
+                continue
             if not result.error:
-                self._forget(batch)
                 self._finish(batch, result.base_offset)
-            else:
-                self._failed(batch, error_for_code(result.error, result.message))
+                continue
+            error = error_for_code(result.error, result.message)
+            if self.acks == -1 and isinstance(error, AFTER_APPEND_ERRORS):
+                batch.maybe_written = True
+            self._failed(batch, error)
         self._release_retries()
 
     def on_failure(self, batches: list[ProducerBatch], error: BaseException) -> None:
-        """The whole request failed (connection lost, top-level error)."""
+        """The whole request failed (no answer: connection lost or timed out; or a top-level
+        error): whether its batches were written is unknown."""
         for batch in batches:
-            self._failed(batch, error)
+            self._forget(batch)
+            if not batch.done:
+                batch.maybe_written = True
+                self._failed(batch, error)
         self._release_retries()
 
     def _failed(self, batch: ProducerBatch, error: BaseException) -> None:
         tp = (batch.topic, batch.partition)
-        self._forget(batch)
-        muted = tp in self.retrying
-        retriable = is_retriable(error) or (muted and isinstance(error, OutOfOrderSequenceError))
-        in_time = self.acc.clock() - batch.created < self.delivery_timeout_s
-        if retriable and batch.attempts <= self.retries and in_time:
+        batch.last_error = error
+        # Behind a failed batch the broker refuses the rest as out of order: they go again.
+        follows_failure = tp in self.retrying or self.unresolved
+        retriable = is_retriable(error) or (
+            follows_failure and isinstance(error, OutOfOrderSequenceError)
+        )
+        left = self.delivery_timeout_s - (self.acc.clock() - batch.created)
+        if retriable and batch.attempts <= self.retries and self.backoff(batch.attempts) < left:
             self.retrying.setdefault(tp, []).append(batch)
             return
+        self._give_up(batch, error)
+
+    def _give_up(self, batch: ProducerBatch, error: BaseException) -> None:
         self._finish(batch, error=error)
-        if self.idempotent and batch.base_sequence != NO_SEQUENCE:
-            hole = self.renumber_from.get(tp, batch.base_sequence)
-            self.renumber_from[tp] = min(hole, batch.base_sequence)
-            self.retrying.setdefault(tp, [])
+        if batch.base_sequence != NO_SEQUENCE:
+            self.unresolved = True
 
     def _forget(self, batch: ProducerBatch) -> None:
         queue = self.inflight.get((batch.topic, batch.partition))
         if queue:
             if queue[0] is batch:
                 queue.popleft()
-            else:
+            elif batch in queue:
                 queue.remove(batch)
 
     def _release_retries(self) -> None:
         """Requeue the failed batches of partitions with nothing left in flight."""
         for tp in [tp for tp in self.retrying if not self.inflight.get(tp)]:
             batches = sorted(self.retrying.pop(tp), key=lambda b: b.base_sequence)
-            hole = self.renumber_from.pop(tp, None)
-            if hole is not None:
-                seq = hole
-                for batch in batches:
-                    if batch.base_sequence > hole:
-                        batch.data = None  # never written: safe to re-encode renumbered
-                        batch.base_sequence = seq
-                        seq = (seq + len(batch)) % SEQUENCE_WRAP
-                self.next_sequence[tp] = seq
-            queue = self.acc.ready.setdefault(tp, deque())
-            queue.extendleft(reversed(batches))
+            if not batches:
+                continue
+            self.acc.ready.setdefault(tp, deque()).extendleft(reversed(batches))
+            self.retry_at[tp] = self.acc.clock() + self.backoff(batches[0].attempts)
 
     def _finish(self, batch: ProducerBatch, base_offset: int = -1, error=None) -> None:
-        self.acc.finish(batch, base_offset, error)
-        self.completed.append(batch)
+        if not batch.done:
+            self.acc.finish(batch, base_offset, error)
+            self.completed.append(batch)
+
+    # -- time -------------------------------------------------------------------------------
+
+    def wake_time(self) -> float:
+        """When a driver with room for another request, waiting for answers, should stop
+        waiting to send something: the end of a backoff; ``inf`` if only answers can help
+        (a new epoch waits for every request in flight)."""
+        if self.idempotent and (self.unresolved or self.producer_id < 0):
+            return math.inf if any(self.inflight.values()) else self._id_retry_at
+        return min(self.retry_at.values(), default=math.inf)
+
+    def expire(self, now: float) -> float:
+        """Fail every batch older than the delivery timeout, wherever it is; returns when
+        to call again (a call before then returns at once: nothing can have expired)."""
+        if now < self._expiry_due:
+            return self._expiry_due
+        limit = now - self.delivery_timeout_s
+        oldest = now
+        acc = self.acc
+        for tp, batch in list(acc.open.items()):
+            if batch.created <= limit:
+                del acc.open[tp]
+                self._expired(batch)
+            else:
+                oldest = min(oldest, batch.created)
+        for queues in (acc.ready, self.retrying):
+            for tp, queue in queues.items():
+                if any(batch.created <= limit for batch in queue):
+                    for batch in queue:
+                        if batch.created <= limit:
+                            self._expired(batch)
+                    queue = queues[tp] = type(queue)(b for b in queue if not b.done)
+                oldest = min(oldest, min((batch.created for batch in queue), default=now))
+        for queue in self.inflight.values():  # they stay in flight until answered
+            for batch in queue:
+                if batch.done:
+                    continue
+                if batch.created <= limit:
+                    self._expired(batch)
+                else:
+                    oldest = min(oldest, batch.created)
+        self._expiry_due = oldest + self.delivery_timeout_s
+        return self._expiry_due
+
+    def _expired(self, batch: ProducerBatch) -> None:
+        why = f"; last error: {batch.last_error}" if batch.last_error is not None else ""
+        sent = "; it was sent, so it may have been written" if batch.attempts else ""
+        error = DeliveryTimeoutError(
+            f"batch of {len(batch)} record(s) for {batch.topic}[{batch.partition}] not "
+            f"acknowledged within the delivery timeout ({self.delivery_timeout_s:g} s){why}{sent}"
+        )
+        error.__cause__ = batch.last_error
+        self._give_up(batch, error)
 
     def fail_all(self, error: BaseException) -> None:
-        """Fail every batch not yet delivered (the producer is giving up)."""
+        """Fail every batch not yet delivered (the producer is giving up on them)."""
         self.acc.seal_all()
-        for queue in (*self.acc.ready.values(), *self.inflight.values(), *self.retrying.values()):
-            for batch in queue:
-                self._finish(batch, error=error)
-            queue.clear()
+        for queues in (self.acc.ready, self.inflight, self.retrying):
+            for queue in queues.values():
+                for batch in queue:
+                    if not batch.done:
+                        self._give_up(batch, error)
+                queue.clear()
+        self.retry_at.clear()

@@ -18,6 +18,8 @@ group by the broker and its partitions go to the other members; it rejoins at it
 from __future__ import annotations
 
 import logging
+import math
+import select
 import socket
 import time
 from collections import deque
@@ -30,19 +32,21 @@ from sluice.client.connection import (
     describe_connect_error,
     parse_bootstrap,
     raise_for_error,
+    timeout_s,
 )
 from sluice.client.consumer_base import ConsumerBase
 from sluice.client.errors import (
     BrokerUnreachableError,
     ClientClosedError,
     ConnectionLostError,
+    RequestTimeoutError,
     SluiceError,
     is_retriable,
 )
 from sluice.client.fetcher import EARLIEST, LATEST
 from sluice.client.group import REJOIN_ERRORS, call_back_sync, normalize_offsets
 from sluice.client.producer import now_ms
-from sluice.client.producer_base import BulkResult, ProducerBase
+from sluice.client.producer_base import BulkResult, ProducerBase, check_timestamp
 from sluice.client.records import Record, RecordMetadata, decode_batches
 from sluice.protocol import messages as m
 from sluice.protocol.connection import ClientConnection, ResponseReceived
@@ -55,62 +59,170 @@ log = logging.getLogger("sluice.sync")
 
 
 class SyncConnection:
-    """A blocking, pipelined connection: ``send`` many, ``receive`` their answers in order."""
+    """A blocking, pipelined connection: ``send`` many, ``receive`` their answers in order.
 
-    def __init__(self, bootstrap: str, client_id: str, reconnect_timeout_s: float = 30.0):
+    Every request that expects an answer has a deadline: ``request_timeout_s`` after it was
+    sent (or its own ``timeout_s``, e.g. a long poll's), never before the deadline of the one
+    ahead of it, as answers come in order. Waiting past it closes the connection and raises
+    ``RequestTimeoutError``. The socket is non-blocking and every wait goes through ``poll``
+    with the time left, so nothing blocks past a deadline; ``receive(until=...)`` also gives
+    up earlier without failing the request, for callers with a deadline of their own.
+
+    A lost connection is reopened by ``connect``, which keeps trying for
+    ``reconnect_timeout_s`` from the loss, across calls (``BrokerUnreachableError`` after).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        client_id: str,
+        *,
+        request_timeout_s: float = 30.0,
+        reconnect_timeout_s: float = 30.0,
+    ):
         self.addresses = parse_bootstrap(bootstrap)
         self.client_id = client_id
+        self.request_timeout_s = request_timeout_s
         self.reconnect_timeout_s = reconnect_timeout_s
         self.sock: socket.socket | None = None
         self.proto = ClientConnection()
         self.ever_connected = False
+        self._deadlines: deque[float] = deque()  # of the requests awaiting an answer
+        self._readable: select.poll | None = None
+        self._writable: select.poll | None = None
+        self._down_since: float | None = None  # when the last connection was lost
 
-    def connect(self) -> None:
-        """Open a connection, trying every address with backoff (once, on first connect)."""
-        deadline = time.monotonic() + (self.reconnect_timeout_s if self.ever_connected else 0)
+    def connect(self, until: float | None = None) -> bool:
+        """Open a connection, trying every address with backoff: one round on the first
+        connect, then until ``reconnect_timeout_s`` after the connection was lost
+        (``BrokerUnreachableError``). With ``until``, returns False at that time if still not
+        connected, the window left open for a later call; True once connected."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        give_up = self._down_since + (self.reconnect_timeout_s if self.ever_connected else 0)
         delay = 0.05
         while True:
             errors = []
             for host, port in self.addresses:
+                if until is not None and time.monotonic() >= until:
+                    return False
                 try:
-                    self.sock = socket.create_connection((host, port), timeout=30)
-                    self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    self.proto = ClientConnection()
-                    self.ever_connected = True
-                    self.request(m.HandshakeRequest(client_id=self.client_id))
-                    return
+                    self._open(host, port, until)
+                    self.send(m.HandshakeRequest(client_id=self.client_id))
+                    response = self.receive(until)
+                    if response is None:  # no answer yet, and out of time for this call
+                        self.close()
+                        return False
+                    raise_for_error(response)
+                    self._down_since = None
+                    return True
                 except (OSError, ConnectionLostError) as exc:
                     self.close()
                     errors.append(f"{host}:{port} ({describe_connect_error(exc)})")
-            if time.monotonic() + delay > deadline:
+            now = time.monotonic()
+            if now + delay > give_up:
+                self._down_since = None  # a later connect starts a new window
                 raise BrokerUnreachableError(f"cannot connect to broker at {', '.join(errors)}")
+            if until is not None and now + delay > until:
+                return False
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _open(self, host: str, port: int, until: float | None) -> None:
+        timeout = self.request_timeout_s
+        if until is not None:
+            timeout = max(0.001, min(timeout, until - time.monotonic()))
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        self.sock = sock
+        self.proto = ClientConnection()
+        self._deadlines.clear()
+        self._readable, self._writable = select.poll(), select.poll()
+        self._readable.register(sock, select.POLLIN)
+        self._writable.register(sock, select.POLLOUT)
+        self.ever_connected = True
 
     def ensure(self) -> None:
         if self.sock is None:
             self.connect()
 
-    def send(self, request) -> None:
+    def send(self, request, timeout_s: float | None = None) -> None:
+        """Write ``request`` (connecting first if needed); its answer is due within
+        ``timeout_s`` (default ``request_timeout_s``)."""
         self.ensure()
         _cid, pieces = self.proto.send_request(request)
+        deadline = time.monotonic() + (self.request_timeout_s if timeout_s is None else timeout_s)
+        deadlines = self._deadlines
+        if deadlines and deadlines[-1] > deadline:
+            deadline = deadlines[-1]
+        data = b"".join(pieces)
         try:
-            self.sock.sendall(b"".join(pieces))
+            sent = self.sock.send(data)
+            if sent < len(data):
+                self._send_rest(memoryview(data)[sent:], deadline)
+        except BlockingIOError:
+            self._send_rest(memoryview(data), deadline)
+        except OSError as exc:
+            self.close()
+            raise ConnectionLostError(f"connection lost: {exc}") from None
+        if m.expects_response(request):
+            deadlines.append(deadline)
+
+    def _send_rest(self, view: memoryview, deadline: float) -> None:
+        """Write what the socket did not take at once, waiting for room until ``deadline``."""
+        try:
+            while view:
+                if not self._wait(self._writable, deadline):
+                    self.close()
+                    raise RequestTimeoutError(
+                        f"request not written within its timeout ({self.request_timeout_s:g} s):"
+                        " the broker stopped reading; connection closed")
+                try:
+                    view = view[self.sock.send(view):]
+                except BlockingIOError:
+                    pass
         except OSError as exc:
             self.close()
             raise ConnectionLostError(f"connection lost: {exc}") from None
 
-    def receive(self):
-        """The next response in request order (``ConnectionLostError`` if the socket dies)."""
+    @staticmethod
+    def _wait(poller: select.poll, until: float) -> bool:
+        """Whether the socket became ready before ``until`` (monotonic seconds; may be inf)."""
+        if until == math.inf:
+            return bool(poller.poll())
+        return bool(poller.poll(max(0.0, until - time.monotonic()) * 1000))
+
+    def receive(self, until: float | None = None):
+        """The next response in request order (``ConnectionLostError`` if the socket dies,
+        ``RequestTimeoutError`` once its deadline passes). With ``until``: None if it has not
+        arrived by then (it stays due; receive it later)."""
         try:
             while True:
                 event = self.proto.next_event()
                 if isinstance(event, ResponseReceived):
+                    self._deadlines.popleft()
                     return event.response
                 if event is not NEED_DATA:
                     raise ConnectionLostError("broker closed the connection")
                 with self.proto.receive_buffer(RECEIVE_BYTES) as view:
-                    n = self.sock.recv_into(view)
+                    while True:
+                        try:
+                            n = self.sock.recv_into(view)
+                            break
+                        except BlockingIOError:
+                            deadline = self._deadlines[0] if self._deadlines else math.inf
+                            wait_until = deadline if until is None or until > deadline else until
+                            if self._wait(self._readable, wait_until):
+                                continue
+                            if wait_until is deadline:
+                                self.close()
+                                raise RequestTimeoutError(
+                                    f"no answer within the request timeout "
+                                    f"({self.request_timeout_s:g} s); connection closed"
+                                ) from None
+                            return None
                 self.proto.received(n)
         except (OSError, ProtocolError, AttributeError) as exc:
             self.close()
@@ -126,16 +238,12 @@ class SyncConnection:
         """Whether a response may be read without blocking."""
         if self.sock is None:
             return False
-        self.sock.setblocking(False)
         try:
             return bool(self.sock.recv(1, socket.MSG_PEEK))
         except BlockingIOError:
             return False
         except OSError:
             return True  # let receive() see the error
-        finally:
-            if self.sock is not None:
-                self.sock.setblocking(True)
 
     def partitions(self, topic: str) -> int:
         response = self.request(ops.metadata([topic]))
@@ -148,6 +256,9 @@ class SyncConnection:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            self._deadlines.clear()
+            if self._down_since is None:
+                self._down_since = time.monotonic()
 
 
 class SyncDeliveryHandle:
@@ -208,16 +319,22 @@ class Producer(ProducerBase):
     ) -> None:
         """``options``: see ``ProducerBase`` (acks, linger_ms, batch_bytes, buffer_bytes...)."""
         super().__init__(clock=time.monotonic, **options)
-        self._conn = SyncConnection(bootstrap, client_id)
+        self._conn = SyncConnection(
+            bootstrap, client_id, request_timeout_s=self.request_timeout_s,
+            reconnect_timeout_s=self.reconnect_timeout_s,
+        )
         self._in_flight: deque[list[ProducerBatch]] = deque()
         self._linger_due = float("inf")
 
     def __enter__(self) -> Producer:
         self._conn.connect()
-        if self._state.idempotent:
-            response = self._conn.request(m.InitProducerIdRequest())
-            self._state.producer_id = response.producer_id
-            self._state.producer_epoch = response.producer_epoch
+        try:
+            request = self._state.producer_id_request(time.monotonic())
+            if request is not None:  # idempotent: an id first
+                self._state.on_producer_id(self._conn.request(request))
+        except BaseException:
+            self._conn.close()
+            raise
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -231,6 +348,7 @@ class Producer(ProducerBase):
             self._conn.close()
 
     def send(self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None):
+        timestamp = now_ms() if timestamp is None else check_timestamp(timestamp)
         count = self._partitions.get(topic)
         if count is None:
             count = self._partitions[topic] = self._conn.partitions(topic)
@@ -241,9 +359,7 @@ class Producer(ProducerBase):
                 partition = self.partitioner(key, count)
         elif not 0 <= partition < count:
             raise ValueError(f"{topic} has partitions 0..{count - 1}, not {partition}")
-        batch, index = self._acc.append(
-            topic, partition, key, value, headers, now_ms() if timestamp is None else timestamp
-        )
+        batch, index = self._acc.append(topic, partition, key, value, headers, timestamp)
         now = time.monotonic()
         if index == 0:
             self._linger_due = min(self._linger_due, now + self.linger_s)
@@ -258,9 +374,9 @@ class Producer(ProducerBase):
         ``send`` would pick; ``result()`` of the returned ``SyncBulkDelivery`` gives every
         record's ``RecordMetadata`` in input order (it is also a sequence of handles)."""
         items = items if isinstance(items, list) else list(items)
+        timestamp = now_ms() if timestamp is None else check_timestamp(timestamp)
         if topic not in self._partitions:
             self._partitions[topic] = self._conn.partitions(topic)
-        timestamp = now_ms() if timestamp is None else timestamp
         groups, order = self._plan_bulk(topic, items, partition)
         acc, segments = self._acc, []
         for step in self._bulk_steps(groups):
@@ -300,42 +416,85 @@ class Producer(ProducerBase):
             self._sticky.batch_sealed(batch.topic, batch.partition, count)
 
     def _pump(self, block: bool) -> None:
-        """Send what can be sent; read answers (waiting for one if ``block``)."""
-        state = self._state
+        """Send what may be sent and read the answers already there. With ``block``, also
+        reconnect if needed and wait for one answer -- but only until the next time
+        something else is due (a delivery timeout, the end of a backoff): callers loop until
+        what they wait for is done, and every batch is done by its delivery timeout whatever
+        the broker does. Without ``block`` nothing waits (a lost connection is reopened by
+        the next blocking call: ``result()``, ``flush()``, a full buffer)."""
+        state, conn = self._state, self._conn
         while True:
+            now = time.monotonic()
+            due = state.expire(now)
+            if conn.sock is None and not (block and self._reconnect(due)):
+                break
+            renew = state.producer_id_request(now)
+            if renew is not None:
+                if self._renew_producer_id(renew):
+                    continue
+                break
             while len(self._in_flight) < self.max_in_flight:
                 next_request = state.next_request(time.monotonic())
                 if next_request is None:
                     break
                 request, batches = next_request
                 try:
-                    self._conn.send(request)
+                    conn.send(request)
                 except ConnectionLostError as exc:
                     state.on_failure(batches, exc)
-                    self._reconnect(exc)
-                    continue
+                    self._connection_lost(exc)
+                    break
                 if state.acks:
                     self._in_flight.append(batches)
-            if not self._in_flight or not (block or self._conn.has_data()):
-                state.completed.clear()
-                return
-            batches = self._in_flight.popleft()
+            if not self._in_flight or not (block or conn.has_data()):
+                break
+            # Full: only an answer lets anything go; else also the end of a backoff.
+            full = len(self._in_flight) >= self.max_in_flight
+            until = (due if full else min(due, state.wake_time())) if block else now
             try:
-                state.on_response(batches, self._conn.receive())
+                response = conn.receive(until)
             except ConnectionLostError as exc:
-                state.on_failure(batches, exc)
-                self._reconnect(exc)
-            state.completed.clear()
+                state.on_failure(self._in_flight.popleft(), exc)
+                self._connection_lost(exc)
+            else:
+                if response is None:
+                    break
+                state.on_response(self._in_flight.popleft(), response)
             if block:
-                return
+                break
+        if block and not state.completed and not self._in_flight:
+            # Nothing finished and nothing to wait on but time: a backoff, a reconnect.
+            wake = min(state.expire(time.monotonic()), state.wake_time())
+            time.sleep(max(0.0, min(wake - time.monotonic(), self.request_timeout_s)))
+        state.completed.clear()
 
-    def _reconnect(self, error: ConnectionLostError) -> None:
-        while self._in_flight:
-            self._state.on_failure(self._in_flight.popleft(), error)
+    def _reconnect(self, until: float) -> bool:
+        """Reconnect, trying until ``until`` at most; past the reconnect window, everything
+        pending fails (``BrokerUnreachableError``) and later sends start afresh."""
         try:
-            self._conn.connect()
+            return self._conn.connect(until)
         except BrokerUnreachableError as exc:
             self._state.fail_all(exc)
+            return False
+
+    def _connection_lost(self, error: ConnectionLostError) -> None:
+        """Every request still on the lost connection failed with it."""
+        while self._in_flight:
+            self._state.on_failure(self._in_flight.popleft(), error)
+        self._conn.close()
+
+    def _renew_producer_id(self, request: m.InitProducerIdRequest) -> bool:
+        """Ask for a new epoch (or id); on failure ``SendState`` says when to ask again."""
+        state = self._state
+        try:
+            response = self._conn.request(request)
+        except SluiceError as exc:
+            if not is_retriable(exc):
+                state.fail_all(exc)
+            state.on_producer_id_failed(time.monotonic())
+            return False
+        state.on_producer_id(response)
+        return True
 
 
 class Consumer(ConsumerBase):
@@ -355,9 +514,11 @@ class Consumer(ConsumerBase):
     ) -> None:
         """``options``: see ``ConsumerBase`` (topics, group_id, auto_commit, fetch sizes...)."""
         super().__init__(**options)
-        self._conn = SyncConnection(bootstrap, client_id)
+        timeouts = {"request_timeout_s": self.request_timeout_s,
+                    "reconnect_timeout_s": self.reconnect_timeout_s}
+        self._conn = SyncConnection(bootstrap, client_id, **timeouts)
         # Group requests on their own connection, so they never wait behind a long poll.
-        self._coord = SyncConnection(bootstrap, client_id)
+        self._coord = SyncConnection(bootstrap, client_id, **timeouts)
         self._in_flight: int | None = None  # generation of the fetch on the wire
         self._chunks: deque = deque()  # fetched, not yet decoded
         self._closed = False
@@ -517,25 +678,37 @@ class Consumer(ConsumerBase):
         finally:
             group.reset()
 
-    def _drain_fetch(self) -> None:
-        """Read the answer of the fetch on the wire (so a different request can be answered)."""
-        if self._in_flight is not None:
-            generation, self._in_flight = self._in_flight, None
-            try:
-                response = self._conn.receive()
-                raise_for_error(response)  # top-level: e.g. the broker is shutting down
-            except ConnectionLostError:
-                self._conn.connect()
-                return
-            except SluiceError as exc:
-                if not is_retriable(exc):
-                    raise
-                time.sleep(FETCH_RETRY_BACKOFF_S)  # then fetch again, as for a lost connection
-                return
-            self._chunks += self._state.on_fetch(response, generation)
+    def _drain_fetch(self, until: float | None = None) -> bool:
+        """Read the answer of the fetch on the wire (so a different request can be answered);
+        False if it has not come by ``until`` (it stays on the wire, to be read later)."""
+        generation = self._in_flight
+        if generation is None:
+            return True
+        try:
+            response = self._conn.receive(until)
+            if response is None:
+                return False
+            self._in_flight = None
+            raise_for_error(response)  # top-level: e.g. the broker is shutting down
+        except ConnectionLostError:  # (or it timed out): reopened by the next round
+            self._in_flight = None
+            return True
+        except SluiceError as exc:
+            if not is_retriable(exc):
+                raise
+            time.sleep(FETCH_RETRY_BACKOFF_S)  # then fetch again, as for a lost connection
+            return True
+        self._chunks += self._state.on_fetch(response, generation)
+        return True
 
     def poll(self, timeout: float | None = None) -> list[Record]:
-        """The next records (one fetched chunk); [] if none arrived within ``timeout`` s."""
+        """The next records (one fetched chunk); [] if none arrived within ``timeout`` s.
+
+        Returns within ``timeout`` whatever the broker does: a fetch whose answer is late
+        stays on the wire for the next poll, and a lost connection is reopened a little at
+        each poll (``BrokerUnreachableError`` once ``reconnect_timeout_ms`` has passed).
+        Group work (a heartbeat, an auto-commit) and offset lookups are requests of their
+        own, each bounded by ``request_timeout_ms``."""
         if self._closed:
             raise ClientClosedError("the consumer is closed")
         if self._index < len(self._records):
@@ -556,37 +729,42 @@ class Consumer(ConsumerBase):
                     return records
             if deadline is not None and time.monotonic() >= deadline:
                 return []
+            if self._conn.sock is None and not self._conn.connect(deadline):
+                return []
             state.check_positions()
             lookup = state.list_offsets_request()
             if lookup is not None:
-                self._drain_fetch()
+                if not self._drain_fetch(deadline):
+                    continue
                 try:
                     state.on_list_offsets(self._conn.request(lookup), state.generation)
                 except ConnectionLostError:
-                    self._conn.connect()
+                    pass  # reopened by the next round
                 except SluiceError as exc:
                     if not is_retriable(exc):
                         raise
                     time.sleep(FETCH_RETRY_BACKOFF_S)
                 continue
             self._send_fetch()
-            if self._in_flight is None:  # nothing assigned
-                if group is None:
+            if self._in_flight is None:
+                if self._conn.sock is None:
+                    continue  # lost while sending: reopened by the next round
+                if group is None:  # nothing assigned
                     return []
                 wake = group.next_heartbeat if deadline is None else min(group.next_heartbeat, deadline)
                 time.sleep(max(0.0, wake - time.monotonic()))
                 continue
-            self._drain_fetch()
+            self._drain_fetch(deadline)
             self._send_fetch()  # the next fetch travels while the caller handles these
 
     def _send_fetch(self) -> None:
         request = self._state.fetch_request()
-        if request is not None and self._in_flight is None:
+        if request is not None and self._in_flight is None and self._conn.sock is not None:
             try:
-                self._conn.send(request)
+                self._conn.send(request, timeout_s=self.fetch_timeout_s)
                 self._in_flight = self._state.generation
             except ConnectionLostError:
-                self._conn.connect()
+                pass  # reopened by the next round
 
     def batches(self):
         """Iterator of record lists, forever."""
@@ -615,8 +793,22 @@ class Consumer(ConsumerBase):
 class Admin:
     """Blocking admin: ``with Admin(bootstrap) as admin: admin.create_topic("t", 3)``."""
 
-    def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, client_id: str = "sluice-admin"):
-        self._conn = SyncConnection(bootstrap, client_id)
+    def __init__(
+        self,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        *,
+        client_id: str = "sluice-admin",
+        request_timeout_ms: int = 30_000,
+        reconnect_timeout_ms: int = 30_000,
+    ):
+        """Each call's request is answered within ``request_timeout_ms`` or fails with
+        ``RequestTimeoutError``; a lost connection is reopened for up to
+        ``reconnect_timeout_ms``."""
+        self._conn = SyncConnection(
+            bootstrap, client_id,
+            request_timeout_s=timeout_s("request_timeout_ms", request_timeout_ms),
+            reconnect_timeout_s=timeout_s("reconnect_timeout_ms", reconnect_timeout_ms, zero=True),
+        )
 
     def __enter__(self) -> Admin:
         self._conn.connect()

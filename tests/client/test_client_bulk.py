@@ -229,6 +229,8 @@ async def test_backpressure_waits_for_space_between_steps(monkeypatch):
 class FakeConnection:
     """Answers produce requests in order; offsets count per partition from 1000 * partition."""
 
+    sock = "connected"
+
     def __init__(self, partitions):
         self.count = partitions
         self.answers = []
@@ -249,8 +251,12 @@ class FakeConnection:
                 topic=part.topic, partition=part.partition, base_offset=base))
         self.answers.append(m.ProduceResponse(partitions=results))
 
-    def receive(self):
+    def receive(self, until=None):
         return self.answers.pop(0)
+
+    def request(self, request):
+        assert isinstance(request, m.InitProducerIdRequest)
+        return m.InitProducerIdResponse(producer_id=1, producer_epoch=0)
 
     def has_data(self):
         return bool(self.answers)
