@@ -122,6 +122,7 @@ class Connection:
         self._proto = ClientConnection()
         self._pending: deque[Pending] = deque()
         self._send_lock = trio.Lock()
+        self._watchdog_scope = trio.CancelScope()
         self.closed = False
 
     @classmethod
@@ -223,18 +224,19 @@ class Connection:
         """Fail the connection when its oldest request outlives its deadline. Sleeps until
         that deadline; with nothing pending, for a whole timeout (any request sent meanwhile
         is due later than that), so it costs a wake-up per timeout, not per request."""
-        while not self.closed:
-            pending = self._pending
-            now = trio.current_time()
-            if not pending:
-                await trio.sleep_until(now + self.request_timeout_s)
-                continue
-            head = pending[0]
-            if now < head.deadline:
-                await trio.sleep_until(head.deadline)
-                continue
-            self._fail(ConnectionLostError(
-                f"connection to {self.address} closed: an earlier request timed out"), head)
+        with self._watchdog_scope:  # cancelled when the connection closes
+            while not self.closed:
+                pending = self._pending
+                now = trio.current_time()
+                if not pending:
+                    await trio.sleep_until(now + self.request_timeout_s)
+                    continue
+                head = pending[0]
+                if now < head.deadline:
+                    await trio.sleep_until(head.deadline)
+                    continue
+                self._fail(ConnectionLostError(
+                    f"connection to {self.address} closed: an earlier request timed out"), head)
 
     async def _read_loop(self) -> None:
         proto = self._proto
@@ -272,6 +274,7 @@ class Connection:
         """Close, failing every pending request with ``error`` (``timed_out``, the request
         that outlived its deadline, with ``RequestTimeoutError``)."""
         self.closed = True
+        self._watchdog_scope.cancel()
         while self._pending:
             pending = self._pending.popleft()
             if pending is timed_out:

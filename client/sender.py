@@ -49,6 +49,7 @@ from sluice.protocol.errors import (
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 SEQUENCE_WRAP = 2**31
+EXPIRY_STEP_S = 0.05  # batches may expire this much late, so expiry scans stay few
 MAX_EPOCH = 2**15 - 1  # an i16 on the wire: past it the producer asks for a new id
 ACKS = {0: 0, 1: 1, -1: -1, "all": -1, "1": 1, "0": 0, "-1": -1}
 # Errors an acks=all answer can carry although the batch was appended (its flush failed or
@@ -93,6 +94,9 @@ class SendState:
         self.inflight: dict[tuple[str, int], deque[ProducerBatch]] = {}
         self.retrying: dict[tuple[str, int], list[ProducerBatch]] = {}
         self.retry_at: dict[tuple[str, int], float] = {}  # requeued retries wait till then
+        # The error that started a partition's trouble, to report for the batches refused
+        # only because they came after it (out of order), instead of their refusal.
+        self.cause: dict[tuple[str, int], BaseException] = {}
         self.completed: list[ProducerBatch] = []  # finished since the I/O layer last looked
         self._id_retry_at = 0.0
         self._id_failures = 0
@@ -104,12 +108,20 @@ class SendState:
 
     # -- producer id and epoch ---------------------------------------------------------------
 
+    def _renewal_waits(self) -> bool:
+        """Whether a due id or epoch request must wait for something other than time:
+        answers to requests in flight, or (for a new epoch) records to send."""
+        return any(self.inflight.values()) or (
+            self.producer_id >= 0 and not any(self.acc.ready.values())
+        )
+
     def producer_id_request(self, now: float) -> m.InitProducerIdRequest | None:
         """The ``InitProducerId`` request to send now, if the producer needs an id (at start)
-        or a new epoch (unresolved, once nothing is in flight); else None."""
+        or a new epoch (unresolved: once nothing is in flight, when there is something to
+        send); else None."""
         if not self.idempotent or not (self.unresolved or self.producer_id < 0):
             return None
-        if now < self._id_retry_at or any(self.inflight.values()):
+        if now < self._id_retry_at or self._renewal_waits():
             return None
         if self.producer_id < 0 or self.producer_epoch >= MAX_EPOCH:
             return m.InitProducerIdRequest()
@@ -133,6 +145,7 @@ class SendState:
     def _restart_sequences(self) -> None:
         """A new epoch: every partition starts at sequence 0 (nothing is in flight)."""
         self.next_sequence.clear()
+        self.cause.clear()
         for tp, queue in self.acc.ready.items():
             kept: deque[ProducerBatch] = deque()
             for batch in queue:
@@ -214,6 +227,8 @@ class SendState:
                 continue
             if not result.error:
                 self._finish(batch, result.base_offset)
+                if self.cause:
+                    self.cause.pop((batch.topic, batch.partition), None)
                 continue
             error = error_for_code(result.error, result.message)
             if self.acks == -1 and isinstance(error, AFTER_APPEND_ERRORS):
@@ -233,12 +248,15 @@ class SendState:
 
     def _failed(self, batch: ProducerBatch, error: BaseException) -> None:
         tp = (batch.topic, batch.partition)
+        if isinstance(error, OutOfOrderSequenceError) and (tp in self.retrying or self.unresolved):
+            # Refused only for coming after a failed batch: it goes again (renumbered in a new
+            # epoch if need be), and if it runs out of time the first failure is the reason.
+            error = self.cause.get(tp, error)
+            retriable = True
+        else:
+            self.cause[tp] = error
+            retriable = is_retriable(error)
         batch.last_error = error
-        # Behind a failed batch the broker refuses the rest as out of order: they go again.
-        follows_failure = tp in self.retrying or self.unresolved
-        retriable = is_retriable(error) or (
-            follows_failure and isinstance(error, OutOfOrderSequenceError)
-        )
         left = self.delivery_timeout_s - (self.acc.clock() - batch.created)
         if retriable and batch.attempts <= self.retries and self.backoff(batch.attempts) < left:
             self.retrying.setdefault(tp, []).append(batch)
@@ -279,7 +297,7 @@ class SendState:
         waiting to send something: the end of a backoff; ``inf`` if only answers can help
         (a new epoch waits for every request in flight)."""
         if self.idempotent and (self.unresolved or self.producer_id < 0):
-            return math.inf if any(self.inflight.values()) else self._id_retry_at
+            return math.inf if self._renewal_waits() else self._id_retry_at
         return min(self.retry_at.values(), default=math.inf)
 
     def expire(self, now: float) -> float:
@@ -312,7 +330,9 @@ class SendState:
                     self._expired(batch)
                 else:
                     oldest = min(oldest, batch.created)
-        self._expiry_due = oldest + self.delivery_timeout_s
+        # Not sooner than EXPIRY_STEP_S from now: under a freeze, batches expire a step at a
+        # time, instead of a scan of everything pending per batch.
+        self._expiry_due = max(oldest + self.delivery_timeout_s, now + EXPIRY_STEP_S)
         return self._expiry_due
 
     def _expired(self, batch: ProducerBatch) -> None:

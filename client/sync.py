@@ -430,7 +430,7 @@ class Producer(ProducerBase):
                 break
             renew = state.producer_id_request(now)
             if renew is not None:
-                if self._renew_producer_id(renew):
+                if self._renew_producer_id(renew, due if block else None):
                     continue
                 break
             while len(self._in_flight) < self.max_in_flight:
@@ -483,11 +483,18 @@ class Producer(ProducerBase):
             self._state.on_failure(self._in_flight.popleft(), error)
         self._conn.close()
 
-    def _renew_producer_id(self, request: m.InitProducerIdRequest) -> bool:
-        """Ask for a new epoch (or id); on failure ``SendState`` says when to ask again."""
-        state = self._state
+    def _renew_producer_id(self, request: m.InitProducerIdRequest, until: float | None) -> bool:
+        """Ask for a new epoch (or id), waiting until ``until`` at most (then the connection,
+        where the answer would arrive, is closed); on failure ``SendState`` says when to ask
+        again."""
+        state, conn = self._state, self._conn
         try:
-            response = self._conn.request(request)
+            conn.send(request)
+            response = conn.receive(until)
+            if response is None:
+                conn.close()
+                raise RequestTimeoutError("no answer to InitProducerId in time; connection closed")
+            raise_for_error(response)
         except SluiceError as exc:
             if not is_retriable(exc):
                 state.fail_all(exc)

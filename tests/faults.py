@@ -102,7 +102,10 @@ class TcpProxy:
             self._note_move()
             try:
                 await self._flowing.wait()  # black-holed: accepted, never answered
-                link.upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+                try:
+                    link.upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+                except OSError:
+                    return  # the broker is down: so is the client's connection
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._forward, client, link.upstream, True, scope)
                     nursery.start_soon(self._forward, link.upstream, client, False, scope)

@@ -241,6 +241,9 @@ class FakeConnection:
         return self.count
 
     def send(self, request):
+        if isinstance(request, m.InitProducerIdRequest):
+            self.answers.append(m.InitProducerIdResponse(producer_id=1, producer_epoch=0))
+            return
         self.requests += 1
         results = []
         for part in request.partitions:
@@ -253,10 +256,6 @@ class FakeConnection:
 
     def receive(self, until=None):
         return self.answers.pop(0)
-
-    def request(self, request):
-        assert isinstance(request, m.InitProducerIdRequest)
-        return m.InitProducerIdResponse(producer_id=1, producer_epoch=0)
 
     def has_data(self):
         return bool(self.answers)

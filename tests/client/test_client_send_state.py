@@ -83,6 +83,9 @@ def test_a_new_epoch_waits_for_every_request_in_flight():
     assert state.unresolved and state.producer_id_request(2.0) is None
     state.on_response(first, answer(first))  # a late answer: ignored, deliveries stay failed
     assert isinstance(first[0].error, DeliveryTimeoutError)
+    assert state.producer_id_request(2.0) is None  # nothing to send yet: no need
+    assert state.wake_time() == math.inf
+    add(acc)
     assert state.producer_id_request(2.0) is not None
 
 
@@ -189,6 +192,7 @@ def test_a_failed_epoch_request_is_asked_again_after_a_backoff():
     add(acc)
     _, sent = state.next_request(0)
     state.on_failure(sent, RequestTimeoutError("no answer"))
+    add(acc)
     assert state.producer_id_request(0) is not None
     state.on_producer_id_failed(0)
     assert state.producer_id_request(0.05) is None and state.wake_time() == pytest.approx(0.1)
@@ -201,6 +205,7 @@ def test_the_last_epoch_asks_for_a_new_producer_id():
     add(acc)
     _, sent = state.next_request(0)
     state.on_failure(sent, ConnectionLostError("cut"))
+    add(acc)
     assert state.producer_id_request(0) == m.InitProducerIdRequest()
 
 
