@@ -237,10 +237,11 @@ class Producer(ProducerBase, ClientLifecycle):
         while True:
             now = trio.current_time()
             linger_due = acc.seal_expired(now, self.linger_s, state.inflight)
-            renew = state.producer_id_request(now)
-            if renew is not None:  # a new epoch before anything else is sent
-                await self._renew_producer_id(renew)
-                continue
+            if state.epoch_due:  # a new epoch before anything else is sent
+                renew = state.producer_id_request(now)
+                if renew is not None:
+                    await self._renew_producer_id(renew)
+                    continue
             full = self._requests_in_flight >= self.max_in_flight
             next_request = None if full else state.next_request(now)
             self._completed()

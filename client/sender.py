@@ -19,8 +19,8 @@ Ordering and idempotence invariants:
   retriable, out of retries or out of delivery time) may be in the log: its request may have
   been carried out unanswered, and even an error answer can come after the append (an
   ``acks=all`` flush that failed or timed out). Renumbering later batches into its range could
-  make the broker take new data for a retry of it, acknowledge it and keep the old. So the
-  producer becomes *unresolved* instead: nothing more is sent until every request in flight
+  make the broker take new data for a retry of it, acknowledge it and keep the old. So a new
+  epoch becomes *due* instead (``epoch_due``): nothing more is sent until every request in flight
   has answered, then it asks for a new epoch (``InitProducerId``; the broker wants a newer
   epoch to start at sequence 0) and every partition starts again at 0, as in Kafka's KIP-360.
   Of the numbered batches still pending then, those no attempt of which can have been written
@@ -89,7 +89,8 @@ class SendState:
         self.retry_backoff_max_s = retry_backoff_max_s
         self.producer_id = -1
         self.producer_epoch = -1
-        self.unresolved = False  # a numbered batch was given up: a new epoch is due
+        # No id yet, or a numbered batch was given up: nothing is sent before a new epoch.
+        self.epoch_due = idempotent
         self.next_sequence: dict[tuple[str, int], int] = {}
         self.inflight: dict[tuple[str, int], deque[ProducerBatch]] = {}
         self.retrying: dict[tuple[str, int], list[ProducerBatch]] = {}
@@ -117,9 +118,9 @@ class SendState:
 
     def producer_id_request(self, now: float) -> m.InitProducerIdRequest | None:
         """The ``InitProducerId`` request to send now, if the producer needs an id (at start)
-        or a new epoch (unresolved: once nothing is in flight, when there is something to
-        send); else None."""
-        if not self.idempotent or not (self.unresolved or self.producer_id < 0):
+        or a new epoch (once nothing is in flight, when there is something to send); else
+        None."""
+        if not self.epoch_due:
             return None
         if now < self._id_retry_at or self._renewal_waits():
             return None
@@ -130,11 +131,12 @@ class SendState:
         )
 
     def on_producer_id(self, response: m.InitProducerIdResponse) -> None:
+        renewed = self.producer_id >= 0
         self.producer_id = response.producer_id
         self.producer_epoch = response.producer_epoch
         self._id_failures = 0
-        if self.unresolved:
-            self.unresolved = False
+        self.epoch_due = False
+        if renewed:
             self._restart_sequences()
 
     def on_producer_id_failed(self, now: float) -> None:
@@ -163,7 +165,7 @@ class SendState:
 
     def next_request(self, now: float) -> tuple[m.ProduceRequest, list[ProducerBatch]] | None:
         """The next produce request (one batch per unmuted partition), or None."""
-        if self.idempotent and (self.unresolved or self.producer_id < 0):
+        if self.epoch_due:
             return None
         batches: list[ProducerBatch] = []
         parts: list[m.ProducePartition] = []
@@ -248,7 +250,7 @@ class SendState:
 
     def _failed(self, batch: ProducerBatch, error: BaseException) -> None:
         tp = (batch.topic, batch.partition)
-        if isinstance(error, OutOfOrderSequenceError) and (tp in self.retrying or self.unresolved):
+        if isinstance(error, OutOfOrderSequenceError) and (tp in self.retrying or self.epoch_due):
             # Refused only for coming after a failed batch: it goes again (renumbered in a new
             # epoch if need be), and if it runs out of time the first failure is the reason.
             error = self.cause.get(tp, error)
@@ -266,7 +268,7 @@ class SendState:
     def _give_up(self, batch: ProducerBatch, error: BaseException) -> None:
         self._finish(batch, error=error)
         if batch.base_sequence != NO_SEQUENCE:
-            self.unresolved = True
+            self.epoch_due = True
 
     def _forget(self, batch: ProducerBatch) -> None:
         queue = self.inflight.get((batch.topic, batch.partition))
@@ -296,7 +298,7 @@ class SendState:
         """When a driver with room for another request, waiting for answers, should stop
         waiting to send something: the end of a backoff; ``inf`` if only answers can help
         (a new epoch waits for every request in flight)."""
-        if self.idempotent and (self.unresolved or self.producer_id < 0):
+        if self.epoch_due:
             return math.inf if self._renewal_waits() else self._id_retry_at
         return min(self.retry_at.values(), default=math.inf)
 

@@ -325,6 +325,7 @@ class Producer(ProducerBase):
         )
         self._in_flight: deque[list[ProducerBatch]] = deque()
         self._linger_due = float("inf")
+        self._sealed = False  # a batch was sealed since the last pump
 
     def __enter__(self) -> Producer:
         self._conn.connect()
@@ -359,14 +360,21 @@ class Producer(ProducerBase):
                 partition = self.partitioner(key, count)
         elif not 0 <= partition < count:
             raise ValueError(f"{topic} has partitions 0..{count - 1}, not {partition}")
-        batch, index = self._acc.append(topic, partition, key, value, headers, timestamp)
+        acc = self._acc
+        batch, index = acc.append(topic, partition, key, value, headers, timestamp)
         now = time.monotonic()
         if index == 0:
             self._linger_due = min(self._linger_due, now + self.linger_s)
         if now >= self._linger_due:
-            self._linger_due = self._acc.seal_expired(now, self.linger_s) or float("inf")
-        if self._acc.ready:
-            self._pump(block=self._acc.pending_bytes >= self.buffer_bytes)
+            self._linger_due = acc.seal_expired(now, self.linger_s) or float("inf")
+        if acc.pending_bytes >= self.buffer_bytes:  # backpressure: wait for an answer
+            acc.seal_all()
+            self._linger_due = float("inf")
+            self._sealed = False
+            self._pump(block=True)
+        elif self._sealed:  # a batch to send (and the answers that came meanwhile to read)
+            self._sealed = False
+            self._pump(block=False)
         return SyncDeliveryHandle(self, batch, index)
 
     def send_batch(self, topic: str, items, *, timestamp=None, partition=None):
@@ -411,6 +419,7 @@ class Producer(ProducerBase):
             self._pump(block=True)
 
     def _on_seal(self, batch: ProducerBatch) -> None:
+        self._sealed = True
         count = self._partitions.get(batch.topic)
         if count:
             self._sticky.batch_sealed(batch.topic, batch.partition, count)
@@ -428,13 +437,14 @@ class Producer(ProducerBase):
             due = state.expire(now)
             if conn.sock is None and not (block and self._reconnect(due)):
                 break
-            renew = state.producer_id_request(now)
-            if renew is not None:
-                if self._renew_producer_id(renew, due if block else None):
-                    continue
-                break
+            if state.epoch_due:
+                renew = state.producer_id_request(now)
+                if renew is not None:
+                    if self._renew_producer_id(renew, due if block else None):
+                        continue
+                    break
             while len(self._in_flight) < self.max_in_flight:
-                next_request = state.next_request(time.monotonic())
+                next_request = state.next_request(now)
                 if next_request is None:
                     break
                 request, batches = next_request

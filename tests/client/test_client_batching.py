@@ -102,7 +102,7 @@ def test_a_lingered_batch_waits_while_its_partition_has_a_request_in_flight():
 def sender(acc):
     state = SendState(acc, acks=1, idempotent=True, retries=10, delivery_timeout_s=60,
                       request_timeout_ms=1000)
-    state.producer_id, state.producer_epoch = 5, 0
+    state.on_producer_id(m.InitProducerIdResponse(producer_id=5, producer_epoch=0))
     return state
 
 

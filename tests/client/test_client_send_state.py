@@ -80,7 +80,7 @@ def test_a_new_epoch_waits_for_every_request_in_flight():
     state.expire(2.0)  # both expire in flight: given up, their requests still out
     assert all(b.done and isinstance(b.error, DeliveryTimeoutError) for b in first)
     assert "may have been written" in str(first[0].error)
-    assert state.unresolved and state.producer_id_request(2.0) is None
+    assert state.epoch_due and state.producer_id_request(2.0) is None
     state.on_response(first, answer(first))  # a late answer: ignored, deliveries stay failed
     assert isinstance(first[0].error, DeliveryTimeoutError)
     assert state.producer_id_request(2.0) is None  # nothing to send yet: no need
@@ -109,7 +109,7 @@ def test_an_acks_all_flush_error_leaves_the_outcome_unknown():
     batch = add(acc)
     _, sent = state.next_request(0)
     state.on_response(sent, answer(sent, StorageError))
-    assert batch.maybe_written and state.unresolved
+    assert batch.maybe_written and state.epoch_due
 
 
 def test_retries_back_off_exponentially_up_to_the_cap():
@@ -167,7 +167,7 @@ def test_an_encode_failure_fails_only_its_batch_and_takes_no_sequence():
     assert [b.partition for b in sent] == [1] and bad is None
     failed = [b for b in state.completed if b.partition == 0][0]
     assert isinstance(failed.error, TypeError) and failed.base_sequence == NO_SEQUENCE
-    assert not state.unresolved and acc.incomplete == 1
+    assert not state.epoch_due and acc.incomplete == 1
     batch, _ = acc.append("t", 0, None, b"next", None, 1)
     acc.seal(batch)
     state.next_request(0)
@@ -216,4 +216,4 @@ def test_full_or_waiting_for_answers_only_answers_wake_the_driver():
     add(acc, partition=1)
     _, second = state.next_request(0)
     state.on_failure(first, ConnectionLostError("cut"))
-    assert state.unresolved and state.wake_time() == math.inf
+    assert state.epoch_due and state.wake_time() == math.inf
