@@ -8,12 +8,10 @@ from sluice.client.connection import DEFAULT_BOOTSTRAP, timeout_s
 from sluice.client.lifecycle import ClientLifecycle
 
 
-class Admin(ClientLifecycle):
-    """``async with Admin(bootstrap) as admin: await admin.create_topic("orders", 3)``.
-
-    Each call's request is answered within ``request_timeout_ms`` or fails with
-    ``RequestTimeoutError``; a lost connection is reopened for up to ``reconnect_timeout_ms``.
-    """
+class AdminOptions:
+    """What the trio and the blocking ``Admin`` take: each call's request is answered within
+    ``request_timeout_ms`` or fails with ``RequestTimeoutError``; a lost connection is
+    reopened for up to ``reconnect_timeout_ms``."""
 
     def __init__(
         self,
@@ -27,6 +25,11 @@ class Admin(ClientLifecycle):
         self.client_id = client_id
         self.request_timeout_s = timeout_s("request_timeout_ms", request_timeout_ms)
         self.reconnect_timeout_s = timeout_s("reconnect_timeout_ms", reconnect_timeout_ms, zero=True)
+
+
+class Admin(AdminOptions, ClientLifecycle):
+    """``async with Admin(bootstrap) as admin: await admin.create_topic("orders", 3)``
+    (options: ``AdminOptions``)."""
 
     async def create_topic(self, name: str, partitions: int = 1, configs=None) -> None:
         """Create a topic (``TopicAlreadyExistsError``, ``InvalidTopicError``...)."""

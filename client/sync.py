@@ -27,12 +27,12 @@ from itertools import repeat
 
 from sluice.client import admin_ops as ops
 from sluice.client.accumulator import ProducerBatch
+from sluice.client.admin import AdminOptions
 from sluice.client.connection import (
     DEFAULT_BOOTSTRAP,
     describe_connect_error,
     parse_bootstrap,
     raise_for_error,
-    timeout_s,
 )
 from sluice.client.consumer_base import ConsumerBase
 from sluice.client.errors import (
@@ -807,24 +807,15 @@ class Consumer(ConsumerBase):
         return records[0]
 
 
-class Admin:
-    """Blocking admin: ``with Admin(bootstrap) as admin: admin.create_topic("t", 3)``."""
+class Admin(AdminOptions):
+    """Blocking admin: ``with Admin(bootstrap) as admin: admin.create_topic("t", 1)``
+    (options: ``AdminOptions``)."""
 
-    def __init__(
-        self,
-        bootstrap: str = DEFAULT_BOOTSTRAP,
-        *,
-        client_id: str = "sluice-admin",
-        request_timeout_ms: int = 30_000,
-        reconnect_timeout_ms: int = 30_000,
-    ):
-        """Each call's request is answered within ``request_timeout_ms`` or fails with
-        ``RequestTimeoutError``; a lost connection is reopened for up to
-        ``reconnect_timeout_ms``."""
+    def __init__(self, *args, **options):
+        super().__init__(*args, **options)
         self._conn = SyncConnection(
-            bootstrap, client_id,
-            request_timeout_s=timeout_s("request_timeout_ms", request_timeout_ms),
-            reconnect_timeout_s=timeout_s("reconnect_timeout_ms", reconnect_timeout_ms, zero=True),
+            self.bootstrap, self.client_id, request_timeout_s=self.request_timeout_s,
+            reconnect_timeout_s=self.reconnect_timeout_s,
         )
 
     def __enter__(self) -> Admin:

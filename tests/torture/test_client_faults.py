@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -218,14 +219,28 @@ async def wait_acked_after(ledgers: list[Ledger], moment: float, bound_s: float)
             await ledgers[0].progress.wait()
 
 
-async def start(tmp_path, nursery) -> tuple[Broker, TcpProxy]:
+@asynccontextmanager
+async def faulty_broker(tmp_path, nursery):
+    """A broker with the topic, and the proxy in front of it; the broker must stop cleanly."""
     broker = Broker(tmp_path, settings={"checkpoint_interval_s": 0.5})
     broker.start()
-    async with Admin(broker.bootstrap) as admin:
-        await admin.create_topic(TOPIC, PARTITIONS)
-    proxy = TcpProxy(broker.port)
-    await nursery.start(proxy.serve)
-    return broker, proxy
+    try:
+        async with Admin(broker.bootstrap) as admin:
+            await admin.create_topic(TOPIC, PARTITIONS)
+        proxy = TcpProxy(broker.port)
+        await nursery.start(proxy.serve)
+        yield broker, proxy
+    finally:
+        code = broker.stop()
+    assert code == 0, broker.log_text()
+
+
+async def load_and_check(broker: Broker, proxy: TcpProxy, options: dict, inject):
+    """The load through the proxy while ``inject`` runs; then the checks: the ledgers and
+    the figures."""
+    with trio.fail_after(600):
+        ledgers = await run_load(proxy.bootstrap, options, inject)
+        return ledgers, await check(broker, ledgers)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -233,26 +248,21 @@ async def test_connection_cuts_mid_request_lose_and_duplicate_nothing(tmp_path, 
     """(a): every cut is retried within the (default) delivery timeout: nothing fails."""
     scale = SCALE[mode]
     rng = random.Random(7)
-    broker, proxy = await start(tmp_path, nursery)
     options = dict(acks="all", linger_ms=2, delivery_timeout_ms=120_000)
     cuts = 0
+    async with faulty_broker(tmp_path, nursery) as (broker, proxy):
 
-    async def inject(ledgers: list[Ledger]) -> None:
-        nonlocal cuts
-        for _ in range(scale["cuts"]):
-            await trio.sleep(rng.uniform(*scale["gap"]))  # pacing: a cut at a random moment
-            await proxy.sever()
-            cuts += 1
-            await wait_acked_after(ledgers, time.monotonic(), 60)
+        async def inject(ledgers: list[Ledger]) -> None:
+            nonlocal cuts
+            for _ in range(scale["cuts"]):
+                await trio.sleep(rng.uniform(*scale["gap"]))  # pacing: a cut at a random moment
+                await proxy.sever()
+                cuts += 1
+                await wait_acked_after(ledgers, time.monotonic(), 60)
 
-    try:
-        with trio.fail_after(600):
-            ledgers = await run_load(proxy.bootstrap, options, inject)
-            figures = await check(broker, ledgers)
-        record(f"7a-connection-cuts-{mode}", cuts=cuts, connections=proxy.accepted, **figures)
-        assert cuts == scale["cuts"] and figures["failed"] == 0
-    finally:
-        assert broker.stop() == 0
+        _, figures = await load_and_check(broker, proxy, options, inject)
+    record(f"7a-connection-cuts-{mode}", cuts=cuts, connections=proxy.accepted, **figures)
+    assert cuts == scale["cuts"] and figures["failed"] == 0
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -261,34 +271,29 @@ async def test_a_freeze_longer_than_the_delivery_timeout(tmp_path, nursery, mode
     they may be in the log, once); the producers start a new epoch and carry on."""
     scale = SCALE[mode]
     rng = random.Random(8)
-    broker, proxy = await start(tmp_path, nursery)
     options = dict(acks=1, linger_ms=2, delivery_timeout_ms=1500, request_timeout_ms=2000)
     freezes = 0
+    async with faulty_broker(tmp_path, nursery) as (broker, proxy):
 
-    async def inject(ledgers: list[Ledger]) -> None:
-        nonlocal freezes
-        for _ in range(scale["freezes"]):
-            await trio.sleep(rng.uniform(*scale["gap"]))
-            os.kill(broker.pid, signal.SIGSTOP)
-            try:
-                await trio.sleep(scale["freeze_s"] / 2)  # the freeze itself
-                await proxy.sever()  # cut mid-request, requests unanswered on both sides
-                await trio.sleep(scale["freeze_s"] / 2)
-            finally:
-                os.kill(broker.pid, signal.SIGCONT)
-            freezes += 1
-            await wait_acked_after(ledgers, time.monotonic(), 60)
+        async def inject(ledgers: list[Ledger]) -> None:
+            nonlocal freezes
+            for _ in range(scale["freezes"]):
+                await trio.sleep(rng.uniform(*scale["gap"]))
+                os.kill(broker.pid, signal.SIGSTOP)
+                try:
+                    await trio.sleep(scale["freeze_s"] / 2)  # the freeze itself
+                    await proxy.sever()  # cut mid-request: unanswered on both sides
+                    await trio.sleep(scale["freeze_s"] / 2)
+                finally:
+                    os.kill(broker.pid, signal.SIGCONT)
+                freezes += 1
+                await wait_acked_after(ledgers, time.monotonic(), 60)
 
-    try:
-        with trio.fail_after(600):
-            ledgers = await run_load(proxy.bootstrap, options, inject)
-            figures = await check(broker, ledgers)
-        record(f"7b-freeze-{mode}", freezes=freezes, freeze_s=scale["freeze_s"], **figures)
-        assert freezes == scale["freezes"] and figures["failed"] > 0
-        bound = options["request_timeout_ms"] / 1000 + MARGIN_S  # a blocking send may write
-        assert figures["slowest_call_s"] <= bound, figures
-    finally:
-        assert broker.stop() == 0
+        _, figures = await load_and_check(broker, proxy, options, inject)
+    record(f"7b-freeze-{mode}", freezes=freezes, freeze_s=scale["freeze_s"], **figures)
+    assert freezes == scale["freezes"] and figures["failed"] > 0
+    bound = options["request_timeout_ms"] / 1000 + MARGIN_S  # a blocking send may write
+    assert figures["slowest_call_s"] <= bound, figures
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -296,29 +301,23 @@ async def test_an_outage_longer_than_the_reconnect_window(tmp_path, nursery, mod
     """(c): pending records fail with ``BrokerUnreachableError`` once the window is over;
     records sent after the broker is back are acknowledged (new epoch, sequences from 0)."""
     scale = SCALE[mode]
-    broker, proxy = await start(tmp_path, nursery)
     options = dict(acks="all", linger_ms=2, delivery_timeout_ms=120_000,
                    reconnect_timeout_ms=scale["window_ms"])
     outages = 0
+    async with faulty_broker(tmp_path, nursery) as (broker, proxy):
 
-    async def inject(ledgers: list[Ledger]) -> None:
-        nonlocal outages
-        for _ in range(scale["outages"]):
-            broker.kill()
-            await trio.sleep(scale["outage_s"])  # the outage, longer than the window
-            broker.start()
-            outages += 1
-            await wait_acked_after(ledgers, time.monotonic(), 60)
+        async def inject(ledgers: list[Ledger]) -> None:
+            nonlocal outages
+            for _ in range(scale["outages"]):
+                broker.kill()
+                await trio.sleep(scale["outage_s"])  # the outage, longer than the window
+                broker.start()
+                outages += 1
+                await wait_acked_after(ledgers, time.monotonic(), 60)
 
-    try:
-        with trio.fail_after(600):
-            ledgers = await run_load(proxy.bootstrap, options, inject)
-            figures = await check(broker, ledgers)
-        unreachable = sum(
-            isinstance(outcome, BrokerUnreachableError)
-            for ledger in ledgers for outcome in ledger.outcomes.values())
-        record(f"7c-outage-{mode}", outages=outages, outage_s=scale["outage_s"],
-               window_s=scale["window_ms"] / 1000, unreachable=unreachable, **figures)
-        assert outages == scale["outages"] and unreachable > 0
-    finally:
-        assert broker.stop() == 0
+        ledgers, figures = await load_and_check(broker, proxy, options, inject)
+    unreachable = sum(isinstance(outcome, BrokerUnreachableError)
+                      for ledger in ledgers for outcome in ledger.outcomes.values())
+    record(f"7c-outage-{mode}", outages=outages, outage_s=scale["outage_s"],
+           window_s=scale["window_ms"] / 1000, unreachable=unreachable, **figures)
+    assert outages == scale["outages"] and unreachable > 0
