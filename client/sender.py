@@ -329,6 +329,7 @@ class SendState:
                 if batch.done:
                     continue
                 if batch.created <= limit:
+                    batch.maybe_written = True  # sent, no answer yet
                     self._expired(batch)
                 else:
                     oldest = min(oldest, batch.created)
@@ -339,7 +340,7 @@ class SendState:
 
     def _expired(self, batch: ProducerBatch) -> None:
         why = f"; last error: {batch.last_error}" if batch.last_error is not None else ""
-        sent = "; it was sent, so it may have been written" if batch.attempts else ""
+        sent = "; it was sent, so it may have been written" if batch.maybe_written else ""
         error = DeliveryTimeoutError(
             f"batch of {len(batch)} record(s) for {batch.topic}[{batch.partition}] not "
             f"acknowledged within the delivery timeout ({self.delivery_timeout_s:g} s){why}{sent}"

@@ -120,6 +120,9 @@ class SyncConnection:
                 except (OSError, ConnectionLostError) as exc:
                     self.close()
                     errors.append(f"{host}:{port} ({describe_connect_error(exc)})")
+                except BaseException:  # e.g. the broker refused the handshake
+                    self.close()
+                    raise
             now = time.monotonic()
             if now + delay > give_up:
                 self._down_since = None  # a later connect starts a new window
