@@ -67,13 +67,17 @@ class Progress:
 class Ledger:
     """What one producer was told, record by record, and how long its calls took."""
 
-    def __init__(self, name: str, progress: Progress) -> None:
+    def __init__(self, name: str, progress: Progress, *, blocking: bool = False) -> None:
         self.name = name
         self.progress = progress
+        self.blocking = blocking  # the blocking producer's (else a trio one's)
         self.sent = 0
         self.outcomes: dict[bytes, tuple[int, int] | BaseException] = {}
         self.acked_at: list[float] = []  # monotonic times of acknowledgements
-        self.latest_s = 0.0  # the longest a delivery took past the delivery timeout
+        # The longest a delivery took past the delivery timeout, as seen by the load loop (for
+        # the blocking producer, whose deliveries resolve inside its calls, that includes the
+        # sends made before the loop asked: each may wait for a write).
+        self.latest_s = 0.0
         self.slowest_call_s = 0.0
 
     def value(self) -> bytes:
@@ -156,7 +160,7 @@ def sync_load(bootstrap: str, ledger: Ledger, stop: threading.Event, options: di
 async def run_load(bootstrap: str, options: dict, inject) -> list[Ledger]:
     """Two trio producers and a blocking one send while ``inject(ledgers)`` runs the faults."""
     progress = Progress()
-    ledgers = [Ledger(name, progress) for name in ("a", "b", "s")]
+    ledgers = [Ledger("a", progress), Ledger("b", progress), Ledger("s", progress, blocking=True)]
     stop, stop_thread = trio.Event(), threading.Event()
     async with trio.open_nursery() as nursery:
         for ledger in ledgers[:2]:
@@ -196,14 +200,15 @@ async def check(broker: Broker, ledgers: list[Ledger]) -> dict:
             last[partition] = offset
     assert not lost, lost[:5]
     assert duplicated == 0, [v for v, n in stored.items() if n > 1][:5]
-    latest = max(ledger.latest_s for ledger in ledgers)
+    latest = {kind: max(0.0, *(ledger.latest_s for ledger in ledgers if ledger.blocking == is_blocking))
+              for kind, is_blocking in (("trio", False), ("blocking", True))}
     slowest = max(ledger.slowest_call_s for ledger in ledgers)
-    assert latest <= MARGIN_S, f"a delivery resolved {latest:.1f} s past its delivery timeout"
+    assert max(latest.values()) <= MARGIN_S, f"a delivery resolved too late: {latest}"
     return {
         "acked": sum(len(ledger.acked_at) for ledger in ledgers),
         "failed": sum(ledger.sent - len(ledger.acked_at) for ledger in ledgers),
         "stored": sum(stored.values()), "lost": len(lost), "duplicated": duplicated,
-        "latest_past_delivery_timeout_s": round(max(latest, 0.0), 2),
+        "latest_past_delivery_timeout_s": {k: round(v, 2) for k, v in latest.items()},
         "slowest_call_s": round(slowest, 2),
     }
 
