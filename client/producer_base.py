@@ -156,6 +156,9 @@ class ProducerBase:
     """Producer options, validated, and the sans-IO parts built from them.
 
     ``clock`` is the monotonic clock batches linger by (trio's or ``time.monotonic``).
+    Time limits (README: "Time limits"): ``delivery_timeout_ms`` bounds a record's whole life;
+    ``request_timeout_ms`` each answer; retries wait ``retry_backoff_ms`` doubling up to
+    ``retry_backoff_max_ms``; a lost connection is reopened for ``reconnect_timeout_ms``.
     """
 
     def __init__(
