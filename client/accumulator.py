@@ -56,7 +56,7 @@ class ProducerBatch:
     __slots__ = (
         "topic", "partition", "timestamps", "keys", "values", "headers", "size",
         "max_ts", "created", "data", "base_sequence", "attempts", "base_offset", "error",
-        "done", "waiter", "compression", "topic_id",
+        "done", "waiter", "compression", "topic_id", "last_error", "maybe_written",
     )
 
     def __init__(
@@ -80,6 +80,8 @@ class ProducerBatch:
         self.waiter = None  # set by the I/O layer to be woken on completion
         self.compression = compression  # codec of protocol.compression
         self.topic_id = ""  # the topic incarnation it was first sent to (set when first sent)
+        self.last_error: BaseException | None = None  # of the last failed attempt
+        self.maybe_written = False  # an attempt ended with no answer proving it not written
 
     def __len__(self) -> int:
         return len(self.values)

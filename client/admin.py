@@ -4,16 +4,12 @@
 from __future__ import annotations
 
 from sluice.client import admin_ops as ops
-from sluice.client.bootstrap import DEFAULT_BOOTSTRAP
 from sluice.client.lifecycle import ClientLifecycle
 
 
-class Admin(ClientLifecycle):
-    """``async with Admin(bootstrap) as admin: await admin.create_topic("orders", 3)``."""
-
-    def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, client_id: str = "sluice-admin"):
-        self.bootstrap = bootstrap
-        self.client_id = client_id
+class Admin(ops.AdminOptions, ClientLifecycle):
+    """``async with Admin(bootstrap) as admin: await admin.create_topic("orders", 3)``
+    (options: ``AdminOptions``)."""
 
     async def create_topic(self, name: str, partitions: int = 1, configs=None) -> None:
         """Create a topic (``TopicAlreadyExistsError``, ``InvalidTopicError``...)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from sluice.client.bootstrap import DEFAULT_BOOTSTRAP, timeout_s
 from sluice.protocol import messages as m
 from sluice.protocol.errors import (
     ApiError,
@@ -13,6 +14,25 @@ from sluice.protocol.errors import (
 )
 
 OFFSET_SPECS = {"earliest": -2, "latest": -1}
+
+
+class AdminOptions:
+    """What the trio and the blocking ``Admin`` take: each call's request is answered within
+    ``request_timeout_ms`` or fails with ``RequestTimeoutError``; a lost connection is
+    reopened for up to ``reconnect_timeout_ms``."""
+
+    def __init__(
+        self,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        *,
+        client_id: str = "sluice-admin",
+        request_timeout_ms: int = 30_000,
+        reconnect_timeout_ms: int = 30_000,
+    ):
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self.request_timeout_s = timeout_s("request_timeout_ms", request_timeout_ms)
+        self.reconnect_timeout_s = timeout_s("reconnect_timeout_ms", reconnect_timeout_ms, zero=True)
 
 
 class PartitionInfo(NamedTuple):

@@ -1,7 +1,9 @@
-"""Bootstrap addresses, and what to say when none answers: shared by the trio and blocking
-clients, so it imports neither trio nor the protocol."""
+"""Bootstrap addresses, what to say when none answers, and connection time options: shared by
+the trio and blocking clients, so it imports neither trio nor the protocol."""
 
 from __future__ import annotations
+
+import math
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -26,3 +28,13 @@ def describe_connect_error(exc: BaseException) -> str:
         if reason:
             return reason
     return str(exc)
+
+
+def timeout_s(name: str, ms, *, zero: bool = False) -> float:
+    """A ``*_ms`` option in seconds: a positive number (or 0 if ``zero``); else ``ValueError``
+    or ``TypeError`` naming the option."""
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)):
+        raise TypeError(f"{name} must be a number of milliseconds, not {ms!r}")
+    if not (ms >= 0 if zero else ms > 0) or not math.isfinite(ms):
+        raise ValueError(f"{name} must be {'at least 0' if zero else 'positive'}, not {ms!r}")
+    return ms / 1000

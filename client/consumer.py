@@ -92,7 +92,7 @@ class Consumer(ConsumerBase, ClientLifecycle):
                 await self._cluster.partitions(topic)  # unknown topic: fail here, clearly
             # Group requests get their own connection: on the fetch connection they would
             # queue behind a long-polling fetch (answers come in request order).
-            self._coordinator = Cluster(self.bootstrap, nursery, client_id=self.client_id)
+            self._coordinator = self._new_cluster(nursery)
             stack.push_async_callback(self._coordinator.aclose)
             await self._coordinator.connection()
             self._start_fetching(stack, nursery)
@@ -433,7 +433,9 @@ class Consumer(ConsumerBase, ClientLifecycle):
             return
         answer: list = []
         conn = await self._cluster.connection()
-        await conn.send(request, partial(self._fetched, generation, answer))
+        await conn.send(
+            request, partial(self._fetched, generation, answer), timeout_s=self.fetch_timeout_s
+        )
         while not answer:
             self._room = trio.Event()
             await self._room.wait()

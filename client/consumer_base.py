@@ -17,6 +17,7 @@ in a group the broker reassigns them.
 from __future__ import annotations
 
 from sluice.client.admin_ops import TopicMeta
+from sluice.client.bootstrap import timeout_s
 from sluice.client.fetcher import EARLIEST, LATEST, FetchState
 from sluice.client.group import GroupMembership
 from sluice.client.records import Record
@@ -40,7 +41,15 @@ class ConsumerBase:
         partition_max_bytes: int = 8 * 1024 * 1024,
         fetch_max_wait_ms: int = 500,
         fetch_min_bytes: int = 1,
+        request_timeout_ms: int = 30_000,
+        reconnect_timeout_ms: int = 30_000,
     ) -> None:
+        # Every request's answer is awaited for ``request_timeout_ms`` at most (a fetch's for
+        # ``fetch_max_wait_ms`` more, its long poll): then the connection is closed and
+        # reopened, for up to ``reconnect_timeout_ms``.
+        self.request_timeout_s = timeout_s("request_timeout_ms", request_timeout_ms)
+        self.reconnect_timeout_s = timeout_s("reconnect_timeout_ms", reconnect_timeout_ms, zero=True)
+        self.fetch_timeout_s = self.request_timeout_s + fetch_max_wait_ms / 1000
         self.topics = [topics] if isinstance(topics, str) else list(topics or [])
         self._group: GroupMembership | None = None
         if group_id is not None:

@@ -6,7 +6,7 @@ a delivery that ran out of time, a closed producer).
 """
 
 from sluice.protocol.errors import *  # noqa: F403 -- re-export: users import every error from here
-from sluice.protocol.errors import ApiError, SluiceError, error_for_code
+from sluice.protocol.errors import ApiError, RequestTimedOutError, SluiceError, error_for_code
 
 
 class BrokerUnreachableError(SluiceError):
@@ -19,8 +19,18 @@ class ConnectionLostError(SluiceError):
     retriable = True
 
 
+class RequestTimeoutError(RequestTimedOutError, ConnectionLostError):
+    """No answer within ``request_timeout_ms``: the client closed the connection (retriable).
+
+    A ``RequestTimedOutError`` (``except RequestTimedOutError`` catches the broker's and the
+    client's timeouts alike) and a ``ConnectionLostError``: the answer's place in the pipeline
+    is lost, so the connection is closed and every other request on it fails too. Whether the
+    request was carried out is unknown."""
+
+
 class DeliveryTimeoutError(SluiceError):
-    """A record was not acknowledged within ``delivery_timeout_ms``."""
+    """A record was not acknowledged within ``delivery_timeout_ms``. If it was sent, whether it
+    was written is unknown: the producer never sends it again (see ``client.sender``)."""
 
 
 class ClientClosedError(SluiceError):

@@ -28,12 +28,22 @@ def single_exception(group: BaseExceptionGroup) -> BaseException | None:
 
 
 class ClientLifecycle:
-    """Base of Producer, Consumer and Admin: subclasses implement ``_start``."""
+    """Base of Producer, Consumer and Admin: subclasses implement ``_start`` and set the
+    connection's timeouts (``request_timeout_s``, ``reconnect_timeout_s``)."""
 
     bootstrap: str
     client_id: str
+    request_timeout_s: float = 30.0
+    reconnect_timeout_s: float = 30.0
     _stack: AsyncExitStack | None = None
     _cluster: Cluster | None = None
+
+    def _new_cluster(self, nursery: trio.Nursery) -> Cluster:
+        """A ``Cluster`` with this client's bootstrap, id and timeouts."""
+        return Cluster(
+            self.bootstrap, nursery, client_id=self.client_id,
+            request_timeout_s=self.request_timeout_s, reconnect_timeout_s=self.reconnect_timeout_s,
+        )
 
     async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
         """Start background work after the connection is up (register cleanups on ``stack``)."""
@@ -43,7 +53,7 @@ class ClientLifecycle:
             async with AsyncExitStack() as stack:
                 nursery = await stack.enter_async_context(trio.open_nursery())
                 stack.callback(nursery.cancel_scope.cancel)
-                self._cluster = Cluster(self.bootstrap, nursery, client_id=self.client_id)
+                self._cluster = self._new_cluster(nursery)
                 stack.push_async_callback(self._cluster.aclose)
                 await self._cluster.connection()
                 await self._start(stack, nursery)

@@ -6,11 +6,14 @@ an await only when the buffer is full (backpressure) or the topic's metadata is 
 A sender task seals lingered batches and writes requests (up to ``max_in_flight`` at once);
 the connection's reader hands each response, in order, straight to ``SendState`` (which
 decides what is delivered, failed or retried) and wakes the waiters -- no task of ours has to
-wake up between the answer arriving and ``await handle`` returning.
+wake up between the answer arriving and ``await handle`` returning. An expiry task fails
+what outlives ``delivery_timeout_ms`` (``SendState.expire``) even while the sender waits on a
+reconnect, so ``await handle`` and ``flush()`` return in time whatever the broker does.
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import AsyncExitStack
 from functools import partial
 from time import time_ns as _time_ns
@@ -26,7 +29,7 @@ from sluice.client.errors import (
     is_retriable,
 )
 from sluice.client.lifecycle import ClientLifecycle
-from sluice.client.producer_base import BulkResult, ProducerBase, now_ms
+from sluice.client.producer_base import BulkResult, ProducerBase, check_timestamp, now_ms
 from sluice.client.records import RecordMetadata
 from sluice.protocol import messages as m
 
@@ -111,24 +114,23 @@ class Producer(ProducerBase, ClientLifecycle):
         self._progress = trio.Event()
         self._closing = False
         self._requests_in_flight = 0
+        self._refresh_at = 0.0  # when stale topics may be looked up again
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
-        if self._state.idempotent:
-            await self._init_producer_id()
+        state = self._state
+        request = state.producer_id_request(trio.current_time())
+        if request is not None:  # idempotent: an id first (errors reach ``async with``)
+            state.on_producer_id(await self._cluster.request(request))
         nursery.start_soon(self._sender)
+        nursery.start_soon(self._expirer)
         stack.push_async_callback(self._drain)
 
     async def _drain(self) -> None:
         """Deliver what was accepted; the sender is cancelled afterwards."""
         self._closing = True
         await self.flush()
-
-    async def _init_producer_id(self) -> None:
-        response = await self._cluster.request(m.InitProducerIdRequest())
-        self._state.producer_id = response.producer_id
-        self._state.producer_epoch = response.producer_epoch
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -154,7 +156,7 @@ class Producer(ProducerBase, ClientLifecycle):
             raise ValueError(f"{topic} has partitions 0..{count - 1}, not {partition}")
         batch, index = acc.append(
             topic, partition, key, value, headers,
-            _time_ns() // 1_000_000 if timestamp is None else timestamp,
+            _time_ns() // 1_000_000 if timestamp is None else check_timestamp(timestamp),
         )
         if not index:
             self._wake.set()
@@ -181,8 +183,8 @@ class Producer(ProducerBase, ClientLifecycle):
         copy headers).
         """
         items = items if isinstance(items, list) else list(items)
+        timestamp = now_ms() if timestamp is None else check_timestamp(timestamp)
         await self._ready_for(topic)
-        timestamp = now_ms() if timestamp is None else timestamp
         groups, order = self._plan_bulk(topic, items, partition)
         segments: list = []
         for step in self._bulk_steps(groups):
@@ -244,7 +246,9 @@ class Producer(ProducerBase, ClientLifecycle):
 
     async def _refresh_stale_topics(self) -> None:
         """Fresh metadata for the topics an error marked stale (deleted? recreated?); the
-        sender holds their batches back until then (see ``SendState.reset_topic``)."""
+        sender holds their batches back until then (see ``SendState.reset_topic``). After a
+        retriable failure it is asked again at ``_refresh_at``, the sender going on
+        meanwhile."""
         state = self._state
         for topic in sorted(state.stale_topics):
             try:
@@ -253,8 +257,8 @@ class Producer(ProducerBase, ClientLifecycle):
                 meta = None
             except SluiceError as exc:
                 if is_retriable(exc):  # connection lost, broker restarting: try again soon
-                    await trio.sleep(RETRY_BACKOFF_S)
-                    return
+                    self._refresh_at = trio.current_time() + RETRY_BACKOFF_S
+                    break
                 state.stale_topics.discard(topic)
                 state.fail_all(exc)
                 continue
@@ -264,19 +268,30 @@ class Producer(ProducerBase, ClientLifecycle):
     async def _sender(self) -> None:
         state, acc = self._state, self._acc
         while True:
-            if state.stale_topics:
-                await self._refresh_stale_topics()
+            if state.stale_topics and trio.current_time() >= self._refresh_at:
+                await self._refresh_stale_topics()  # first: it may decide whether an epoch is due
             now = trio.current_time()
-            deadline = acc.seal_expired(now, self.linger_s, state.inflight)
+            linger_due = acc.seal_expired(now, self.linger_s, state.inflight)
+            if state.epoch_due:  # a new epoch before anything else is sent
+                renew = state.producer_id_request(now)
+                if renew is not None:
+                    await self._renew_producer_id(renew)
+                    continue
             full = self._requests_in_flight >= self.max_in_flight
             next_request = None if full else state.next_request(now)
             self._completed()
             if next_request is None:
                 self._wake = trio.Event()
-                if deadline is None or full:
+                # Full: only an answer (which sets ``_wake``) lets anything go.
+                wake_at = math.inf if full else state.wake_time()
+                if linger_due is not None and not full and linger_due < wake_at:
+                    wake_at = linger_due
+                if state.stale_topics and self._refresh_at < wake_at:  # look again
+                    wake_at = self._refresh_at
+                if wake_at == math.inf:
                     await self._wake.wait()
                 else:
-                    with trio.move_on_at(deadline):
+                    with trio.move_on_at(wake_at):
                         await self._wake.wait()
                 continue
             request, batches = next_request
@@ -297,6 +312,30 @@ class Producer(ProducerBase, ClientLifecycle):
                 continue
             if pending is None:  # acks=0: nothing will answer
                 self._requests_in_flight -= 1
+
+    async def _renew_producer_id(self, request: m.InitProducerIdRequest) -> None:
+        """Ask for a new epoch (or id); on failure ``SendState`` says when to ask again.
+        If the broker stays unreachable past the reconnect window, what is pending fails."""
+        state = self._state
+        try:
+            response = await self._cluster.request(request)
+        except SluiceError as exc:
+            if not is_retriable(exc):
+                state.fail_all(exc)
+            state.on_producer_id_failed(trio.current_time())
+        else:
+            state.on_producer_id(response)
+        self._completed()
+
+    async def _expirer(self) -> None:
+        """Fail batches that outlive the delivery timeout, wherever they wait."""
+        state = self._state
+        while True:
+            due = state.expire(trio.current_time())
+            if state.completed:
+                self._completed()
+                self._wake.set()  # e.g. a new epoch may be due now
+            await trio.sleep_until(due)
 
     def _answered(self, batches: list[ProducerBatch], response, error) -> None:
         """A produce response (or the connection's loss), called by the connection's reader."""

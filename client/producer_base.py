@@ -12,12 +12,14 @@ from time import time_ns
 from crc32c import crc32c
 from sluice.client.accumulator import Accumulator, ProducerBatch
 from sluice.client.admin_ops import TopicMeta
+from sluice.client.bootstrap import timeout_s
 from sluice.client.partitioner import StickyPartitioner, partition_for_key
 from sluice.client.records import RecordMetadata
 from sluice.client.sender import SendState, parse_acks
 from sluice.protocol.compression import codec_for
 
 MAX_IN_FLIGHT_IDEMPOTENT = 5
+MAX_TIMESTAMP = 2**63 - 1  # an i64 in the batch header
 BULK_STEP = 4096  # send_batch records appended between two checks for buffer space
 _key, _value, _headers = itemgetter(0), itemgetter(1), itemgetter(2)
 
@@ -39,6 +41,29 @@ def check_config(acks, idempotent, max_in_flight: int) -> tuple[int, bool]:
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
     return acks, idempotent
+
+
+def check_timestamp(timestamp) -> int:
+    """A record timestamp given by the caller, checked before the record enters a batch:
+    an ``int`` of milliseconds since the epoch, ``0 <= timestamp < 2**63``.
+
+    ``TypeError`` for anything else (a float such as ``time.time() * 1000``, a bool) and
+    ``ValueError`` out of range. Negative timestamps are refused, ``-1`` included (Kafka's
+    "no timestamp"): pass ``timestamp=None`` for the current time. The broker refuses a batch
+    holding a negative timestamp as a whole, so one bad record would fail its neighbours."""
+    if type(timestamp) is not int:
+        if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+            raise TypeError(
+                "timestamp must be an int (milliseconds since the epoch) or None, not "
+                f"{type(timestamp).__name__} {timestamp!r}"
+            )
+        timestamp = int(timestamp)
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise ValueError(
+            f"timestamp must be in 0..2**63-1 milliseconds since the epoch, not {timestamp}"
+            + (" (use timestamp=None for the current time)" if timestamp < 0 else "")
+        )
+    return timestamp
 
 
 def split_items(items: list) -> tuple[list | None, list, list | None]:
@@ -142,6 +167,9 @@ class ProducerBase:
     ``compression``: None (default), "gzip", "snappy", "lz4" or "zstd"; each batch's records
     are compressed as a whole, as Kafka's producers do (consumers decompress, the broker
     stores the batch as sent).
+    Time limits (README: "Time limits"): ``delivery_timeout_ms`` bounds a record's whole life;
+    ``request_timeout_ms`` each answer; retries wait ``retry_backoff_ms`` doubling up to
+    ``retry_backoff_max_ms``; a lost connection is reopened for ``reconnect_timeout_ms``.
     """
 
     def __init__(
@@ -156,12 +184,21 @@ class ProducerBase:
         retries: int = 2**31 - 1,
         delivery_timeout_ms: int = 120_000,
         request_timeout_ms: int = 30_000,
+        retry_backoff_ms: float = 100,
+        retry_backoff_max_ms: float = 1000,
+        reconnect_timeout_ms: int = 30_000,
         max_in_flight: int = 5,
         partitioner=partition_for_key,
         compression: str | None = None,
     ) -> None:
         acks, idempotent = check_config(acks, idempotent, max_in_flight)
         codec = codec_for(compression)
+        self.request_timeout_s = timeout_s("request_timeout_ms", request_timeout_ms)
+        self.reconnect_timeout_s = timeout_s("reconnect_timeout_ms", reconnect_timeout_ms, zero=True)
+        backoff_s = timeout_s("retry_backoff_ms", retry_backoff_ms, zero=True)
+        backoff_max_s = timeout_s("retry_backoff_max_ms", retry_backoff_max_ms, zero=True)
+        if backoff_max_s < backoff_s:
+            raise ValueError("retry_backoff_max_ms must be at least retry_backoff_ms")
         self.linger_s = linger_ms / 1000
         self.buffer_bytes = buffer_bytes
         self.max_in_flight = max_in_flight
@@ -173,8 +210,10 @@ class ProducerBase:
             acks=acks,
             idempotent=idempotent,
             retries=retries,
-            delivery_timeout_s=delivery_timeout_ms / 1000,
-            request_timeout_ms=request_timeout_ms,
+            delivery_timeout_s=timeout_s("delivery_timeout_ms", delivery_timeout_ms),
+            request_timeout_ms=int(request_timeout_ms),
+            retry_backoff_s=backoff_s,
+            retry_backoff_max_s=backoff_max_s,
         )
         self._partitions: dict[str, int] = {}
 

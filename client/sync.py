@@ -30,13 +30,14 @@ from sluice.client.errors import (
     BrokerUnreachableError,
     ClientClosedError,
     ConnectionLostError,
+    RequestTimeoutError,
     SluiceError,
     is_retriable,
     raise_for_error,
 )
 from sluice.client.fetcher import EARLIEST, LATEST
 from sluice.client.group import REJOIN_ERRORS, call_back_sync, normalize_offsets
-from sluice.client.producer_base import BulkResult, ProducerBase, now_ms
+from sluice.client.producer_base import BulkResult, ProducerBase, check_timestamp, now_ms
 from sluice.client.records import Record, RecordMetadata, decode_batches
 from sluice.client.sync_admin import Admin
 from sluice.client.sync_connection import SyncConnection
@@ -106,16 +107,24 @@ class Producer(ProducerBase):
     ) -> None:
         """``options``: see ``ProducerBase`` (acks, linger_ms, batch_bytes, buffer_bytes...)."""
         super().__init__(clock=time.monotonic, **options)
-        self._conn = SyncConnection(bootstrap, client_id)
+        self._conn = SyncConnection(
+            bootstrap, client_id, request_timeout_s=self.request_timeout_s,
+            reconnect_timeout_s=self.reconnect_timeout_s,
+        )
         self._in_flight: deque[list[ProducerBatch]] = deque()
         self._linger_due = float("inf")
+        self._sealed = False  # a batch was sealed since the last pump
+        self._refresh_at = 0.0  # when stale topics may be looked up again
 
     def __enter__(self) -> Producer:
         self._conn.connect()
-        if self._state.idempotent:
-            response = self._conn.request(m.InitProducerIdRequest())
-            self._state.producer_id = response.producer_id
-            self._state.producer_epoch = response.producer_epoch
+        try:
+            request = self._state.producer_id_request(time.monotonic())
+            if request is not None:  # idempotent: an id first
+                self._state.on_producer_id(self._conn.request(request))
+        except BaseException:
+            self._conn.close()
+            raise
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -129,13 +138,15 @@ class Producer(ProducerBase):
             self._conn.close()
 
     def partitions_for(self, topic: str) -> int:
-        """The topic's partition count (fetched once, then cached)."""
+        """The topic's partition count (fetched once, then cached; looked up again once an
+        answer says the topic was deleted or recreated)."""
         count = self._partitions.get(topic)
         if count is None:
             count = self._learn(topic)
         return count
 
     def send(self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None):
+        timestamp = now_ms() if timestamp is None else check_timestamp(timestamp)
         count = self.partitions_for(topic)
         if partition is None:
             if key is None:
@@ -144,16 +155,21 @@ class Producer(ProducerBase):
                 partition = self.partitioner(key, count)
         elif not 0 <= partition < count:
             raise ValueError(f"{topic} has partitions 0..{count - 1}, not {partition}")
-        batch, index = self._acc.append(
-            topic, partition, key, value, headers, now_ms() if timestamp is None else timestamp
-        )
+        acc = self._acc
+        batch, index = acc.append(topic, partition, key, value, headers, timestamp)
         now = time.monotonic()
         if index == 0:
             self._linger_due = min(self._linger_due, now + self.linger_s)
         if now >= self._linger_due:
-            self._linger_due = self._acc.seal_expired(now, self.linger_s) or float("inf")
-        if self._acc.ready:
-            self._pump(block=self._acc.pending_bytes >= self.buffer_bytes)
+            self._linger_due = acc.seal_expired(now, self.linger_s) or float("inf")
+        if acc.pending_bytes >= self.buffer_bytes:  # backpressure: wait for an answer
+            acc.seal_all()
+            self._linger_due = float("inf")
+            self._sealed = False
+            self._pump(block=True)
+        elif self._sealed:  # a batch to send (and the answers that came meanwhile to read)
+            self._sealed = False
+            self._pump(block=False)
         return SyncDeliveryHandle(self, batch, index)
 
     def send_batch(self, topic: str, items, *, timestamp=None, partition=None):
@@ -161,9 +177,9 @@ class Producer(ProducerBase):
         ``send`` would pick; ``result()`` of the returned ``SyncBulkDelivery`` gives every
         record's ``RecordMetadata`` in input order (it is also a sequence of handles)."""
         items = items if isinstance(items, list) else list(items)
+        timestamp = now_ms() if timestamp is None else check_timestamp(timestamp)
         if topic not in self._partitions:
             self._learn(topic)
-        timestamp = now_ms() if timestamp is None else timestamp
         groups, order = self._plan_bulk(topic, items, partition)
         acc, segments = self._acc, []
         for step in self._bulk_steps(groups):
@@ -198,6 +214,7 @@ class Producer(ProducerBase):
             self._pump(block=True)
 
     def _on_seal(self, batch: ProducerBatch) -> None:
+        self._sealed = True
         count = self._partitions.get(batch.topic)
         if count:
             self._sticky.batch_sealed(batch.topic, batch.partition, count)
@@ -218,69 +235,126 @@ class Producer(ProducerBase):
 
     def _refresh_stale_topics(self) -> None:
         """Fresh metadata for the topics an error marked stale (deleted? recreated?), asked
-        with nothing in flight; their batches are held back until then."""
+        with nothing in flight; their batches are held back until then. After a retriable
+        failure (a lost connection, a broker restarting) it is asked again at
+        ``_refresh_at``."""
         state = self._state
         for topic in sorted(state.stale_topics):
             try:
                 self._learned(topic, self._conn.topic(topic))
             except UnknownTopicOrPartitionError:
                 self._learned(topic, None)
-            except ConnectionLostError as exc:
-                self._reconnect(exc)
-                return
             except SluiceError as exc:
                 if is_retriable(exc):
-                    time.sleep(FETCH_RETRY_BACKOFF_S)
+                    self._refresh_at = time.monotonic() + FETCH_RETRY_BACKOFF_S
                     return
                 state.stale_topics.discard(topic)
                 state.fail_all(exc)
-        state.completed.clear()
 
-    def _receive_one(self) -> None:
-        """Read the answer to the oldest request in flight."""
+    def _receive_one(self, until: float | None = None) -> bool:
+        """Read the answer to the oldest request in flight, waiting until ``until`` at most
+        (None: its deadline); False if it has not come by then (it stays due)."""
         state = self._state
-        batches = self._in_flight.popleft()
         try:
-            state.on_response(batches, self._conn.receive())
-        except ConnectionLostError as exc:
-            state.on_failure(batches, exc)
-            self._reconnect(exc)
+            response = self._conn.receive(until)
+        except ConnectionLostError as exc:  # (or it timed out)
+            state.on_failure(self._in_flight.popleft(), exc)
+            self._connection_lost(exc)
+        else:
+            if response is None:
+                return False
+            state.on_response(self._in_flight.popleft(), response)
         self._forget_stale_counts()
-        state.completed.clear()
+        return True
 
     def _pump(self, block: bool) -> None:
-        """Send what can be sent; read answers (waiting for one if ``block``)."""
-        state = self._state
+        """Send what may be sent and read the answers already there. With ``block``, also
+        reconnect if needed and wait for one answer -- but only until the next time
+        something else is due (a delivery timeout, the end of a backoff): callers loop until
+        what they wait for is done, and every batch is done by its delivery timeout whatever
+        the broker does. Without ``block`` nothing waits (a lost connection is reopened by
+        the next blocking call: ``result()``, ``flush()``, a full buffer)."""
+        state, conn = self._state, self._conn
         while True:
-            if state.stale_topics and not self._in_flight:
-                self._refresh_stale_topics()
+            now = time.monotonic()
+            due = state.expire(now)
+            if conn.sock is None and not (block and self._reconnect(due)):
+                break
+            if state.stale_topics and not self._in_flight and now >= self._refresh_at:
+                self._refresh_stale_topics()  # first: it may decide whether an epoch is due
+                if conn.sock is None:
+                    continue
+            if state.epoch_due:
+                renew = state.producer_id_request(now)
+                if renew is not None:
+                    if self._renew_producer_id(renew, due if block else None):
+                        continue
+                    break
             while len(self._in_flight) < self.max_in_flight:
-                next_request = state.next_request(time.monotonic())
+                next_request = state.next_request(now)
                 if next_request is None:
                     break
                 request, batches = next_request
                 try:
-                    self._conn.send(request)
+                    conn.send(request)
                 except ConnectionLostError as exc:
                     state.on_failure(batches, exc)
-                    self._reconnect(exc)
-                    continue
+                    self._connection_lost(exc)
+                    break
                 if state.acks:
                     self._in_flight.append(batches)
-            if not self._in_flight or not (block or self._conn.has_data()):
-                state.completed.clear()
-                return
-            self._receive_one()
+            if not self._in_flight or not (block or conn.has_data()):
+                break
+            # Full: only an answer lets anything go; else also the end of a backoff.
+            full = len(self._in_flight) >= self.max_in_flight
+            until = (due if full else min(due, state.wake_time())) if block else now
+            if not self._receive_one(until):
+                break
             if block:
-                return
+                break
+        if block and not state.completed and not self._in_flight:
+            # Nothing finished and nothing to wait on but time: a backoff, a reconnect, the
+            # next look at a stale topic.
+            wake = min(state.expire(time.monotonic()), state.wake_time())
+            if state.stale_topics:
+                wake = min(wake, self._refresh_at)
+            time.sleep(max(0.0, min(wake - time.monotonic(), self.request_timeout_s)))
+        state.completed.clear()
 
-    def _reconnect(self, error: ConnectionLostError) -> None:
-        while self._in_flight:
-            self._state.on_failure(self._in_flight.popleft(), error)
+    def _reconnect(self, until: float) -> bool:
+        """Reconnect, trying until ``until`` at most; past the reconnect window, everything
+        pending fails (``BrokerUnreachableError``) and later sends start afresh."""
         try:
-            self._conn.connect()
+            return self._conn.connect(until)
         except BrokerUnreachableError as exc:
             self._state.fail_all(exc)
+            return False
+
+    def _connection_lost(self, error: ConnectionLostError) -> None:
+        """Every request still on the lost connection failed with it."""
+        while self._in_flight:
+            self._state.on_failure(self._in_flight.popleft(), error)
+        self._conn.close()
+
+    def _renew_producer_id(self, request: m.InitProducerIdRequest, until: float | None) -> bool:
+        """Ask for a new epoch (or id), waiting until ``until`` at most (then the connection,
+        where the answer would arrive, is closed); on failure ``SendState`` says when to ask
+        again."""
+        state, conn = self._state, self._conn
+        try:
+            conn.send(request)
+            response = conn.receive(until)
+            if response is None:
+                conn.close()
+                raise RequestTimeoutError("no answer to InitProducerId in time; connection closed")
+            raise_for_error(response)
+        except SluiceError as exc:
+            if not is_retriable(exc):
+                state.fail_all(exc)
+            state.on_producer_id_failed(time.monotonic())
+            return False
+        state.on_producer_id(response)
+        return True
 
 
 class Consumer(ConsumerBase):
@@ -300,9 +374,11 @@ class Consumer(ConsumerBase):
     ) -> None:
         """``options``: see ``ConsumerBase`` (topics, group_id, auto_commit, fetch sizes...)."""
         super().__init__(**options)
-        self._conn = SyncConnection(bootstrap, client_id)
+        timeouts = {"request_timeout_s": self.request_timeout_s,
+                    "reconnect_timeout_s": self.reconnect_timeout_s}
+        self._conn = SyncConnection(bootstrap, client_id, **timeouts)
         # Group requests on their own connection, so they never wait behind a long poll.
-        self._coord = SyncConnection(bootstrap, client_id)
+        self._coord = SyncConnection(bootstrap, client_id, **timeouts)
         self._in_flight: int | None = None  # generation of the fetch on the wire
         self._chunks: deque = deque()  # fetched, not yet decoded
         self._closed = False
@@ -458,25 +534,37 @@ class Consumer(ConsumerBase):
         finally:
             group.reset()
 
-    def _drain_fetch(self) -> None:
-        """Read the answer of the fetch on the wire (so a different request can be answered)."""
-        if self._in_flight is not None:
-            generation, self._in_flight = self._in_flight, None
-            try:
-                response = self._conn.receive()
-                raise_for_error(response)  # top-level: e.g. the broker is shutting down
-            except ConnectionLostError:
-                self._conn.connect()
-                return
-            except SluiceError as exc:
-                if not is_retriable(exc):
-                    raise
-                time.sleep(FETCH_RETRY_BACKOFF_S)  # then fetch again, as for a lost connection
-                return
-            self._chunks += self._state.on_fetch(response, generation)
+    def _drain_fetch(self, until: float | None = None) -> bool:
+        """Read the answer of the fetch on the wire (so a different request can be answered);
+        False if it has not come by ``until`` (it stays on the wire, to be read later)."""
+        generation = self._in_flight
+        if generation is None:
+            return True
+        try:
+            response = self._conn.receive(until)
+            if response is None:
+                return False
+            self._in_flight = None
+            raise_for_error(response)  # top-level: e.g. the broker is shutting down
+        except ConnectionLostError:  # (or it timed out): reopened by the next round
+            self._in_flight = None
+            return True
+        except SluiceError as exc:
+            if not is_retriable(exc):
+                raise
+            time.sleep(FETCH_RETRY_BACKOFF_S)  # then fetch again, as for a lost connection
+            return True
+        self._chunks += self._state.on_fetch(response, generation)
+        return True
 
     def poll(self, timeout: float | None = None) -> list[Record]:
-        """The next records (one fetched chunk); [] if none arrived within ``timeout`` s."""
+        """The next records (one fetched chunk); [] if none arrived within ``timeout`` s.
+
+        Returns within ``timeout`` whatever the broker does: a fetch whose answer is late
+        stays on the wire for the next poll, and a lost connection is reopened a little at
+        each poll (``BrokerUnreachableError`` once ``reconnect_timeout_ms`` has passed).
+        Group work (a heartbeat, an auto-commit) and offset lookups are requests of their
+        own, each bounded by ``request_timeout_ms``."""
         if self._closed:
             raise ClientClosedError("the consumer is closed")
         if self._index < len(self._records):
@@ -497,20 +585,26 @@ class Consumer(ConsumerBase):
                     return records
             if deadline is not None and time.monotonic() >= deadline:
                 return []
+            if self._conn.sock is None and not self._conn.connect(deadline):
+                return []
             state.check_positions()
             self._check_assignment()
             lookup = state.metadata_request()
             if lookup is not None and time.monotonic() >= self._next_topic_lookup:
-                self._look_up(lookup, lambda answer: self._topics_found(ops.topic_metas(answer)))
+                self._look_up(lookup, lambda answer: self._topics_found(ops.topic_metas(answer)),
+                              deadline)
                 if state.unresolved:  # deleted: look again later, fetching the others meanwhile
                     self._next_topic_lookup = time.monotonic() + TOPIC_LOOKUP_INTERVAL_S
                 continue
             lookup = state.list_offsets_request()
             if lookup is not None:
-                self._look_up(lookup, lambda answer: state.on_list_offsets(answer, state.generation))
+                self._look_up(lookup, lambda answer: state.on_list_offsets(answer, state.generation),
+                              deadline)
                 continue
             self._send_fetch()
             if self._in_flight is None:  # nothing to fetch
+                if self._conn.sock is None:
+                    continue  # lost while sending: reopened by the next round
                 if group is None and not state.unresolved:
                     return []
                 wakes = [] if deadline is None else [deadline]
@@ -520,17 +614,19 @@ class Consumer(ConsumerBase):
                     wakes.append(self._next_topic_lookup)
                 time.sleep(max(0.0, min(wakes) - time.monotonic()))
                 continue
-            self._drain_fetch()
+            self._drain_fetch(deadline)
             self._send_fetch()  # the next fetch travels while the caller handles these
 
-    def _look_up(self, request, take) -> None:
-        """Send ``request`` once the fetch on the wire is answered, and ``take`` its answer; a
-        retriable failure (connection lost, broker restarting) is retried by the next round."""
-        self._drain_fetch()
+    def _look_up(self, request, take, until: float | None) -> None:
+        """Send ``request`` once the fetch on the wire is answered (if that is not by
+        ``until``, nothing is sent), and ``take`` its answer; a retriable failure (connection
+        lost or timed out, broker restarting) is retried by the next round."""
+        if not self._drain_fetch(until):
+            return
         try:
             take(self._conn.request(request))
         except ConnectionLostError:
-            self._conn.connect()
+            pass  # reopened by the next round
         except SluiceError as exc:
             if not is_retriable(exc):
                 raise
@@ -538,12 +634,12 @@ class Consumer(ConsumerBase):
 
     def _send_fetch(self) -> None:
         request = self._state.fetch_request()
-        if request is not None and self._in_flight is None:
+        if request is not None and self._in_flight is None and self._conn.sock is not None:
             try:
-                self._conn.send(request)
+                self._conn.send(request, timeout_s=self.fetch_timeout_s)
                 self._in_flight = self._state.generation
             except ConnectionLostError:
-                self._conn.connect()
+                pass  # reopened by the next round
 
     def batches(self):
         """Iterator of record lists, forever."""

@@ -7,15 +7,19 @@ Request building and result checking live in ``client.admin_ops``, shared with t
 from __future__ import annotations
 
 from sluice.client import admin_ops as ops
-from sluice.client.bootstrap import DEFAULT_BOOTSTRAP
 from sluice.client.sync_connection import SyncConnection
 
 
-class Admin:
-    """Blocking admin: ``with Admin(bootstrap) as admin: admin.create_topic("t", 3)``."""
+class Admin(ops.AdminOptions):
+    """Blocking admin: ``with Admin(bootstrap) as admin: admin.create_topic("t", 3)``
+    (options: ``AdminOptions``)."""
 
-    def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, client_id: str = "sluice-admin"):
-        self._conn = SyncConnection(bootstrap, client_id)
+    def __init__(self, *args, **options):
+        super().__init__(*args, **options)
+        self._conn = SyncConnection(
+            self.bootstrap, self.client_id, request_timeout_s=self.request_timeout_s,
+            reconnect_timeout_s=self.reconnect_timeout_s,
+        )
 
     def __enter__(self) -> Admin:
         self._conn.connect()

@@ -131,7 +131,7 @@ def test_a_lingered_batch_waits_while_its_partition_has_a_request_in_flight():
 def sender(acc):
     state = SendState(acc, acks=1, idempotent=True, retries=10, delivery_timeout_s=60,
                       request_timeout_ms=1000)
-    state.producer_id, state.producer_epoch = 5, 0
+    state.on_producer_id(m.InitProducerIdResponse(producer_id=5, producer_epoch=0))
     return state
 
 
@@ -155,7 +155,7 @@ def test_one_batch_per_partition_per_request_with_sequences():
 
 
 def test_retry_resends_the_same_bytes_in_order_after_connection_loss():
-    acc, _, _ = make(batch_bytes=40)
+    acc, clock, _ = make(batch_bytes=40)
     for _ in range(3):
         acc.append("t", 0, None, b"x" * 20, None, 1)
     acc.seal_all()
@@ -168,27 +168,10 @@ def test_retry_resends_the_same_bytes_in_order_after_connection_loss():
     state.on_failure(sent[1], lost)
     state.on_response(sent[2], m.ProduceResponse(partitions=[m.ProducePartitionResult(
         topic="t", partition=0, error=OutOfOrderSequenceError.code)]))
-    resent = [state.next_request(0)[1][0] for _ in range(3)]
+    clock.now = state.wake_time()  # after the backoff
+    resent = [state.next_request(clock.now)[1][0] for _ in range(3)]
     assert [b.data for b in resent] == data
     assert [b.base_sequence for b in resent] == [0, 1, 2]
-
-
-def test_fatal_error_renumbers_the_batches_behind_it():
-    acc, _, _ = make(batch_bytes=40)
-    for _ in range(3):
-        acc.append("t", 0, None, b"x" * 20, None, 1)
-    acc.seal_all()
-    state = sender(acc)
-    sent = [state.next_request(0)[1] for _ in range(3)]
-    state.on_response(sent[0], ok(sent[0]))
-    state.on_response(sent[1], m.ProduceResponse(partitions=[m.ProducePartitionResult(
-        topic="t", partition=0, error=RecordTooLargeError.code)]))
-    state.on_response(sent[2], m.ProduceResponse(partitions=[m.ProducePartitionResult(
-        topic="t", partition=0, error=OutOfOrderSequenceError.code)]))
-    assert isinstance(sent[1][0].error, RecordTooLargeError)
-    retry = state.next_request(0)[1][0]
-    assert retry is sent[2][0] and retry.base_sequence == 1
-    assert validate_batch(retry.data).base_sequence == 1
 
 
 def error_answer(batches, error):
@@ -242,7 +225,7 @@ def test_an_answer_from_the_old_topic_after_the_reset_touches_nothing_of_the_new
     assert (new[0].base_sequence, new[0].topic_id) == (0, NEW_ID)
     state.on_response(old, error_answer(old, OutOfOrderSequenceError))
     assert isinstance(old[0].error, UnknownTopicIdError)
-    assert not state.retrying and not state.renumber_from and not state.stale_topics
+    assert not state.retrying and not state.stale_topics and not state.epoch_due
     state.on_response(new, ok(new))
     assert new[0].error is None and state.next_sequence[("t", 0)] == 1
 
@@ -260,3 +243,105 @@ def test_a_deleted_topic_fails_what_is_queued_for_it_and_the_same_topic_changes_
     state.reset_topic("t", None)
     [failed] = [b for b in state.completed if b.values == [b"y"]]
     assert isinstance(failed.error, UnknownTopicOrPartitionError) and "deleted" in str(failed.error)
+
+
+# -- topic incarnations and producer epochs together ------------------------------------------
+
+
+def add_batch(acc, partition=0, value=b"x" * 20):
+    batch, _ = acc.append("t", partition, None, value, None, 1)
+    acc.seal(batch)
+    return batch
+
+
+def test_what_dies_with_a_deleted_topic_makes_no_new_epoch():
+    """A numbered batch sent to an incarnation deleted since fails, and its sequence numbers
+    died with the old log: no new epoch (which would fail pending batches elsewhere whose
+    outcome is unknown), and the new topic starts at 0 in the same epoch."""
+    acc, clock, _ = make(batch_bytes=40)
+    state = sender(acc)
+    state.reset_topic("t", OLD_ID, 1)
+    state.reset_topic("u", OLD_ID, 1)
+    elsewhere, _ = acc.append("u", 0, None, b"u" * 20, None, 1)
+    acc.seal(elsewhere)
+    old_t = [add_batch(acc), add_batch(acc)]
+    _, first = state.next_request(0)
+    _, second = state.next_request(0)
+    assert first == [elsewhere, old_t[0]] and second == [old_t[1]]
+    state.on_failure(first, ConnectionLostError("cut"))  # outcome unknown: both to be retried
+    state.reset_topic("t", NEW_ID, 1)  # t recreated, learned by a send
+    state.on_response(second, error_answer(second, UnknownTopicIdError))
+    clock.now = 5.0
+    assert all(isinstance(b.error, UnknownTopicIdError) for b in old_t)
+    assert not state.epoch_due and not state.held_holes
+    new = add_batch(acc)
+    _, batches = state.next_request(5.0)
+    assert {(b.topic, b.base_sequence) for b in batches} == {("t", 0), ("u", 0)}
+    assert elsewhere in batches and not elsewhere.done  # resent in its epoch, not failed
+    assert validate_batch(new.data).producer_epoch == 0
+
+
+def test_a_batch_in_flight_to_a_deleted_topic_that_expires_makes_no_new_epoch():
+    acc, clock, _ = make(batch_bytes=40)
+    state = SendState(acc, acks=1, idempotent=True, retries=10, delivery_timeout_s=1.0,
+                      request_timeout_ms=1000)
+    state.on_producer_id(m.InitProducerIdResponse(producer_id=5, producer_epoch=0))
+    state.reset_topic("t", OLD_ID, 1)
+    add_batch(acc)
+    _, old = state.next_request(0)
+    state.reset_topic("t", NEW_ID, 1)
+    clock.now = 2.0
+    state.expire(2.0)
+    assert old[0].done and not state.epoch_due
+
+
+def test_a_hole_left_while_the_topic_is_stale_makes_a_new_epoch_only_for_the_same_topic():
+    for topic_id, epoch_due in ((OLD_ID, True), (NEW_ID, False)):
+        acc, clock, _ = make(batch_bytes=40)
+        state = sender(acc)
+        state.reset_topic("t", OLD_ID, 1)
+        add_batch(acc)
+        _, first = state.next_request(0)
+        add_batch(acc)
+        _, follower = state.next_request(0)
+        state.on_response(first, error_answer(first, OutOfOrderSequenceError))
+        # explained by a recreate, or not: the metadata will say
+        assert state.stale_topics == {"t"} and not state.epoch_due
+        state.on_response(follower, error_answer(follower, OutOfOrderSequenceError))
+        assert not follower[0].done  # refused only for coming after the hole: kept
+        state.reset_topic("t", topic_id, 1)
+        assert state.epoch_due is epoch_due and not state.held_holes
+        if epoch_due:  # the same log: the follower is renumbered in the new epoch
+            assert state.next_request(1.0) is None
+            state.on_producer_id(m.InitProducerIdResponse(producer_id=5, producer_epoch=1))
+            _, [resent] = state.next_request(1.0)
+            assert resent is follower[0]
+            header = validate_batch(resent.data)
+            assert (header.producer_epoch, header.base_sequence) == (1, 0)
+        else:  # sent to the old topic: never resent to the new one
+            assert isinstance(follower[0].error, UnknownTopicIdError)
+            new = add_batch(acc)
+            state.next_request(1.0)
+            header = validate_batch(new.data)
+            assert (header.producer_epoch, header.base_sequence) == (0, 0)
+
+
+def test_a_batch_renumbered_in_a_new_epoch_keeps_its_topic_incarnation():
+    acc, _, _ = make(batch_bytes=40)
+    state = sender(acc)
+    state.reset_topic("t", OLD_ID, 1)
+    state.reset_topic("u", OLD_ID, 1)
+    refused = add_batch(acc)
+    _, first = state.next_request(0)
+    follower = add_batch(acc)
+    _, second = state.next_request(0)
+    state.on_response(first, error_answer(first, RecordTooLargeError))  # u is fine: an epoch
+    state.on_response(second, error_answer(second, OutOfOrderSequenceError))
+    assert state.epoch_due and not follower.done and refused.done
+    state.held_holes.add("u")  # (a stale topic's pending verdict: moot in a new epoch)
+    state.on_producer_id(m.InitProducerIdResponse(producer_id=5, producer_epoch=1))
+    assert not state.held_holes
+    assert follower.base_sequence == -1 and follower.topic_id == OLD_ID
+    state.reset_topic("t", NEW_ID, 1)  # recreated before the renumbered batch went again
+    assert isinstance(follower.error, UnknownTopicIdError)
+    assert state.next_request(0) is None

@@ -230,6 +230,8 @@ async def test_backpressure_waits_for_space_between_steps(monkeypatch):
 class FakeConnection:
     """Answers produce requests in order; offsets count per partition from 1000 * partition."""
 
+    sock = "connected"
+
     def __init__(self, partitions):
         self.count = partitions
         self.answers = []
@@ -240,6 +242,9 @@ class FakeConnection:
         return TopicMeta(self.count, "")
 
     def send(self, request):
+        if isinstance(request, m.InitProducerIdRequest):
+            self.answers.append(m.InitProducerIdResponse(producer_id=1, producer_epoch=0))
+            return
         self.requests += 1
         results = []
         for part in request.partitions:
@@ -250,7 +255,7 @@ class FakeConnection:
                 topic=part.topic, partition=part.partition, base_offset=base))
         self.answers.append(m.ProduceResponse(partitions=results))
 
-    def receive(self):
+    def receive(self, until=None):
         return self.answers.pop(0)
 
     def has_data(self):

@@ -414,8 +414,8 @@ async def test_blocking_consumer_retries_a_retriable_fetch_error_and_raises_the_
     receive = sync_module.SyncConnection.receive
     replaced = []
 
-    def first_fetch_fails(conn):
-        response = receive(conn)
+    def first_fetch_fails(conn, until=None):
+        response = receive(conn, until)
         if isinstance(response, m.FetchResponse) and not replaced:
             replaced.append(response)
             return m.FetchResponse(error=code_for_error(error("injected")), message="injected")

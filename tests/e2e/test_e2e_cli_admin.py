@@ -174,11 +174,6 @@ async def test_version():
 # -- the request timeout ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs request_timeout_ms= in the blocking clients (issue 13, another branch): "
-    "remove this mark once it is merged",
-)
 async def test_timeout_gives_up_on_a_broker_that_never_answers():
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))

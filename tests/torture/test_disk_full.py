@@ -17,6 +17,7 @@ import trio
 from sluice.protocol.errors import StorageError
 
 from tests.broker.conftest import RawClient, create_topic, make_batch, produce, read_records
+from tests.faults import check_outcomes, open_producer, read_log
 from tests.torture.harness import Broker, record
 
 VALUE = b"d" * 1000
@@ -127,6 +128,45 @@ async def test_file_size_limit_partial_write_then_efbig(tmp_path):
 
         figures = await check_whole_and_resume(broker, "big", acked, raise_limit)
         record("3-disk-full-fsize", refused_message=refused.message, **figures)
+    finally:
+        code = broker.stop()
+    assert code == 0, broker.log_text()
+
+
+@pytest.mark.parametrize("api", ["trio", "sync"])
+async def test_a_full_disk_with_default_retry_settings_backs_off_and_recovers(tmp_path, api):
+    """Issue 13 item 9: ``StorageError`` is retriable, and retries went out back to back -- a
+    storm for the whole delivery timeout (~93% CPU across broker and client). Now each retry
+    waits (100 ms doubling to 1 s), the record fails with the disk's own error, and records
+    sent once space returns are acknowledged, without a restart."""
+    broker = Broker(tmp_path, fsize_limit=1 << 20, topic_defaults={"segment_bytes": 64 << 20})
+    broker.start()
+    try:
+        async with await RawClient.connect(broker.port) as client:
+            await create_topic(client, "full")
+        outcomes = {}
+        with trio.fail_after(60):
+            async with open_producer(api, broker.bootstrap, delivery_timeout_ms=3000) as producer:
+                refused = None
+                for i in range(5000):
+                    value = b"%06d-" % i + VALUE
+                    handle = await producer.send("full", value, partition=0)
+                    if i % 50 == 49:
+                        outcomes[value] = outcome = await producer.outcome(handle)
+                        if not isinstance(outcome, int):
+                            refused = handle
+                            break
+                assert refused is not None, "the disk never filled up"
+                error = outcomes[value]
+                assert isinstance(error, StorageError) and "File too large" in str(error), error
+                attempts = refused.batch.attempts
+                assert 2 <= attempts <= 8, f"{attempts} attempts in 3 s: no backoff"
+                resource.prlimit(broker.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+                for value in (b"later-1", b"later-2"):
+                    outcomes[value] = await producer.outcome(await producer.send("full", value))
+                    assert isinstance(outcomes[value], int), outcomes[value]
+        check_outcomes(await read_log(broker.bootstrap, "full"), outcomes)
+        record(f"3-disk-full-producer-{api}", attempts_in_3_s=attempts, error=str(error))
     finally:
         code = broker.stop()
     assert code == 0, broker.log_text()
