@@ -19,10 +19,10 @@ import socket as stdsocket
 from dataclasses import dataclass
 
 import trio
+from sluice.broker.adapters.session import RECEIVE_BYTES, Session
 from sluice.broker.config import BrokerConfig
 from sluice.broker.descriptors import DescriptorBudget
-from sluice.broker.session import RECEIVE_BYTES, Session
-from sluice.broker.state import BrokerState
+from sluice.broker.domain.state import BrokerState
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import HandleQuota
 from sluice.broker.storage.manager import LogManager

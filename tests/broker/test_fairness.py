@@ -12,11 +12,11 @@ from functools import partial
 
 import pytest
 import trio
-from sluice.broker import session as session_module
+from sluice.broker.adapters import session as session_module
+from sluice.broker.adapters.session import Session
 from sluice.broker.config import BrokerConfig
-from sluice.broker.partition import OFF_LOOP_APPEND_BYTES
+from sluice.broker.domain.partition import OFF_LOOP_APPEND_BYTES
 from sluice.broker.server import open_state, serve
-from sluice.broker.session import Session
 from sluice.protocol import messages as m
 from sluice.protocol.connection import ClientConnection
 from sluice.protocol.errors import UnknownTopicOrPartitionError

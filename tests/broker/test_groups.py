@@ -144,7 +144,7 @@ async def test_heartbeat_from_unknown_member_creates_no_group(client):
 async def test_offsets_log_is_compacted_at_startup(broker_config, monkeypatch):
     """Many commits of few offsets: the next start rewrites the live offsets and drops the
     superseded segments, so replay stays proportional to what is live; nothing is lost."""
-    import sluice.broker.groups as groups
+    import sluice.broker.domain.groups as groups
 
     monkeypatch.setattr(groups, "COMPACT_MIN_RECORDS", 20)
     async with trio.open_nursery() as nursery:
@@ -171,7 +171,7 @@ async def test_offsets_log_is_compacted_at_startup(broker_config, monkeypatch):
 
 
 async def test_offsets_log_is_compacted_while_running(broker_config, monkeypatch):
-    import sluice.broker.groups as groups
+    import sluice.broker.domain.groups as groups
 
     monkeypatch.setattr(groups, "COMPACT_MIN_RECORDS", 20)
     monkeypatch.setattr(groups, "COMPACT_INTERVAL_S", 0.05)

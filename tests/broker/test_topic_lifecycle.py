@@ -11,9 +11,9 @@ import msgpack
 import pytest
 import trio
 from sluice.broker.config import BrokerConfig
-from sluice.broker.groups import OFFSETS_TOPIC
+from sluice.broker.domain.groups import OFFSETS_TOPIC
+from sluice.broker.domain.state import BrokerState
 from sluice.broker.server import serve
-from sluice.broker.state import BrokerState
 from sluice.broker.storage.manager import LogManager
 from sluice.protocol import messages as m
 from sluice.protocol.errors import (

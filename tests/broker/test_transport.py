@@ -8,8 +8,8 @@ import os
 import pytest
 import trio
 import trio.testing
-from sluice.broker import pagecache
-from sluice.broker.transport import Transport
+from sluice.broker.io import pagecache
+from sluice.broker.io.sockets import Transport
 
 MIB = 1024 * 1024
 

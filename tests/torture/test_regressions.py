@@ -147,7 +147,7 @@ async def test_a_failing_session_does_not_take_the_broker_down(broker, monkeypat
     """Found by scenario 4: any unexpected exception in one connection's session (above, a
     response too large to encode) propagated out of the sessions nursery and stopped the broker.
     Now the connection is closed and logged; everyone else is served."""
-    from sluice.broker.session import Session
+    from sluice.broker.adapters.session import Session
 
     original = Session._read_loop
     calls = []
@@ -175,7 +175,7 @@ async def test_a_failing_periodic_checkpoint_does_not_stop_the_broker():
     import errno
 
     import trio
-    from sluice.broker.state import BrokerState
+    from sluice.broker.domain.state import BrokerState
 
     calls = []
 

@@ -27,9 +27,9 @@ import msgpack
 import trio
 from sluice.broker.config import BrokerConfig
 from sluice.broker.descriptors import DescriptorBudget
-from sluice.broker.groups import OFFSETS_TOPIC, GroupCoordinator
-from sluice.broker.partition import Partition
-from sluice.broker.producers import ProducerStates
+from sluice.broker.domain.groups import OFFSETS_TOPIC, GroupCoordinator
+from sluice.broker.domain.partition import Partition
+from sluice.broker.domain.producers import ProducerStates
 from sluice.broker.storage.files import atomic_write
 from sluice.broker.storage.manager import LogManager
 from sluice.protocol.errors import (

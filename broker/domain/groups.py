@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 
 import msgpack
 import trio
-from sluice.broker.assignor import assign
-from sluice.broker.deferred import Deferred
-from sluice.broker.partition import Partition
+from sluice.broker.adapters.outcomes import Deferred
+from sluice.broker.domain.assignor import assign
+from sluice.broker.domain.partition import Partition
 from sluice.protocol import messages as m
 from sluice.protocol.batch import build_batch, decode_records, iter_batches, parse_header
 from sluice.protocol.errors import (

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from functools import partial
 
 import trio
-from sluice.broker.deferred import Deferred, Pending
-from sluice.broker.partition import Partition
-from sluice.broker.state import BrokerState
+from sluice.broker.adapters.outcomes import Deferred, Pending
+from sluice.broker.domain.partition import Partition
+from sluice.broker.domain.state import BrokerState
 from sluice.protocol import messages as m
 from sluice.protocol.batch import (
     CONTROL,

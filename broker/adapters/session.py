@@ -31,10 +31,10 @@ import math
 import os
 
 import trio
-from sluice.broker.deferred import Deferred, Pending
-from sluice.broker.handlers import dispatch, release
-from sluice.broker.state import BrokerState
-from sluice.broker.transport import Transport
+from sluice.broker.adapters.outcomes import Deferred, Pending
+from sluice.broker.adapters.sluice.handlers import dispatch, release
+from sluice.broker.domain.state import BrokerState
+from sluice.broker.io.sockets import Transport
 from sluice.protocol import messages as m
 from sluice.protocol.connection import BadRequest, RequestReceived, ServerConnection
 from sluice.protocol.errors import (

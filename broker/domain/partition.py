@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import trio
-from sluice.broker.producers import Duplicate, ProducerStates
+from sluice.broker.domain.producers import Duplicate, ProducerStates
 from sluice.broker.storage.base import AppendResult
 from sluice.protocol.batch import BatchHeader
 from sluice.protocol.errors import StorageError, UnknownTopicOrPartitionError

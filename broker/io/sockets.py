@@ -36,7 +36,7 @@ import os
 from collections.abc import Iterable
 
 import trio
-from sluice.broker.pagecache import is_cached, read_cached, warm
+from sluice.broker.io.pagecache import is_cached, read_cached, warm
 from sluice.protocol.slices import FileSlice
 
 # Coalesce small byte pieces into one send; larger ones are sent as they are.
