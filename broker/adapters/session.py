@@ -32,9 +32,10 @@ import os
 
 import trio
 from sluice.broker.adapters.outcomes import Deferred, Pending
-from sluice.broker.adapters.sluice.handlers import dispatch, release
+from sluice.broker.adapters.sluice.handlers import dispatch
 from sluice.broker.domain.state import BrokerState
 from sluice.broker.io.sockets import Transport
+from sluice.broker.storage import release_slices
 from sluice.protocol import messages as m
 from sluice.protocol.connection import BadRequest, RequestReceived, ServerConnection
 from sluice.protocol.errors import (
@@ -291,7 +292,7 @@ def _release(outcome) -> None:
     if isinstance(outcome, m.FetchResponse):
         for part in outcome.partitions:
             if isinstance(part.records, list):
-                release(part.records)
+                release_slices(part.records)
 
 
 def _unexpected(exc: Exception, request) -> ApiError:

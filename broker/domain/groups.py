@@ -47,6 +47,7 @@ import trio
 from sluice.broker.adapters.outcomes import Deferred
 from sluice.broker.domain.assignor import assign
 from sluice.broker.domain.partition import Partition
+from sluice.broker.storage import ValidatedBatches
 from sluice.protocol import messages as m
 from sluice.protocol.batch import build_batch, decode_records, iter_batches, parse_header
 from sluice.protocol.errors import (
@@ -211,7 +212,7 @@ class GroupCoordinator:
             await trio.sleep(COMPACT_INTERVAL_S)
             start = self._write_snapshot_if_due()
             if start is not None:
-                await self._offsets.wait_flushed(self._offsets.log.log_end_offset - 1)
+                await self._offsets.wait_committed(self._offsets.log.log_end_offset - 1)
                 self._offsets.log.delete_before(start)
 
     # -- membership ---------------------------------------------------------------------------
@@ -378,7 +379,7 @@ class GroupCoordinator:
         last_offset = self._append(records)
 
         async def complete() -> m.DeleteGroupsResponse:
-            await self._offsets.wait_flushed(last_offset)
+            await self._offsets.wait_committed(last_offset)
             return response
 
         return Deferred(complete)
@@ -427,7 +428,7 @@ class GroupCoordinator:
             group.offsets[(item.topic, item.partition)] = (item.offset, item.metadata, topic_id)
 
         async def complete() -> m.CommitOffsetsResponse:
-            await self._offsets.wait_flushed(last_offset)
+            await self._offsets.wait_committed(last_offset)
             return m.CommitOffsetsResponse(partitions=results)
 
         return Deferred(complete)
@@ -443,8 +444,7 @@ class GroupCoordinator:
         return self._state.partition(item.topic, item.partition, item.topic_id).topic_id
 
     def _append(self, records) -> int:
-        batch = build_batch(records)
-        return self._offsets.append(batch, [parse_header(batch)]).last_offset
+        return self._offsets.append(ValidatedBatches.parse(build_batch(records))).last_offset
 
     def fetch_offsets(self, request: m.FetchOffsetsRequest) -> m.FetchOffsetsResponse:
         group = self.groups.get(request.group_id)

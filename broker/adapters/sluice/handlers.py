@@ -24,27 +24,16 @@ import trio
 from sluice.broker.adapters.outcomes import Deferred, Pending
 from sluice.broker.domain.partition import Partition
 from sluice.broker.domain.state import BrokerState
+from sluice.broker.storage import ValidatedBatches, release_slices
 from sluice.protocol import messages as m
-from sluice.protocol.batch import (
-    CONTROL,
-    TRANSACTIONAL,
-    BatchHeader,
-    InvalidBatchError,
-    split_batches,
-    validate_batch,
-)
 from sluice.protocol.errors import (
     ApiError,
-    CorruptRecordError,
     InvalidRequestError,
-    InvalidTimestampError,
     OffsetOutOfRangeError,
-    RecordTooLargeError,
     RequestTimedOutError,
     StorageError,
     UnknownTopicOrPartitionError,
 )
-from sluice.protocol.slices import FileSlice
 
 EARLIEST = -2
 LATEST = -1
@@ -158,36 +147,6 @@ def handle_describe_topics(state: BrokerState, request: m.DescribeTopicsRequest,
 # -- produce -----------------------------------------------------------------------------------
 
 
-def validate_records(records: memoryview, max_message_bytes: int) -> list[BatchHeader]:
-    """Validate every batch of a produce body (header + CRC, never the records, which stay
-    compressed if they are); return headers. Only Kafka's record batch v2 (magic 2) is
-    accepted: an older Sluice client's magic-1 batch gets a ``CorruptRecordError`` saying so."""
-    try:
-        found, end = split_batches(records)
-    except InvalidBatchError as exc:
-        raise CorruptRecordError(str(exc)) from None
-    if end != len(records) or not found:
-        raise CorruptRecordError(
-            f"produce data holds {len(found)} whole batch(es) and {len(records) - end} "
-            "trailing bytes; it must be whole batches only"
-        )
-    headers = []
-    for position, size in found:
-        if size > max_message_bytes:
-            raise RecordTooLargeError(
-                f"batch of {size} bytes exceeds max_message_bytes {max_message_bytes}"
-            )
-        header = validate_batch(records[position : position + size])
-        if header.base_timestamp < 0:
-            raise InvalidTimestampError(f"negative record timestamp {header.base_timestamp}")
-        if header.attributes & TRANSACTIONAL:
-            raise InvalidRequestError("transactions are not supported: a batch is transactional")
-        if header.attributes & CONTROL:
-            raise InvalidRequestError("control batches are written by brokers, not producers")
-        headers.append(header)
-    return headers
-
-
 def handle_produce(state: BrokerState, request: m.ProduceRequest, session):
     """Append each partition's batches in request order. While every append can run inline,
     they do; from the first that must wait its turn or be written off the loop (a large one,
@@ -198,10 +157,10 @@ def handle_produce(state: BrokerState, request: m.ProduceRequest, session):
         target = produce.validate(part)
         if target is None:
             continue
-        partition, headers = target
-        if not partition.can_append_now(len(part.records)):
-            return Pending(partial(produce.append_rest, i, partition, headers))
-        produce.append(part, partition, headers)
+        partition, batches = target
+        if not partition.can_append_now(batches):
+            return Pending(partial(produce.append_rest, i, partition, batches))
+        produce.append(part, partition, batches)
     return produce.outcome()
 
 
@@ -214,25 +173,25 @@ class _Produce:
         self.results: list[m.ProducePartitionResult] = []
         self.to_flush: list[tuple[int, object, int]] = []
 
-    def validate(self, part: m.ProducePartition) -> tuple[Partition, list[BatchHeader]] | None:
-        """The partition and batch headers to append, or None (its error result recorded)."""
+    def validate(self, part: m.ProducePartition) -> tuple[Partition, ValidatedBatches] | None:
+        """The partition and validated batches to append, or None (its error result recorded)."""
         try:
             partition = self.state.partition(part.topic, part.partition, part.topic_id)
-            return partition, validate_records(part.records, partition.log.config.max_message_bytes)
+            return partition, partition.validate(part.records)
         except ApiError as exc:
             self.failed(part, exc)
             return None
 
-    def append(self, part: m.ProducePartition, partition: Partition, headers) -> None:
+    def append(self, part: m.ProducePartition, partition: Partition, batches) -> None:
         try:
-            appended = partition.append(part.records, headers)
+            appended = partition.append(batches)
         except ApiError as exc:
             self.failed(part, exc)
             return
         self.appended(part, partition, appended)
 
-    async def append_rest(self, first: int, partition: Partition, headers) -> object:
-        """From partition ``first`` (validated: ``partition``, ``headers``) on, each append in
+    async def append_rest(self, first: int, partition: Partition, batches) -> object:
+        """From partition ``first`` (validated: ``partition``, ``batches``) on, each append in
         its partition's turn; then the outcome."""
         parts = self.request.partitions
         for i in range(first, len(parts)):
@@ -241,9 +200,9 @@ class _Produce:
                 target = self.validate(part)
                 if target is None:
                     continue
-                partition, headers = target
+                partition, batches = target
             try:
-                appended = await partition.append_in_turn(part.records, headers)
+                appended = await partition.append_in_turn(batches)
             except ApiError as exc:
                 self.failed(part, exc)
                 continue
@@ -275,13 +234,13 @@ class _Produce:
             with trio.move_on_after(request.timeout_ms / 1000) as scope:
                 for slot, partition, last_offset in to_flush:
                     try:
-                        await partition.wait_flushed(last_offset)
+                        await partition.wait_committed(last_offset)
                     except ApiError as exc:
                         results[slot] = _failed(results[slot], exc)
             if scope.cancelled_caught:
                 timeout = RequestTimedOutError(f"not flushed within {request.timeout_ms} ms")
                 for slot, partition, last_offset in to_flush:
-                    if partition.log.flushed_offset <= last_offset:
+                    if partition.committed_offset <= last_offset:
                         results[slot] = _failed(results[slot], timeout)
             return m.ProduceResponse(partitions=results)
 
@@ -295,13 +254,6 @@ def _failed(result: m.ProducePartitionResult, exc: ApiError) -> m.ProducePartiti
 
 
 # -- fetch -------------------------------------------------------------------------------------
-
-
-def release(pieces) -> None:
-    """Release the file references held by a response's slices."""
-    for piece in pieces:
-        if isinstance(piece, FileSlice):
-            piece.file.release()
 
 
 def _read_partitions(state: BrokerState, request: m.FetchRequest):
@@ -355,7 +307,7 @@ def handle_fetch(state: BrokerState, request: m.FetchRequest, session) -> m.Fetc
     if total >= request.min_bytes or errored or state.draining or not request.max_wait_ms:
         return m.FetchResponse(partitions=parts)
     for part in parts:
-        release(part.records)
+        release_slices(part.records)
     # Watch from now, not from when the writer gets to it: an append in between must wake it.
     # (If the connection drops first, the event is discarded at the partition's next append.)
     woke = _watch(state, request)
@@ -373,7 +325,7 @@ def handle_fetch(state: BrokerState, request: m.FetchRequest, session) -> m.Fetc
             if done or trio.current_time() >= deadline:
                 return m.FetchResponse(partitions=parts)
             for part in parts:
-                release(part.records)
+                release_slices(part.records)
             woke = _watch(state, request)
 
     return Deferred(complete)
