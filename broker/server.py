@@ -19,10 +19,11 @@ import socket as stdsocket
 from dataclasses import dataclass
 
 import trio
+from sluice.broker.adapters.inflight import InFlight
 from sluice.broker.adapters.session import RECEIVE_BYTES, Session
 from sluice.broker.config import BrokerConfig
 from sluice.broker.descriptors import DescriptorBudget
-from sluice.broker.domain.state import BrokerState
+from sluice.broker.domain.broker import Broker
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import HandleQuota
 from sluice.broker.storage.manager import LogManager
@@ -46,16 +47,22 @@ class ServerHandle:
 
     host: str
     port: int
-    state: BrokerState
+    broker: Broker
+    descriptors: DescriptorBudget
     _shutdown: trio.Event
+
+    @property
+    def open_connections(self) -> int:
+        return self.descriptors.connections
 
     def shutdown(self) -> None:
         """Begin an orderly shutdown (same as SIGTERM)."""
         self._shutdown.set()
 
 
-def open_state(config: BrokerConfig) -> BrokerState:
-    """Open (and recover) the data directory and build the broker's shared state."""
+def open_broker(config: BrokerConfig) -> tuple[Broker, DescriptorBudget]:
+    """Open (and recover) the data directory and build the broker's domain on it; and the
+    descriptor budget its partitions were admitted against (connections are admitted too)."""
     defaults = TopicConfig.from_mapping(config.topic_defaults)
     if not config.in_memory:
         log.info("opening data directory %s", config.data_dir.resolve())
@@ -73,9 +80,9 @@ def open_state(config: BrokerConfig) -> BrokerState:
             log.info("clean shutdown marker found: no recovery needed")
         elif manager.topics():
             log.warning("no clean shutdown marker: recovered every partition from its recovery point")
-    state = BrokerState(config, manager, descriptors)
+    broker = Broker(config, manager)
     log.info("open files: %s", descriptors.summary())
-    return state
+    return broker, descriptors
 
 
 async def serve(
@@ -88,19 +95,23 @@ async def serve(
     # Bind first: a port in use must not cost a recovery of the data directory.
     listeners = await _listen(config)
     try:
-        state = await trio.to_thread.run_sync(open_state, config)
+        broker, descriptors = await trio.to_thread.run_sync(open_broker, config)
     except BaseException:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
         raise
     sockname = listeners[0].socket.getsockname()
-    state.advertised_host, state.advertised_port = config.host, sockname[1]
     shutdown = trio.Event()
-    handle = ServerHandle(config.host, sockname[1], state, shutdown)
+    handle = ServerHandle(config.host, sockname[1], broker, descriptors, shutdown)
+    inflight = InFlight()
+
+    async def serve_connection(stream, peer: str) -> None:
+        await Session(broker, config, inflight, (config.host, sockname[1]), stream, peer).run()
+
     refusals = trio.CapacityLimiter(REFUSALS_AT_ONCE)
     try:
         async with trio.open_nursery() as outer:
-            await outer.start(state.run)
+            await outer.start(broker.run)
             async with trio.open_nursery() as sessions:
                 accept_scope = trio.CancelScope()
 
@@ -108,7 +119,8 @@ async def serve(
                     with accept_scope:
                         async with trio.open_nursery() as acceptors:
                             for listener in listeners:
-                                acceptors.start_soon(_accept_loop, listener, state, refusals, sessions)
+                                acceptors.start_soon(_accept_loop, listener, descriptors,
+                                                     serve_connection, refusals, sessions)
 
                 sessions.start_soon(accept_all)
                 if handle_signals:  # watching before the broker says it is ready
@@ -122,13 +134,14 @@ async def serve(
                 accept_scope.cancel()
                 for listener in listeners:
                     await listener.aclose()
+                broker.begin_shutdown()
                 with trio.move_on_after(config.shutdown_grace_s):
-                    await state.wait_drained()
+                    await inflight.wait_drained()
                 sessions.cancel_scope.cancel()
             outer.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(state.close)
+            await trio.to_thread.run_sync(broker.close)
             log.info("logs flushed and closed cleanly")
 
 
@@ -159,7 +172,8 @@ async def _watch_signals(shutdown: trio.Event, *, task_status=trio.TASK_STATUS_I
             return
 
 
-async def _accept_loop(listener, state: BrokerState, refusals, nursery) -> None:
+async def _accept_loop(listener, descriptors: DescriptorBudget, serve_connection, refusals,
+                       nursery) -> None:
     while True:
         try:
             stream = await listener.accept()
@@ -173,9 +187,9 @@ async def _accept_loop(listener, state: BrokerState, refusals, nursery) -> None:
             stream.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, True)
         except OSError:
             pass
-        refused = state.descriptors.admit_connection()
+        refused = descriptors.admit_connection()
         if refused is None:
-            nursery.start_soon(_run_session, state, stream)
+            nursery.start_soon(_run_session, descriptors, serve_connection, stream)
             continue
         log.warning("refusing a connection: %s", refused.message)
         try:
@@ -205,14 +219,14 @@ async def _refuse(stream, error: ApiError, refusals) -> None:
         await trio.aclose_forcefully(stream)
 
 
-async def _run_session(state: BrokerState, stream) -> None:
+async def _run_session(descriptors: DescriptorBudget, serve_connection, stream) -> None:
     peer = _peer_name(stream)
     try:
-        await Session(state, stream, peer).run()
+        await serve_connection(stream, peer)
     except Exception:  # a bug serving one connection must not take down every other one
         log.exception("connection %s failed; closed it", peer)
     finally:
-        state.descriptors.release_connection()
+        descriptors.release_connection()
 
 
 def _peer_name(stream) -> str:

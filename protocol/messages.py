@@ -865,6 +865,11 @@ class FetchResponse(_Response):
 
 # -- 7 list_offsets ---------------------------------------------------------------------------
 
+# ``ListOffsetsPartition.timestamp`` values that ask for a position rather than a time (as in
+# Kafka): the partition's first offset, and its end (the offset the next record will get).
+EARLIEST = -2
+LATEST = -1
+
 
 @_message
 class ListOffsetsPartition(_Message):

@@ -31,11 +31,13 @@ import math
 import os
 
 import trio
+from sluice.broker.adapters.inflight import InFlight
 from sluice.broker.adapters.outcomes import Deferred, Pending
 from sluice.broker.adapters.sluice.handlers import dispatch
-from sluice.broker.domain.state import BrokerState
+from sluice.broker.adapters.sluice.records import release_fetch
+from sluice.broker.config import BrokerConfig
+from sluice.broker.domain.broker import Broker
 from sluice.broker.io.sockets import Transport
-from sluice.broker.storage import release_slices
 from sluice.protocol import messages as m
 from sluice.protocol.connection import BadRequest, RequestReceived, ServerConnection
 from sluice.protocol.errors import (
@@ -61,9 +63,14 @@ _CLOSE = object()
 class Session:
     """The state of one connection; ``run`` serves it until EOF, error or cancellation."""
 
-    def __init__(self, state: BrokerState, stream: trio.SocketStream, peer: str) -> None:
-        self.state = state
-        self.config = state.config
+    def __init__(
+        self, broker: Broker, config: BrokerConfig, inflight: InFlight,
+        advertised: tuple[str, int], stream: trio.SocketStream, peer: str,
+    ) -> None:
+        self.broker = broker
+        self.config = config
+        self.inflight = inflight
+        self.advertised = advertised
         self.stream = stream
         self.peer = peer
         self.client_id = ""
@@ -119,7 +126,7 @@ class Session:
                 await self._enqueue(event.correlation_id, event.api, event.error, idle)
                 continue
             assert isinstance(event, RequestReceived)
-            if self.state.draining:
+            if self.broker.stopping:
                 outcome = BrokerShuttingDownError("the broker is shutting down")
                 if not m.expects_response(event.request):
                     continue
@@ -129,12 +136,12 @@ class Session:
                 # In flight from now until answered, so a drain waits for it (the count never
                 # touches zero between its work and its response). Waiting for it is not idling.
                 idle.deadline = math.inf
-                self.state.request_started()
+                self.inflight.started()
                 try:
                     outcome = await self._finish(outcome, event.request)
                     await self._answer(event, outcome, idle)
                 finally:
-                    self.state.request_finished()
+                    self.inflight.finished()
             else:
                 await self._answer(event, outcome, idle)
 
@@ -145,12 +152,12 @@ class Session:
             # Nothing is queued or being sent ahead of it: answer from here, saving the hop
             # through the outbox to the writer task. ``idle`` doubles as the send timeout
             # while the deadline is armed for the send.
-            self.state.request_started()
+            self.inflight.started()
             try:
                 await self._send(event.correlation_id, event.api, outcome, idle)
             finally:
-                _release(outcome)
-                self.state.request_finished()
+                release_fetch(outcome)
+                self.inflight.finished()
             await self._fair_share()
         else:
             await self._enqueue(event.correlation_id, event.api, outcome, idle)
@@ -197,7 +204,7 @@ class Session:
         """Queue a response for the writer; it counts as in flight until sent or dropped.
 
         Waiting for room in the outbox is backpressure, not idleness: ``idle`` is lifted."""
-        self.state.request_started()
+        self.inflight.started()
         self._queued += 1
         item = (correlation_id, api, outcome)
         try:
@@ -211,12 +218,12 @@ class Session:
                 await self._fair_share()
         except BaseException:
             self._queued -= 1
-            self.state.request_finished()
+            self.inflight.finished()
             raise
 
     def _handle(self, request):
         try:
-            return dispatch(self.state, request, self)
+            return dispatch(self, request)
         except ApiError as exc:
             return exc
         except Exception as exc:  # a bug: answer it, log it, keep serving
@@ -245,7 +252,7 @@ class Session:
                         await self._deliver(correlation_id, api, outcome, sending)
                     finally:
                         self._queued -= 1
-                        self.state.request_finished()
+                        self.inflight.finished()
             if sending.cancelled_caught:
                 log.info("dropping %s: it did not read its response within %.0f s",
                          self.peer, self.config.send_timeout_s)
@@ -258,9 +265,9 @@ class Session:
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
                 if outcome is not _CLOSE:
-                    _release(outcome)
+                    release_fetch(outcome)
                     self._queued -= 1
-                    self.state.request_finished()
+                    self.inflight.finished()
 
     async def _deliver(self, correlation_id: int, api, outcome, sending: trio.CancelScope) -> None:
         if isinstance(outcome, Deferred):
@@ -271,7 +278,7 @@ class Session:
         try:
             await self._send(correlation_id, api, outcome, sending)
         finally:
-            _release(outcome)
+            release_fetch(outcome)
 
     async def _send(self, correlation_id: int, api, outcome, sending: trio.CancelScope) -> None:
         if isinstance(outcome, ApiError):
@@ -285,14 +292,6 @@ class Session:
                     f"the response cannot be encoded ({exc}); ask for fewer items per request"
                 ))
         await self.transport.send(pieces, sending)
-
-
-def _release(outcome) -> None:
-    """Release the file references a fetch response's slices hold (sent or dropped)."""
-    if isinstance(outcome, m.FetchResponse):
-        for part in outcome.partitions:
-            if isinstance(part.records, list):
-                release_slices(part.records)
 
 
 def _unexpected(exc: Exception, request) -> ApiError:

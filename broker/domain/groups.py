@@ -45,8 +45,9 @@ from dataclasses import dataclass, field
 import msgpack
 import trio
 from sluice.broker.adapters.outcomes import Deferred
+from sluice.broker.config import BrokerConfig
 from sluice.broker.domain.assignor import assign
-from sluice.broker.domain.partition import Partition
+from sluice.broker.domain.topics import TopicRegistry
 from sluice.broker.storage import ValidatedBatches
 from sluice.protocol import messages as m
 from sluice.protocol.batch import build_batch, decode_records, iter_batches, parse_header
@@ -114,9 +115,10 @@ class Group:
 class GroupCoordinator:
     """All groups of this broker. Sync methods run inline; commits defer until fsync'd."""
 
-    def __init__(self, broker_state, offsets: Partition) -> None:
-        self._state = broker_state
-        self._offsets = offsets
+    def __init__(self, topics: TopicRegistry, config: BrokerConfig) -> None:
+        self._topics = topics
+        self._config = config
+        self._offsets = offsets = topics.partition(OFFSETS_TOPIC, 0)
         self.groups: dict[str, Group] = {}
         self._expiry_changed = trio.Event()
         self._replay()
@@ -161,7 +163,7 @@ class GroupCoordinator:
         dropped, adopted = [], []
         for group in self.groups.values():
             for (topic, partition), (offset, metadata, topic_id) in list(group.offsets.items()):
-                current = self._state.topic_id(topic)
+                current = self._topics.topic_id(topic)
                 if current is not None and topic_id in (current, None):
                     if topic_id is None:
                         group.offsets[(topic, partition)] = (offset, metadata, current)
@@ -289,7 +291,7 @@ class GroupCoordinator:
         counts = {}
         for member in group.members.values():
             for topic in member.topics:
-                info = self._state.manager.topic(topic)
+                info = self._topics.topic(topic)
                 counts[topic] = info.config.partitions if info is not None else 0
         group.target = assign(
             {mid: mem.topics for mid, mem in group.members.items()},
@@ -307,6 +309,10 @@ class GroupCoordinator:
         if current != member.assigned:
             member.assigned = current
             member.epoch = group.epoch
+
+    def partitions_added(self, partitions) -> None:
+        """(``TopicListener``) Partition counts changed: recompute every group's targets."""
+        self.topics_changed()
 
     def topics_changed(self) -> None:
         """Partition counts changed (topic created/deleted): recompute every group's targets."""
@@ -333,7 +339,7 @@ class GroupCoordinator:
         while True:
             deadlines = [mem.deadline for g in self.groups.values() for mem in g.members.values()]
             self._expiry_changed = trio.Event()
-            idle_s = min(60.0, self._state.config.offsets_retention_ms / 1000)
+            idle_s = min(60.0, self._config.offsets_retention_ms / 1000)
             with trio.move_on_at(min(deadlines, default=trio.current_time() + idle_s)):
                 await self._expiry_changed.wait()
             now = trio.current_time()
@@ -344,7 +350,7 @@ class GroupCoordinator:
             self._expire_offsets()
 
     def _expire_offsets(self) -> None:
-        cutoff = now_ms() - self._state.config.offsets_retention_ms
+        cutoff = now_ms() - self._config.offsets_retention_ms
         stale = [g for g in self.groups.values() if not g.members and g.empty_since_ms < cutoff]
         for group in stale:
             records = self._drop(group)
@@ -439,9 +445,9 @@ class GroupCoordinator:
             raise InvalidRequestError(f"offset {item.offset} must be >= 0")
         if len(item.metadata) > MAX_METADATA_CHARS:
             raise InvalidRequestError(f"metadata longer than {MAX_METADATA_CHARS} characters")
-        if (item.topic, item.partition) not in self._state.partitions:
+        if self._topics.find(item.topic, item.partition) is None:
             raise UnknownTopicOrPartitionError(f"unknown topic or partition {item.topic}[{item.partition}]")
-        return self._state.partition(item.topic, item.partition, item.topic_id).topic_id
+        return self._topics.partition(item.topic, item.partition, item.topic_id).topic_id
 
     def _append(self, records) -> int:
         return self._offsets.append(ValidatedBatches.parse(build_batch(records))).last_offset
@@ -457,7 +463,7 @@ class GroupCoordinator:
         for topic, partition in wanted:
             offset, metadata, topic_id = committed.get((topic, partition), (-1, "", None))
             if topic_id is None:  # no offset: the topic's current id, if there is such a topic
-                topic_id = self._state.topic_id(topic) or ""
+                topic_id = self._topics.topic_id(topic) or ""
             out.append(m.OffsetFetchResult(topic=topic, partition=partition, offset=offset,
                                            metadata=metadata, topic_id=topic_id))
         return m.FetchOffsetsResponse(partitions=out)
@@ -490,8 +496,8 @@ class GroupCoordinator:
             ]
             offsets = []
             for (topic, partition), (offset, _, _) in sorted(group.offsets.items()):
-                partition_state = self._state.partitions.get((topic, partition))
-                end = partition_state.log.log_end_offset if partition_state else -1
+                partition_state = self._topics.find(topic, partition)
+                end = partition_state.high_watermark if partition_state else -1
                 offsets.append(
                     m.GroupOffset(topic=topic, partition=partition, offset=offset,
                                   log_end_offset=end, lag=max(0, end - offset) if end >= 0 else -1)

@@ -86,6 +86,14 @@ class Partition:
         return self.log.log_end_offset
 
     @property
+    def size_bytes(self) -> int:
+        return self.log.size_bytes
+
+    @property
+    def segment_count(self) -> int:
+        return self.log.segment_count
+
+    @property
     def high_watermark(self) -> int:
         """Readers see offsets below it (see the module docstring): on one broker, the log end."""
         return self.log.log_end_offset

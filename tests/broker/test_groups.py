@@ -161,7 +161,7 @@ async def test_offsets_log_is_compacted_at_startup(broker_config, monkeypatch):
     for _ in range(2):  # compacted on the first restart; the second replays the snapshot
         async with trio.open_nursery() as nursery:
             handle = await nursery.start(partial(serve, broker_config))
-            plog = handle.state.partition(groups.OFFSETS_TOPIC, 0).log
+            plog = handle.broker.topics.partition(groups.OFFSETS_TOPIC, 0).log
             assert plog.log_start_offset >= 30 and plog.log_end_offset - plog.log_start_offset == 2
             client = await RawClient.connect(handle.port)
             fetched = await client.request(m.FetchOffsetsRequest(group_id="solo"))
@@ -177,7 +177,7 @@ async def test_offsets_log_is_compacted_while_running(broker_config, monkeypatch
     monkeypatch.setattr(groups, "COMPACT_INTERVAL_S", 0.05)
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(partial(serve, broker_config))
-        plog = handle.state.partition(groups.OFFSETS_TOPIC, 0).log
+        plog = handle.broker.topics.partition(groups.OFFSETS_TOPIC, 0).log
         async with await RawClient.connect(handle.port) as client:
             await create_topic(client, "t")
             for offset in range(30):

@@ -175,7 +175,7 @@ async def test_a_failing_periodic_checkpoint_does_not_stop_the_broker():
     import errno
 
     import trio
-    from sluice.broker.domain.state import BrokerState
+    from sluice.broker.domain.broker import Broker
 
     calls = []
 
@@ -184,5 +184,5 @@ async def test_a_failing_periodic_checkpoint_does_not_stop_the_broker():
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with trio.move_on_after(0.3):
-        await BrokerState._periodic(0.01, checkpoint)
+        await Broker._periodic(0.01, checkpoint)
     assert len(calls) > 3
