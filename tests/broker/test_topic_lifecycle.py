@@ -12,7 +12,7 @@ import pytest
 import trio
 from sluice.broker.config import BrokerConfig
 from sluice.broker.domain.broker import Broker
-from sluice.broker.domain.groups import OFFSETS_TOPIC
+from sluice.broker.domain.groups import OFFSETS_TOPIC, Committed, OffsetCommit
 from sluice.broker.server import serve
 from sluice.broker.storage.manager import LogManager
 from sluice.protocol import messages as m
@@ -193,17 +193,16 @@ def test_offsets_of_a_deleted_topic_never_come_back_even_if_their_removal_was_lo
     state.topics.create("t", 1, {})
     state.topics.create("u", 1, {})
     for topic, offset in (("t", 100), ("u", 7)):
-        state.groups.commit(m.CommitOffsetsRequest(group_id="g", member_id="", member_epoch=-1,
-                                                   offsets=[m.OffsetCommit(topic=topic, partition=0, offset=offset)]))
+        state.groups.commit("g", "", -1, [OffsetCommit(topic, 0, offset)])
     state.store.delete_topic("t")
     if recreate:
         state.store.create_topic("t", 1)
     state.close()
     state = reopen(broker_config)
-    assert sorted(state.groups.groups["g"].offsets) == [("u", 0)]
+    assert sorted(state.groups.offsets.of("g")) == [("u", 0)]
     state.close()
     state = reopen(broker_config)  # ... and the drop was recorded: still gone
-    assert sorted(state.groups.groups["g"].offsets) == [("u", 0)]
+    assert sorted(state.groups.offsets.of("g")) == [("u", 0)]
     state.close()
 
 
@@ -212,11 +211,11 @@ def test_offsets_committed_before_topic_ids_are_adopted(broker_config):
     state.topics.create("t", 1, {})
     current = state.topics.topic_id("t")
     legacy = msgpack.packb([5, "meta", 1234])  # [offset, metadata, commit time]: no topic id
-    state.groups._append([(msgpack.packb(["g", "t", 0]), legacy, [], 1234),
-                          (msgpack.packb(["g", "gone", 0]), legacy, [], 1234)])
+    state.groups.offsets._append([(msgpack.packb(["g", "t", 0]), legacy, [], 1234),
+                                  (msgpack.packb(["g", "gone", 0]), legacy, [], 1234)])
     state.close()
     state = reopen(broker_config)
-    assert state.groups.groups["g"].offsets == {("t", 0): (5, "meta", current)}
+    assert state.groups.offsets.of("g") == {("t", 0): Committed(5, "meta", current)}
     state.close()
 
 
