@@ -16,7 +16,7 @@ Topic ids: every topic gets a random id at creation (``new_topic_id``: a UUID4 a
 digits, as Kafka's KIP-516), kept in ``topics.json``. A topic deleted and created again under
 the same name is a new *incarnation* with a new id, and every piece of per-topic state kept
 under the name records the id it belongs to, so nothing of an old incarnation is ever applied
-to a new one: the recovery points here, and (in ``broker.state`` / ``broker.groups``) the
+to a new one: the recovery points here, and (in the broker's domain layer) the
 producer-state snapshots and committed offsets. On disk, no directory of an old incarnation
 survives into a new one: ``delete_topic`` removes the directories and fsyncs the data
 directory after ``topics.json`` has dropped the topic, and ``create_topic`` removes any
