@@ -16,7 +16,7 @@ or dropped. A partition's ``PartitionStats`` count a result's data once, when it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import trio
 from sluice.broker.domain.partition import Partition
@@ -26,8 +26,7 @@ from sluice.protocol.errors import ApiError, OffsetOutOfRangeError, StorageError
 from sluice.protocol.slices import FileSlice
 
 
-@dataclass(frozen=True, slots=True)
-class FetchTarget:
+class FetchTarget(NamedTuple):
     """Where one partition is read from, and at most how much of it."""
 
     topic: str
@@ -37,22 +36,17 @@ class FetchTarget:
     topic_id: str = ""  # the incarnation meant ("": whichever exists)
 
 
-@dataclass(slots=True)
-class FetchedPartition:
+class FetchedPartition(NamedTuple):
     """One partition's answer: whole batches (or an error), and its offsets at read time."""
 
     topic: str
     partition: int
     error: ApiError | None = None
-    slices: list[FileSlice | bytes] = field(default_factory=list)
+    slices: Sequence[FileSlice | bytes] = ()
     high_watermark: int = -1
     log_start_offset: int = -1
     next_offset: int = -1  # the offset after the last batch returned
-
-    @property
-    def size(self) -> int:
-        return sum(piece.length if isinstance(piece, FileSlice) else len(piece)
-                   for piece in self.slices)
+    size: int = 0  # bytes in ``slices``
 
 
 def release(parts: Sequence[FetchedPartition]) -> None:
@@ -80,8 +74,8 @@ class Fetch:
     def poll(self) -> list[FetchedPartition] | None:
         """Read every partition now: the answer, or None -- nothing held, the partitions are
         watched from now on, ``wait`` for the answer."""
-        parts = self._read()
-        if not self._max_wait_ms or self._enough(parts):
+        parts, enough = self._read()
+        if enough or not self._max_wait_ms:
             return self._deliver(parts)
         release(parts)
         self._woke = self._watch()
@@ -95,41 +89,37 @@ class Fetch:
                     await self._woke.wait()
             finally:
                 self._unwatch(self._woke)
-            parts = self._read()
-            if self._enough(parts) or trio.current_time() >= self._deadline:
+            parts, enough = self._read()
+            if enough or trio.current_time() >= self._deadline:
                 return self._deliver(parts)
             release(parts)
             self._woke = self._watch()
 
-    def _enough(self, parts: list[FetchedPartition]) -> bool:
-        return (
-            sum(part.size for part in parts) >= self._min_bytes
-            or any(part.error for part in parts)
-            or self._stopping()
-        )
-
-    def _read(self) -> list[FetchedPartition]:
+    def _read(self) -> tuple[list[FetchedPartition], bool]:
+        """Every partition's answer now, and whether that is enough to answer with."""
         out = []
         budget = self._max_bytes
         total = 0
+        errored = False
         for target in self._targets:
             spent = budget <= 0 and total > 0
             part = self._read_one(target, 0 if spent else max(1, min(target.max_bytes, budget)))
-            size = part.size
-            total += size
-            budget -= size
+            total += part.size
+            budget -= part.size
+            errored = errored or part.error is not None
             out.append(part)
-        return out
+        return out, total >= self._min_bytes or errored or self._stopping()
 
     def _read_one(self, target: FetchTarget, max_bytes: int) -> FetchedPartition:
         """One partition's whole batches from ``target.offset`` (none when ``max_bytes`` is 0)."""
         try:
             partition = self._topics.partition(target.topic, target.partition, target.topic_id)
-            if max_bytes:
-                read = partition.read(target.offset, max_bytes, partition.high_watermark)
-                slices, next_offset = read.slices, read.next_offset
-            else:
-                slices, next_offset = [], target.offset
+            if not max_bytes:
+                return FetchedPartition(
+                    target.topic, target.partition, high_watermark=partition.high_watermark,
+                    log_start_offset=partition.log_start_offset, next_offset=target.offset,
+                )
+            read = partition.read(target.offset, max_bytes, partition.high_watermark)
         except OffsetOutOfRangeError as exc:  # with the bounds, so the client can reset
             return FetchedPartition(
                 target.topic, target.partition, exc, high_watermark=partition.high_watermark,
@@ -140,16 +130,16 @@ class Fetch:
         except OSError as exc:  # e.g. no descriptor left to open an older segment with
             return FetchedPartition(target.topic, target.partition, StorageError(
                 f"cannot read {target.topic}[{target.partition}]: {exc.strerror or exc}"))
+        slices = read.slices
         return FetchedPartition(
-            target.topic, target.partition, slices=slices,
-            high_watermark=partition.high_watermark,
-            log_start_offset=partition.log_start_offset, next_offset=next_offset,
+            target.topic, target.partition, None, slices, partition.high_watermark,
+            partition.log_start_offset, read.next_offset, _size(slices),
         )
 
     def _deliver(self, parts: list[FetchedPartition]) -> list[FetchedPartition]:
         """The final answer: count what goes out."""
         for target, part in zip(self._targets, parts, strict=True):
-            if part.slices:
+            if part.size:
                 partition = self._topics.find(target.topic, target.partition)
                 if partition is not None:
                     stats = partition.stats
@@ -172,3 +162,7 @@ class Fetch:
     def _partitions(self) -> list[Partition]:
         found = (self._topics.find(t.topic, t.partition) for t in self._targets)
         return [partition for partition in found if partition is not None]
+
+
+def _size(slices: Sequence[FileSlice | bytes]) -> int:
+    return sum(piece.length if isinstance(piece, FileSlice) else len(piece) for piece in slices)

@@ -28,8 +28,11 @@ def validate_produce(records: bytearray | memoryview, max_message_bytes: int) ->
     """Check a produce body for one partition: whole batches only, each at most
     ``max_message_bytes``, a valid header and CRC, a non-negative timestamp, neither
     transactional nor control. Only Kafka's record batch v2 (magic 2) is accepted: an older
-    Sluice client's magic-1 batch gets a ``CorruptRecordError`` saying so."""
+    Sluice client's magic-1 batch gets a ``CorruptRecordError`` saying so. ``records`` must
+    be writable (offsets are stamped into it on append)."""
     view = memoryview(records)
+    if view.readonly:
+        raise TypeError("produce data must be a writable buffer: offsets are stamped in place")
     try:
         found, end = split_batches(view)
     except InvalidBatchError as exc:
@@ -39,7 +42,7 @@ def validate_produce(records: bytearray | memoryview, max_message_bytes: int) ->
             f"produce data holds {len(found)} whole batch(es) and {len(view) - end} "
             "trailing bytes; it must be whole batches only"
         )
-    headers = []
+    positions, headers = [], []
     for position, size in found:
         if size > max_message_bytes:
             raise RecordTooLargeError(
@@ -52,5 +55,6 @@ def validate_produce(records: bytearray | memoryview, max_message_bytes: int) ->
             raise InvalidRequestError("transactions are not supported: a batch is transactional")
         if header.attributes & CONTROL:
             raise InvalidRequestError("control batches are written by brokers, not producers")
+        positions.append(position)
         headers.append(header)
-    return ValidatedBatches(view, tuple(position for position, _ in found), tuple(headers))
+    return ValidatedBatches.built(view, tuple(positions), tuple(headers))

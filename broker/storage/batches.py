@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sluice.protocol.batch import COMPRESSION_MASK, BatchHeader, parse_header, split_batches
+from sluice.protocol.batch import (
+    COMPRESSION_MASK,
+    LOG_OVERHEAD,
+    BatchHeader,
+    parse_header,
+    split_batches,
+)
 from sluice.protocol.errors import CorruptRecordError
 
 
@@ -23,6 +29,8 @@ class ValidatedBatches:
     Invariants, checked on construction at a cost per batch, never per record: the buffer is
     writable (an append stamps offsets in place); at least one batch; the batches follow one
     another from position 0 to the end of the buffer exactly, each as long as its header says.
+    ``built`` skips that check for callers that just established it themselves (splitting the
+    buffer by its length fields): every produce pays for the construction.
     """
 
     buffer: memoryview
@@ -30,17 +38,29 @@ class ValidatedBatches:
     headers: tuple[BatchHeader, ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.buffer, memoryview) or self.buffer.readonly:
+        buffer, positions, headers = self.buffer, self.positions, self.headers
+        if not isinstance(buffer, memoryview) or buffer.readonly:
             raise TypeError("batches need a writable memoryview: offsets are stamped in place")
-        if not self.headers or len(self.positions) != len(self.headers):
+        if not headers or len(positions) != len(headers):
             raise ValueError("one position per batch header, and at least one batch")
         end = 0
-        for position, header in zip(self.positions, self.headers, strict=True):
+        for position, header in zip(positions, headers, strict=True):
             if position != end:
                 raise ValueError(f"batch at position {position}, expected {end}")
-            end += header.size
-        if end != len(self.buffer):
-            raise ValueError(f"batches end at {end}, the buffer at {len(self.buffer)}")
+            end += header.batch_length + LOG_OVERHEAD
+        if end != len(buffer):
+            raise ValueError(f"batches end at {end}, the buffer at {len(buffer)}")
+
+    @classmethod
+    def built(
+        cls, buffer: memoryview, positions: tuple[int, ...], headers: tuple[BatchHeader, ...]
+    ) -> ValidatedBatches:
+        """Batches whose positions and headers came from splitting ``buffer`` (a writable
+        view) by its length fields: the invariants hold by construction, unchecked."""
+        batches = object.__new__(cls)
+        for setter, value in zip(_SETTERS, (buffer, positions, headers), strict=True):
+            setter(batches, value)
+        return batches
 
     @classmethod
     def parse(cls, data: bytearray | memoryview) -> ValidatedBatches:
@@ -55,7 +75,9 @@ class ValidatedBatches:
             raise CorruptRecordError(
                 f"expected whole batches; {len(view) - end} bytes after {len(spans)} batch(es)"
             )
-        return cls(view, tuple(p for p, _ in spans), tuple(parse_header(view, p) for p, _ in spans))
+        return cls.built(
+            view, tuple(p for p, _ in spans), tuple(parse_header(view, p) for p, _ in spans)
+        )
 
     @property
     def size(self) -> int:
@@ -81,4 +103,7 @@ class ValidatedBatches:
     def batch(self, i: int) -> ValidatedBatches:
         """Batch ``i`` alone (a view of the same bytes)."""
         position, header = self.positions[i], self.headers[i]
-        return ValidatedBatches(self.buffer[position : position + header.size], (0,), (header,))
+        return ValidatedBatches.built(self.buffer[position : position + header.size], (0,), (header,))
+
+
+_SETTERS = tuple(ValidatedBatches.__dict__[name].__set__ for name in ("buffer", "positions", "headers"))

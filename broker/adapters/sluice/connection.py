@@ -48,6 +48,7 @@ class SluiceAdapter:
         self.advertised = advertised
         requests = broker.requests
         self.stats = {key: requests.api(PROTOCOL, api.name) for key, api in m.APIS.items()}
+        self.stats_by_request = {api.request: self.stats[key] for key, api in m.APIS.items()}
         self.unknown_stats = requests.api(PROTOCOL, UNKNOWN_API)
 
     async def serve(self, channel: Channel) -> None:
@@ -86,7 +87,7 @@ class SluiceConnection:
             self._adapter.stats_for(event.api).requests += 1
             return event.error
         request = event.request
-        self._adapter.stats_for(event.api).requests += 1
+        self._adapter.stats_by_request[type(request)].requests += 1
         if self.broker.stopping:
             if not m.expects_response(request):
                 return None
