@@ -20,7 +20,6 @@ from sluice.broker.storage import ValidatedBatches
 from sluice.protocol.errors import ApiError, RequestTimedOutError
 
 ACKS_NONE = 0
-ACKS_LEADER = 1
 ACKS_ALL = -1
 
 
