@@ -5,9 +5,10 @@ A group exists from its first join or commit (or, at startup, its first offset i
 until it is deleted, or has had no members for ``offsets_retention_ms`` (its offsets are then
 dropped with it), or has neither members nor offsets once a topic deletion took its last
 offsets. Memberships are of one kind per group (``membership.Membership``): Sluice's
-server-side assignment (``consumer``) today; committed offsets (``offsets``) are shared by
-every kind, so a group is listed and described with its lag whatever protocol its members
-speak.
+server-side assignment (``consumer``) today, Kafka's classic groups with the Kafka listener
+(a group without members -- made by a commit, or loaded from the offsets log -- takes the
+kind of its first member); committed offsets (``offsets``) are shared by every kind, so a
+group is listed and described with its lag whatever protocol its members speak.
 
 Commits: a member's commit is checked against its membership (unknown member, stale epoch);
 a commit naming no member is an administrator's (``sluice groups reset-offsets``) and is
