@@ -16,10 +16,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-import trio
 from sluice.broker.config import LOG_LEVELS, BrokerConfig
-from sluice.broker.descriptors import raise_soft_limit
-from sluice.broker.server import serve
 from sluice.protocol.errors import SluiceError
 
 DESCRIPTION = "Run a Sluice broker in the foreground (Ctrl-C or SIGTERM stops it cleanly)."
@@ -84,7 +81,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the broker for parsed ``args``; returns the process exit code."""
+    """Run the broker for parsed ``args``; returns the process exit code.
+
+    The broker itself (trio, the server and every layer under it) is imported here, not at
+    the top: building the parser (``sluice broker --help``) needs only the settings."""
+    import trio
+    from sluice.broker.descriptors import raise_soft_limit
+    from sluice.broker.server import serve
+
     try:
         config = BrokerConfig.load(
             args.config,

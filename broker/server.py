@@ -1,8 +1,13 @@
-"""``serve``: open the logs, listen, serve sessions, and shut down in order.
+"""``serve``: open the logs, listen, serve connections, and shut down in order.
+
+The composition root: it builds the layers -- storage (``LogManager``), the domain
+(``Broker``), the protocol adapter (``SluiceAdapter``) and the I/O (listeners handing each
+accepted connection to the adapter as a ``Channel``) -- and nothing below it knows about it.
 
 Shutdown order (SIGINT/SIGTERM, or the caller cancelling ``shutdown``):
 1. stop accepting connections;
-2. let in-flight requests finish, for at most ``shutdown_grace_s``, then cancel sessions;
+2. stop long polls (they answer with what they have) and let in-flight requests finish, for
+   at most ``shutdown_grace_s``, then cancel connections;
 3. shielded: stop background tasks, checkpoint, flush and close every log, and write the
    clean-shutdown marker (so the next start re-validates nothing).
 
@@ -12,32 +17,26 @@ either answered after a durable write or not answered at all -- never answered a
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
-import socket as stdsocket
 from dataclasses import dataclass
 
 import trio
+from sluice.broker.adapters.inflight import InFlight
+from sluice.broker.adapters.sluice.connection import SluiceAdapter
 from sluice.broker.config import BrokerConfig
 from sluice.broker.descriptors import DescriptorBudget
-from sluice.broker.session import RECEIVE_BYTES, Session
-from sluice.broker.state import BrokerState
+from sluice.broker.domain.broker import Broker
+from sluice.broker.io.channel import Channel
+from sluice.broker.io.listener import REFUSALS_AT_ONCE, accept_loop
+from sluice.broker.io.sockets import SocketChannel
+from sluice.broker.io.streams import StreamChannel
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import HandleQuota
 from sluice.broker.storage.manager import LogManager
-from sluice.protocol.errors import ApiError, SluiceError, StorageError
-from sluice.protocol.messages import encode_error
+from sluice.protocol.errors import SluiceError, StorageError
 
 log = logging.getLogger("sluice.server")
-
-# Accept errors that mean "out of resources right now": back off and keep accepting.
-ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-ACCEPT_BACKOFF_S = 0.1
-# Connections not admitted (see DescriptorBudget) are told why, this many at once (their
-# descriptors come out of the reserve), each for at most this long; more are just closed.
-REFUSALS_AT_ONCE = 16
-REFUSAL_LINGER_S = 2.0
 
 
 @dataclass
@@ -46,16 +45,22 @@ class ServerHandle:
 
     host: str
     port: int
-    state: BrokerState
+    broker: Broker
+    descriptors: DescriptorBudget
     _shutdown: trio.Event
+
+    @property
+    def open_connections(self) -> int:
+        return self.descriptors.connections
 
     def shutdown(self) -> None:
         """Begin an orderly shutdown (same as SIGTERM)."""
         self._shutdown.set()
 
 
-def open_state(config: BrokerConfig) -> BrokerState:
-    """Open (and recover) the data directory and build the broker's shared state."""
+def open_broker(config: BrokerConfig) -> tuple[Broker, DescriptorBudget]:
+    """Open (and recover) the data directory and build the broker's domain on it; and the
+    descriptor budget its partitions were admitted against (connections are admitted too)."""
     defaults = TopicConfig.from_mapping(config.topic_defaults)
     if not config.in_memory:
         log.info("opening data directory %s", config.data_dir.resolve())
@@ -73,9 +78,22 @@ def open_state(config: BrokerConfig) -> BrokerState:
             log.info("clean shutdown marker found: no recovery needed")
         elif manager.topics():
             log.warning("no clean shutdown marker: recovered every partition from its recovery point")
-    state = BrokerState(config, manager, descriptors)
+    broker = Broker(config, manager)
     log.info("open files: %s", descriptors.summary())
-    return state
+    return broker, descriptors
+
+
+def channel_factory(config: BrokerConfig):
+    """How accepted connections become channels: the raw-socket fast path, or -- with
+    ``use_sendfile = false`` -- the stream path, which copies file slices."""
+    timeout = config.send_timeout_s
+    if config.use_sendfile:
+        def make(stream: trio.SocketStream, peer: str) -> Channel:
+            return SocketChannel(stream, send_timeout_s=timeout, peer=peer)
+    else:
+        def make(stream: trio.SocketStream, peer: str) -> Channel:
+            return StreamChannel(stream, send_timeout_s=timeout, peer=peer)
+    return make
 
 
 async def serve(
@@ -88,33 +106,36 @@ async def serve(
     # Bind first: a port in use must not cost a recovery of the data directory.
     listeners = await _listen(config)
     try:
-        state = await trio.to_thread.run_sync(open_state, config)
+        broker, descriptors = await trio.to_thread.run_sync(open_broker, config)
     except BaseException:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
         raise
-    sockname = listeners[0].socket.getsockname()
-    state.advertised_host, state.advertised_port = config.host, sockname[1]
+    port = listeners[0].socket.getsockname()[1]
     shutdown = trio.Event()
-    handle = ServerHandle(config.host, sockname[1], state, shutdown)
+    handle = ServerHandle(config.host, port, broker, descriptors, shutdown)
+    inflight = InFlight()
+    adapter = SluiceAdapter(broker, config, inflight, (config.host, port))
+    make_channel = channel_factory(config)
     refusals = trio.CapacityLimiter(REFUSALS_AT_ONCE)
     try:
         async with trio.open_nursery() as outer:
-            await outer.start(state.run)
-            async with trio.open_nursery() as sessions:
+            await outer.start(broker.run)
+            async with trio.open_nursery() as connections:
                 accept_scope = trio.CancelScope()
 
                 async def accept_all() -> None:
                     with accept_scope:
                         async with trio.open_nursery() as acceptors:
                             for listener in listeners:
-                                acceptors.start_soon(_accept_loop, listener, state, refusals, sessions)
+                                acceptors.start_soon(accept_loop, listener, descriptors,
+                                                     make_channel, adapter, connections, refusals)
 
-                sessions.start_soon(accept_all)
+                connections.start_soon(accept_all)
                 if handle_signals:  # watching before the broker says it is ready
-                    await sessions.start(_watch_signals, shutdown)
-                log.info("broker %d ready on %s:%d; %s", config.broker_id, config.host,
-                         sockname[1], _storage_description(config))
+                    await connections.start(_watch_signals, shutdown)
+                log.info("broker %d ready on %s:%d; %s", config.broker_id, config.host, port,
+                         _storage_description(config))
                 task_status.started(handle)
                 await shutdown.wait()
                 log.info("shutting down: no new connections; draining for up to %.1f s",
@@ -122,13 +143,14 @@ async def serve(
                 accept_scope.cancel()
                 for listener in listeners:
                     await listener.aclose()
+                broker.begin_shutdown()
                 with trio.move_on_after(config.shutdown_grace_s):
-                    await state.wait_drained()
-                sessions.cancel_scope.cancel()
+                    await inflight.wait_drained()
+                connections.cancel_scope.cancel()
             outer.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(state.close)
+            await trio.to_thread.run_sync(broker.close)
             log.info("logs flushed and closed cleanly")
 
 
@@ -157,67 +179,3 @@ async def _watch_signals(shutdown: trio.Event, *, task_status=trio.TASK_STATUS_I
             log.info("received %s", signal.Signals(signum).name)
             shutdown.set()
             return
-
-
-async def _accept_loop(listener, state: BrokerState, refusals, nursery) -> None:
-    while True:
-        try:
-            stream = await listener.accept()
-        except OSError as exc:
-            if exc.errno in ACCEPT_RETRY_ERRNOS:
-                log.error("accept failed (%s); retrying", exc)
-                await trio.sleep(ACCEPT_BACKOFF_S)
-                continue
-            raise
-        try:
-            stream.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, True)
-        except OSError:
-            pass
-        refused = state.descriptors.admit_connection()
-        if refused is None:
-            nursery.start_soon(_run_session, state, stream)
-            continue
-        log.warning("refusing a connection: %s", refused.message)
-        try:
-            refusals.acquire_on_behalf_of_nowait(stream)
-        except trio.WouldBlock:  # already telling enough others: just close this one
-            await trio.aclose_forcefully(stream)
-            continue
-        nursery.start_soon(_refuse, stream, refused, refusals)
-
-
-async def _refuse(stream, error: ApiError, refusals) -> None:
-    """Tell a connection that was not admitted why -- an error frame with correlation id -1,
-    which a client reports as the broker refusing the connection -- and close it: send, close
-    our side, and read what the client sent until it closes too (closing with its request
-    unread would reset the connection, and the reset could destroy the error frame before
-    the client reads it), for at most ``REFUSAL_LINGER_S``."""
-    try:
-        with trio.move_on_after(REFUSAL_LINGER_S):
-            await stream.send_all(b"".join(bytes(p) for p in encode_error(-1, -1, error)))
-            await stream.send_eof()
-            while await stream.receive_some(RECEIVE_BYTES):
-                pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    finally:
-        refusals.release_on_behalf_of(stream)
-        await trio.aclose_forcefully(stream)
-
-
-async def _run_session(state: BrokerState, stream) -> None:
-    peer = _peer_name(stream)
-    try:
-        await Session(state, stream, peer).run()
-    except Exception:  # a bug serving one connection must not take down every other one
-        log.exception("connection %s failed; closed it", peer)
-    finally:
-        state.descriptors.release_connection()
-
-
-def _peer_name(stream) -> str:
-    try:
-        host, port = stream.socket.getpeername()[:2]
-        return f"{host}:{port}"
-    except OSError:
-        return "?"

@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Callable
 from itertools import repeat
 from operator import itemgetter, mod
-from time import time_ns
 
 from crc32c import crc32c
 from sluice.client.accumulator import Accumulator, ProducerBatch
@@ -16,6 +15,7 @@ from sluice.client.bootstrap import timeout_s
 from sluice.client.partitioner import StickyPartitioner, partition_for_key
 from sluice.client.records import RecordMetadata
 from sluice.client.sender import SendState, parse_acks
+from sluice.protocol.clock import wall_clock_ms
 from sluice.protocol.compression import codec_for
 
 MAX_IN_FLIGHT_IDEMPOTENT = 5
@@ -24,9 +24,8 @@ BULK_STEP = 4096  # send_batch records appended between two checks for buffer sp
 _key, _value, _headers = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
-def now_ms() -> int:
-    """Wall-clock time in ms: the timestamp of a record sent without one."""
-    return time_ns() // 1_000_000
+# Wall-clock time in ms: the timestamp of a record sent without one.
+now_ms = wall_clock_ms
 
 
 def check_config(acks, idempotent, max_in_flight: int) -> tuple[int, bool]:

@@ -195,13 +195,6 @@ class TooManyConnectionsError(ApiError):
     retriable = True
 
 
-class NotLeaderError(ApiError):
-    """This broker does not lead the partition; refresh metadata."""
-
-    code = 22
-    retriable = True
-
-
 class UnknownTopicIdError(ApiError):
     """The topic id named is not the current one: that topic was deleted (and maybe recreated).
 
@@ -237,13 +230,6 @@ class GroupIdNotFoundError(ApiError):
     code = 33
 
 
-class UnreleasedInstanceError(ApiError):
-    """Another member still owns the partition being committed or assigned."""
-
-    code = 34
-    retriable = True
-
-
 class GroupNotEmptyError(ApiError):
     """The group has members; stop them before deleting the group."""
 
@@ -251,14 +237,20 @@ class GroupNotEmptyError(ApiError):
 
 
 NONE = 0
+# Codes retired, never to be given another meaning:
+# 22 NotLeaderError -- on one broker every partition is led by the broker that serves it, so
+#    nothing raised it; replication brings it back under this code.
+# 34 UnreleasedInstanceError -- server-side assignment revokes a partition before it assigns
+#    it elsewhere, so no commit or assignment ever meets one still owned by another member.
+RETIRED_CODES = frozenset({22, 34})
 
 
 def _build_table() -> dict[int, type[ApiError]]:
     """Codes belong to the direct subclasses of ApiError; finer subclasses share their parent's."""
     table: dict[int, type[ApiError]] = {}
     for cls in ApiError.__subclasses__():
-        if cls.code in table:
-            raise AssertionError(f"duplicate error code {cls.code}: {cls.__name__}")
+        if cls.code in table or cls.code in RETIRED_CODES:
+            raise AssertionError(f"error code {cls.code} of {cls.__name__} is taken or retired")
         table[cls.code] = cls
     return table
 

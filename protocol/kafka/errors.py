@@ -195,7 +195,6 @@ SLUICE_TO_KAFKA: dict[int, ErrorCode] = {
     # retriable, as Sluice's is: "disconnected, try again").
     sluice.FrameTooLargeError.code: _E.MESSAGE_TOO_LARGE,
     sluice.TooManyConnectionsError.code: _E.NETWORK_EXCEPTION,
-    sluice.NotLeaderError.code: _E.NOT_LEADER_OR_FOLLOWER,
     # A request naming a deleted incarnation of a topic (KIP-516's error, retriable).
     sluice.UnknownTopicIdError.code: _E.UNKNOWN_TOPIC_ID,
     sluice.UnknownMemberIdError.code: _E.UNKNOWN_MEMBER_ID,
@@ -204,8 +203,6 @@ SLUICE_TO_KAFKA: dict[int, ErrorCode] = {
     sluice.InvalidGroupIdError.code: _E.INVALID_GROUP_ID,
     sluice.GroupIdNotFoundError.code: _E.GROUP_ID_NOT_FOUND,
     sluice.GroupNotEmptyError.code: _E.NON_EMPTY_GROUP,
-    # A partition still owned elsewhere: in the classic protocol, a rebalance is under way.
-    sluice.UnreleasedInstanceError.code: _E.REBALANCE_IN_PROGRESS,
 }
 
 # API keys whose errors come from the group coordinator: there, "this broker cannot serve it

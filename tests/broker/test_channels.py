@@ -1,4 +1,5 @@
-"""The transport and its page-cache checks: cold ranges found and warmed, one send at a time."""
+"""The channels: page-cache checks (cold ranges found and warmed), one send at a time, the
+send deadline, and the stream channel's receiving and copying of file slices."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import os
 import pytest
 import trio
 import trio.testing
-from sluice.broker import pagecache
-from sluice.broker.transport import Transport
+from sluice.broker.io import pagecache, streams
+from sluice.broker.io.sockets import SocketChannel
+from sluice.broker.io.streams import StreamChannel
+from sluice.broker.storage.files import SegmentFile
+from sluice.protocol.slices import FileSlice
 
 MIB = 1024 * 1024
 
@@ -95,23 +99,79 @@ def test_pages_spanned_counts_partial_pages():
 
 async def test_one_send_at_a_time_and_the_send_deadline_is_armed_only_while_waiting():
     ours, theirs = trio.socket.socketpair()
-    transport = Transport(trio.SocketStream(ours), send_timeout_s=30)
+    channel = SocketChannel(trio.SocketStream(ours), send_timeout_s=30)
     big = b"x" * (16 << 20)  # far more than the socket buffers hold: the send must wait
     scope = trio.CancelScope()
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(transport.send, [big], scope)
+            nursery.start_soon(channel.send, [big], scope)
             await trio.testing.wait_all_tasks_blocked()
             assert trio.current_time() < scope.deadline <= trio.current_time() + 30
             with pytest.raises(trio.BusyResourceError):
-                await transport.send([b"more"], trio.CancelScope())
+                await channel.send([b"more"], trio.CancelScope())
             received = 0
             while received < len(big):
                 received += len(await theirs.recv(1 << 20))
         assert scope.deadline == math.inf  # lifted once the bytes were taken
         quick = trio.CancelScope()
-        await transport.send([b"small"], quick)  # fits at once: no deadline at all
+        await channel.send([b"small"], quick)  # fits at once: no deadline at all
         assert quick.deadline == math.inf and await theirs.recv(100) == b"small"
     finally:
         ours.close()
         theirs.close()
+
+
+async def test_the_stream_channel_hands_out_received_bytes_in_pieces():
+    ours, theirs = trio.testing.memory_stream_pair()
+    channel = StreamChannel(ours, send_timeout_s=30)
+    view = memoryview(bytearray(4))
+    assert channel.receive_now(view) is None  # nothing there yet
+    await theirs.send_all(b"abcdefghij")
+    await channel.wait_receivable()
+    got = []
+    while (n := channel.receive_now(view)) is not None:
+        got.append(bytes(view[:n]))
+    assert got == [b"abcd", b"efgh", b"ij"]
+    await theirs.aclose()
+    await channel.wait_receivable()
+    assert channel.receive_now(view) == 0  # the peer closed
+
+
+async def test_the_stream_channel_copies_file_slices_in_order(tmp_path):
+    """Bytes and file slices, small and larger than one send, arrive in order; the deadline
+    is armed while a send runs and lifted after it; one send at a time."""
+    data = os.urandom(3 * streams.COALESCE_BYTES + 123)
+    path = tmp_path / "segment.log"
+    path.write_bytes(data)
+    file = SegmentFile(os.open(path, os.O_RDONLY), path)
+    ours, theirs = trio.testing.lockstep_stream_pair()  # every send waits for the reader
+    channel = StreamChannel(ours, send_timeout_s=30)
+    pieces = [b"head", FileSlice(file, 10, 20), b"-", FileSlice(file, 0, len(data)), b"tail"]
+    expected = b"head" + data[10:30] + b"-" + data + b"tail"
+    scope = trio.CancelScope()
+    received = bytearray()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(channel.send, pieces, scope)
+            await trio.testing.wait_all_tasks_blocked()
+            assert trio.current_time() < scope.deadline <= trio.current_time() + 30
+            with pytest.raises(trio.BusyResourceError):
+                await channel.send([b"more"], trio.CancelScope())
+            while len(received) < len(expected):
+                received += await theirs.receive_some()
+        assert bytes(received) == expected and scope.deadline == math.inf
+    finally:
+        file.release()
+
+
+async def test_the_stream_channel_refuses_a_slice_the_file_cannot_fill(tmp_path):
+    path = tmp_path / "short.log"
+    path.write_bytes(b"x" * 100)
+    file = SegmentFile(os.open(path, os.O_RDONLY), path)
+    ours, theirs = trio.testing.memory_stream_pair()
+    try:
+        with pytest.raises(trio.BrokenResourceError, match="file ended"):
+            await StreamChannel(ours, send_timeout_s=30).send(
+                [FileSlice(file, 50, 100)], trio.CancelScope())
+    finally:
+        file.release()
