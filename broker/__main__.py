@@ -1,6 +1,7 @@
 """``python -m sluice.broker`` (also ``sluice broker``): run a broker in the foreground.
 
-Prints ``listening on HOST:PORT`` on stdout once it accepts connections; logs go to stderr in
+Prints ``listening on HOST:PORT (sluice) and HOST:PORT (kafka)`` on stdout once it accepts
+connections (the Kafka listener: Kafka's protocol, for Kafka clients); logs go to stderr in
 logfmt (``time=... level=... logger=... msg="..."``), starting with where the data lives.
 SIGINT/SIGTERM shut it down cleanly (exit 0: stopping is a server's normal end). Bad flags or
 settings print one line per problem on stderr and exit 2; a broker that cannot start (port in
@@ -21,8 +22,8 @@ from sluice.protocol.errors import SluiceError
 
 DESCRIPTION = "Run a Sluice broker in the foreground (Ctrl-C or SIGTERM stops it cleanly)."
 EXAMPLES = """examples:
-  sluice broker                                  # ./sluice-data, 127.0.0.1:9092
-  sluice broker --data-dir /var/lib/sluice --port 9093
+  sluice broker                                  # ./sluice-data, 127.0.0.1:9092 (+ Kafka 9093)
+  sluice broker --data-dir /var/lib/sluice --port 9192 --kafka-port 9092
   sluice broker --config sluice.toml --log-level DEBUG
   sluice broker --repair-truncate orders-3       # once, after it refused a corrupt partition
 """
@@ -44,10 +45,13 @@ class LogfmtFormatter(logging.Formatter):
 
 
 class AnnounceReady:
-    """``serve``'s task status: says ``listening on HOST:PORT`` on stdout once it accepts."""
+    """``serve``'s task status: says where it listens on stdout once it accepts connections:
+    ``listening on HOST:PORT (sluice) and HOST:PORT (kafka)`` (without the Kafka listener,
+    ``listening on HOST:PORT (sluice)``). The Sluice address always comes third."""
 
     def started(self, handle) -> None:
-        print(f"listening on {handle.host}:{handle.port}", flush=True)
+        kafka = f" and {handle.host}:{handle.kafka_port} (kafka)" if handle.kafka_port else ""
+        print(f"listening on {handle.host}:{handle.port} (sluice){kafka}", flush=True)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -67,6 +71,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--data-dir", metavar="DIR", help="data directory (default ./sluice-data)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 9092; 0 = any)")
+    parser.add_argument(
+        "--kafka-port", type=int, metavar="PORT",
+        help="port of the Kafka-protocol listener (default: --port + 1, so 9093; 0 = any)",
+    )
+    parser.add_argument(
+        "--no-kafka", dest="kafka", action="store_false", default=None,
+        help="do not listen for Kafka clients",
+    )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="default INFO")
     parser.add_argument(
@@ -95,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             host=args.host,
             port=args.port,
+            kafka=args.kafka,
+            kafka_port=args.kafka_port,
             log_level=args.log_level,
             in_memory=args.in_memory,
             repair_truncate=args.repair_truncate,

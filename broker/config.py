@@ -6,6 +6,7 @@ A TOML file looks like::
     port = 9092
     data_dir = "./sluice-data"
     max_connections = 1024
+    kafka_port = 9093          # Kafka's protocol (default: port + 1); kafka = false: off
 
     [topic_defaults]           # defaults for topics created without these configs
     partitions = 1
@@ -51,9 +52,12 @@ class Rule:
     low: float | None = None
     high: float | None = None
     positive: bool = False  # numbers: strictly greater than zero
+    optional: bool = False  # None is allowed (a default computed from other settings)
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` (one phrase), or None if it is fine."""
+        if value is None and self.optional:
+            return None
         check = getattr(self, f"_check_{self.kind}")
         return check(value)
 
@@ -135,6 +139,11 @@ class BrokerConfig:
 
     host: str = "127.0.0.1"
     port: int = 9092
+    # The Kafka listener (broker/adapters/kafka): on the same host, at ``kafka_port`` -- by
+    # default the Sluice port + 1 (port 0, any free port, gives the Kafka listener any free
+    # port too); ``kafka = false`` turns it off.
+    kafka: bool = True
+    kafka_port: int | None = None
     data_dir: Path = Path("./sluice-data")
     broker_id: int = 0
     # Run without files (MemoryLog): for tests and throwaway brokers; nothing survives exit.
@@ -159,6 +168,15 @@ class BrokerConfig:
     # "topic-partition" names whose recovery may truncate below the flushed (recovery) point,
     # discarding acknowledged records: an operator's deliberate repair, for one start only.
     repair_truncate: tuple[str, ...] = ()
+
+    @property
+    def kafka_listen_port(self) -> int | None:
+        """Where the Kafka listener listens (0: any free port), or None when it is off."""
+        if not self.kafka:
+            return None
+        if self.kafka_port is not None:
+            return self.kafka_port
+        return self.port + 1 if self.port else 0
 
     def __post_init__(self) -> None:
         problems = [f"{name}: {problem}" for name, problem in check_settings(self._values())]
@@ -199,6 +217,8 @@ class BrokerConfig:
 RULES: dict[str, Rule] = {
     "host": Rule("str"),
     "port": Rule("int", 0, 65535),
+    "kafka": Rule("bool"),
+    "kafka_port": Rule("int", 0, 65535, optional=True),
     "data_dir": Rule("path"),
     "broker_id": Rule("int", 0, 2**31 - 1),
     "in_memory": Rule("bool"),
@@ -219,7 +239,31 @@ RULES: dict[str, Rule] = {
 
 
 def check_settings(values: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(setting, problem)`` for every unknown key and every value its rule refuses."""
+    """``(setting, problem)`` for every unknown key, every value its rule refuses, and
+    settings that cannot go together."""
+    problems = _each_setting(values)
+    if not problems:
+        problems += _ports_problems(values)
+    return problems
+
+
+def _ports_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """The Kafka listener's port must be a port and not the Sluice one."""
+    if not values.get("kafka", True):
+        return []
+    port = values.get("port", BrokerConfig.port)
+    kafka_port = values.get("kafka_port")
+    if kafka_port is None:
+        if port == 65535:
+            return [("port", "the Kafka listener's default port (port + 1) would be 65536: set "
+                             "kafka_port (--kafka-port), or kafka = false (--no-kafka)")]
+        return []
+    if kafka_port == port and port != 0:
+        return [("kafka_port", f"must differ from port ({port}): both listeners cannot share it")]
+    return []
+
+
+def _each_setting(values: dict[str, Any]) -> list[tuple[str, str]]:
     problems = []
     for name, value in values.items():
         rule = RULES.get(name)

@@ -1,8 +1,9 @@
 """``serve``: open the logs, listen, serve connections, and shut down in order.
 
 The composition root: it builds the layers -- storage (``LogManager``), the domain
-(``Broker``), the protocol adapter (``SluiceAdapter``) and the I/O (listeners handing each
-accepted connection to the adapter as a ``Channel``) -- and nothing below it knows about it.
+(``Broker``), the protocol adapters (``SluiceAdapter``; ``KafkaAdapter`` on the Kafka port
+unless ``kafka = false``) and the I/O (listeners handing each accepted connection to its
+protocol's adapter as a ``Channel``) -- and nothing below it knows about it.
 
 Shutdown order (SIGINT/SIGTERM, or the caller cancelling ``shutdown``):
 1. stop accepting connections;
@@ -19,15 +20,16 @@ from __future__ import annotations
 
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from sluice.broker.adapters.inflight import InFlight
+from sluice.broker.adapters.kafka.connection import KafkaAdapter
 from sluice.broker.adapters.sluice.connection import SluiceAdapter
 from sluice.broker.config import BrokerConfig
 from sluice.broker.descriptors import DescriptorBudget
 from sluice.broker.domain.broker import Broker
-from sluice.broker.io.channel import Channel
+from sluice.broker.io.channel import Channel, SendStats
 from sluice.broker.io.listener import REFUSALS_AT_ONCE, accept_loop
 from sluice.broker.io.sockets import SocketChannel
 from sluice.broker.io.streams import StreamChannel
@@ -41,13 +43,17 @@ log = logging.getLogger("sluice.server")
 
 @dataclass
 class ServerHandle:
-    """Given to ``task_status.started``: where the broker listens, and how to stop it."""
+    """Given to ``task_status.started``: where the broker listens (``kafka_port``: None
+    without the Kafka listener), what its connections sent per protocol (``sent``), and how
+    to stop it."""
 
     host: str
     port: int
     broker: Broker
     descriptors: DescriptorBudget
     _shutdown: trio.Event
+    kafka_port: int | None = None
+    sent: dict[str, SendStats] = field(default_factory=dict)
 
     @property
     def open_connections(self) -> int:
@@ -83,16 +89,17 @@ def open_broker(config: BrokerConfig) -> tuple[Broker, DescriptorBudget]:
     return broker, descriptors
 
 
-def channel_factory(config: BrokerConfig):
-    """How accepted connections become channels: the raw-socket fast path, or -- with
-    ``use_sendfile = false`` -- the stream path, which copies file slices."""
+def channel_factory(config: BrokerConfig, stats: SendStats):
+    """How accepted connections become channels (counting what they send in ``stats``): the
+    raw-socket fast path, or -- with ``use_sendfile = false`` -- the stream path, which copies
+    file slices."""
     timeout = config.send_timeout_s
     if config.use_sendfile:
         def make(stream: trio.SocketStream, peer: str) -> Channel:
-            return SocketChannel(stream, send_timeout_s=timeout, peer=peer)
+            return SocketChannel(stream, send_timeout_s=timeout, peer=peer, stats=stats)
     else:
         def make(stream: trio.SocketStream, peer: str) -> Channel:
-            return StreamChannel(stream, send_timeout_s=timeout, peer=peer)
+            return StreamChannel(stream, send_timeout_s=timeout, peer=peer, stats=stats)
     return make
 
 
@@ -104,19 +111,28 @@ async def serve(
 ) -> None:
     """Run a broker until shutdown. ``task_status.started`` receives a ``ServerHandle``."""
     # Bind first: a port in use must not cost a recovery of the data directory.
-    listeners = await _listen(config)
+    listeners = await _listen(config.host, config.port)
+    kafka_listeners = []
     try:
+        if config.kafka_listen_port is not None:
+            kafka_listeners = await _listen(config.host, config.kafka_listen_port, KAFKA_USE)
         broker, descriptors = await trio.to_thread.run_sync(open_broker, config)
     except BaseException:
-        for listener in listeners:
+        for listener in listeners + kafka_listeners:
             await trio.aclose_forcefully(listener)
         raise
-    port = listeners[0].socket.getsockname()[1]
+    port = _port_of(listeners)
+    kafka_port = _port_of(kafka_listeners) if kafka_listeners else None
     shutdown = trio.Event()
-    handle = ServerHandle(config.host, port, broker, descriptors, shutdown)
+    sent = {"sluice": SendStats(), "kafka": SendStats()}
+    handle = ServerHandle(config.host, port, broker, descriptors, shutdown, kafka_port, sent)
     inflight = InFlight()
-    adapter = SluiceAdapter(broker, config, inflight, (config.host, port))
-    make_channel = channel_factory(config)
+    serving = [(listeners, SluiceAdapter(broker, config, inflight, (config.host, port)),
+                channel_factory(config, sent["sluice"]))]
+    if kafka_listeners:
+        serving.append((kafka_listeners,
+                        KafkaAdapter(broker, config, inflight, (config.host, kafka_port)),
+                        channel_factory(config, sent["kafka"])))
     refusals = trio.CapacityLimiter(REFUSALS_AT_ONCE)
     try:
         async with trio.open_nursery() as outer:
@@ -127,28 +143,31 @@ async def serve(
                 async def accept_all() -> None:
                     with accept_scope:
                         async with trio.open_nursery() as acceptors:
-                            for listener in listeners:
-                                acceptors.start_soon(accept_loop, listener, descriptors,
-                                                     make_channel, adapter, connections, refusals)
+                            for serving_listeners, adapter, make_channel in serving:
+                                for listener in serving_listeners:
+                                    acceptors.start_soon(accept_loop, listener, descriptors,
+                                                         make_channel, adapter, connections,
+                                                         refusals)
 
                 connections.start_soon(accept_all)
                 if handle_signals:  # watching before the broker says it is ready
                     await connections.start(_watch_signals, shutdown)
-                log.info("broker %d ready on %s:%d; %s", config.broker_id, config.host, port,
+                log.info("broker %d ready on %s:%d%s; %s", config.broker_id, config.host, port,
+                         f" (Kafka clients: {kafka_port})" if kafka_port else "",
                          _storage_description(config))
                 task_status.started(handle)
                 await shutdown.wait()
                 log.info("shutting down: no new connections; draining for up to %.1f s",
                          config.shutdown_grace_s)
                 accept_scope.cancel()
-                for listener in listeners:
-                    await listener.aclose()
+                _close(listeners + kafka_listeners)
                 broker.begin_shutdown()
                 with trio.move_on_after(config.shutdown_grace_s):
                     await inflight.wait_drained()
                 connections.cancel_scope.cancel()
             outer.cancel_scope.cancel()
     finally:
+        _close(listeners + kafka_listeners)  # if cancelled before the shutdown above
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(broker.close)
             log.info("logs flushed and closed cleanly")
@@ -158,12 +177,28 @@ class ListenError(SluiceError):
     """The broker cannot listen on its address (in use, not local, not permitted...)."""
 
 
-async def _listen(config: BrokerConfig) -> list:
+KAFKA_USE = " for Kafka clients"
+KAFKA_HINT = " (another port: --kafka-port or kafka_port; none: --no-kafka or kafka = false)"
+
+
+async def _listen(host: str, port: int, use: str = "") -> list:
     try:
-        return await trio.open_tcp_listeners(config.port, host=config.host)
+        return await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ListenError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
+        hint = KAFKA_HINT if use == KAFKA_USE else ""
+        raise ListenError(f"cannot listen{use} on {host}:{port}: {reason}{hint}") from None
+
+
+def _close(listeners: list) -> None:
+    """Close listening sockets at once (no checkpoint, so a cancellation cannot leave one
+    open); closing one already closed does nothing."""
+    for listener in listeners:
+        listener.socket.close()
+
+
+def _port_of(listeners: list) -> int:
+    return listeners[0].socket.getsockname()[1]
 
 
 def _storage_description(config: BrokerConfig) -> str:

@@ -148,8 +148,9 @@ def offsets(response: m.ListOffsetsResponse) -> dict:
 
 class GroupListing(NamedTuple):
     group_id: str
-    state: str  # "empty", "stable" or "reconciling"
+    state: str  # "empty", "stable" or "reconciling"; classic: Kafka's states, snake_case
     members: int
+    kind: str = "consumer"  # "consumer" (Sluice's clients) or "classic" (Kafka's clients)
 
 
 class MemberInfo(NamedTuple):
@@ -181,7 +182,7 @@ def list_groups() -> m.ListGroupsRequest:
 
 
 def group_listings(response: m.ListGroupsResponse) -> list[GroupListing]:
-    return [GroupListing(g.group_id, g.state, g.members) for g in response.groups]
+    return [GroupListing(g.group_id, g.state, g.members, g.kind) for g in response.groups]
 
 
 def describe_groups(group_ids) -> m.DescribeGroupsRequest:

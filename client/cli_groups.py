@@ -24,9 +24,10 @@ def list_groups(args) -> int:
         print("sluice groups list: no consumer groups", file=sys.stderr)
         return 0
     width = max(5, *(len(g.group_id) for g in groups))
-    print(f"{'GROUP':<{width}} {'STATE':<11} {'MEMBERS':>7}")
+    states = max(11, *(len(g.state) for g in groups))
+    print(f"{'GROUP':<{width}} {'KIND':<8} {'STATE':<{states}} {'MEMBERS':>7}")
     for g in groups:
-        print(f"{g.group_id:<{width}} {g.state:<11} {g.members:>7}")
+        print(f"{g.group_id:<{width}} {g.kind:<8} {g.state:<{states}} {g.members:>7}")
     return 0
 
 

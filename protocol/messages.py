@@ -28,7 +28,7 @@ from sluice.protocol.errors import (
     code_for_error,
 )
 from sluice.protocol.framing import MAX_HEADER_BYTES, Frame, encode_frame
-from sluice.protocol.limits import MAX_PARTITIONS
+from sluice.protocol.limits import EARLIEST, LATEST, MAX_PARTITIONS  # noqa: F401 (re-exported)
 from sluice.protocol.slices import FileSlice
 
 Piece: TypeAlias = bytes | bytearray | memoryview | FileSlice
@@ -864,10 +864,8 @@ class FetchResponse(_Response):
 
 # -- 7 list_offsets ---------------------------------------------------------------------------
 
-# ``ListOffsetsPartition.timestamp`` values that ask for a position rather than a time (as in
-# Kafka): the partition's first offset, and its end (the offset the next record will get).
-EARLIEST = -2
-LATEST = -1
+# ``ListOffsetsPartition.timestamp`` values that ask for a position rather than a time:
+# ``EARLIEST`` and ``LATEST`` (from ``protocol.limits``, shared with the broker's domain).
 
 
 @_message
@@ -1007,6 +1005,7 @@ class GroupListing(_Message):
     group_id: str
     state: str
     members: NonNegative
+    kind: str = "consumer"  # "consumer" (Sluice's protocol) or "classic" (Kafka's)
 
 
 @_message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -25,6 +26,18 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+READY_LINE = re.compile(r"listening on \S+:(\d+)(?: \(sluice\))?(?: and \S+:(\d+) \(kafka\))?")
+
+
+def parse_ready_line(line: str) -> tuple[int, int | None] | None:
+    """``(Sluice port, Kafka port or None)`` from the broker's ``listening on`` line, or None
+    if ``line`` is not it."""
+    found = READY_LINE.match(line)
+    if found is None:
+        return None
+    return int(found[1]), int(found[2]) if found[2] else None
+
+
 class BrokerProcess:
     """A ``python -m sluice.broker`` child on 127.0.0.1; ``start`` returns once it is listening.
 
@@ -35,27 +48,35 @@ class BrokerProcess:
         self.data_dir = data_dir
         self.log_path = log_path
         self.port = 0
+        self.kafka_port: int | None = None  # the Kafka listener's, once started (None: off)
         self.proc: subprocess.Popen | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def kafka_bootstrap(self) -> str:
+        assert self.kafka_port, "the broker has no Kafka listener"
+        return f"127.0.0.1:{self.kafka_port}"
+
     def start(self, args: Sequence[str] = ()) -> None:
         log = open(self.log_path, "ab")
+        # A restart keeps both ports (the Kafka one would otherwise default to port + 1).
+        kafka = ["--kafka-port", str(self.kafka_port)] if self.kafka_port else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sluice.broker", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), *self.broker_args(), *args],
+             "--port", str(self.port), *kafka, *self.broker_args(), *args],
             stdout=subprocess.PIPE, stderr=log, env=subprocess_env(), cwd=REPO,
             preexec_fn=self.child_setup,
         )
         log.close()
         line = self._read_line()
-        prefix = b"listening on "
-        if not line.startswith(prefix):
+        ports = parse_ready_line(line.decode(errors="replace"))
+        if ports is None:
             self.kill()
             raise RuntimeError(f"broker did not start: {line!r}; log: {self.log_text()}")
-        self.port = int(line[len(prefix):].strip().rsplit(b":", 1)[1])
+        self.port, self.kafka_port = ports
 
     def broker_args(self) -> list[str]:
         """Hook: flags every start of this broker passes (beyond data dir and port)."""

@@ -1,11 +1,14 @@
 """``Deferred``: a response that can only be built after waiting (a flush, a long poll).
 ``Pending``: work a request needs before the next request may be read (an append that waits
-its turn, or is written off the event loop)."""
+its turn, or is written off the event loop). ``when_durable``: a group API's response, once
+what it wrote to the offsets log is committed."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from sluice.broker.domain.groups import GroupCoordinator, Written
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +25,16 @@ class Pending:
     a response, a ``Deferred``, or None."""
 
     run: Callable[[], Awaitable[object]]
+
+
+def when_durable(groups: GroupCoordinator, written: Written, response: object):
+    """``response`` now if nothing was written, else a ``Deferred`` giving it once the offsets
+    log committed what was."""
+    if written.wait_for is None:
+        return response
+
+    async def durable():
+        await groups.wait_durable(written)
+        return response
+
+    return Deferred(durable)

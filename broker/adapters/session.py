@@ -102,8 +102,9 @@ class Session:
                 nursery.start_soon(self._write_loop, nursery.cancel_scope)
                 async with self._outbox_send:
                     await self._read_loop()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.debug("connection %s dropped: %s", self.peer, exc)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError) as dropped:
+            # The peer hung up (the nursery may hand this over in an exception group).
+            log.debug("connection %s dropped: %s", self.peer, dropped.exceptions[0])
         finally:
             await self.channel.aclose()
 

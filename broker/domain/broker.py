@@ -77,10 +77,12 @@ class Broker:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
-        """Stop waiting for data: every long poll answers now with what it has."""
+        """Stop waiting: every long poll answers now with what it has, every waiting JoinGroup
+        or SyncGroup with an error."""
         self.stopping = True
         for partition in self.topics:
             partition.wake_watchers()
+        self.groups.begin_shutdown()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Run flushers, checkpoints, retention and the groups' upkeep until cancelled."""

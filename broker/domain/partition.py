@@ -36,7 +36,12 @@ from sluice.broker.domain.producers import Duplicate, ProducerStates
 from sluice.broker.domain.stats import PartitionStats
 from sluice.broker.domain.validation import validate_produce
 from sluice.broker.storage import AppendResult, PartitionLog, ReadResult, ValidatedBatches
-from sluice.protocol.errors import StorageError, UnknownTopicOrPartitionError
+from sluice.protocol.errors import (
+    InvalidRequestError,
+    StorageError,
+    UnknownTopicOrPartitionError,
+)
+from sluice.protocol.limits import EARLIEST, LATEST
 
 # Appends of this many bytes or more are written by a worker thread (``append_in_turn``).
 # Below it the thread hop (~0.1 ms) costs more than the write; above it a write holds the
@@ -179,6 +184,20 @@ class Partition:
         """``(base offset, max timestamp)`` of the first batch whose max timestamp reaches
         ``timestamp`` (batch granularity), or None."""
         return self.log.offset_for_timestamp(timestamp)
+
+    def list_offset(self, timestamp: int) -> tuple[int, int]:
+        """``(offset, timestamp)`` answering a list-offsets query, as both protocols ask it:
+        ``EARLIEST`` (-2) the log start, ``LATEST`` (-1) the high watermark (timestamp -1 for
+        both), a timestamp >= 0 ``offset_for_timestamp`` (``(-1, -1)`` if no batch reaches
+        it); any other negative value is an ``InvalidRequestError``."""
+        if timestamp == EARLIEST:
+            return self.log_start_offset, -1
+        if timestamp == LATEST:
+            return self.high_watermark, -1
+        if timestamp < 0:
+            raise InvalidRequestError(f"invalid timestamp {timestamp}")
+        found = self.offset_for_timestamp(timestamp)
+        return found if found is not None else (-1, -1)
 
     def watch(self, event: trio.Event) -> None:
         """Set ``event`` at the next append (or when the partition closes)."""

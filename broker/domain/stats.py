@@ -8,7 +8,10 @@ one. Totals since the broker started serving; a rate is the caller's difference 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+UNKNOWN_API = "unknown"
 
 
 @dataclass(slots=True)
@@ -50,3 +53,20 @@ class RequestStats:
         if stats is None:
             stats = self.apis[key] = ApiStats()
         return stats
+
+    def protocol(self, protocol: str, names: Mapping[int, str]) -> ProtocolStats:
+        """One protocol's counters by API key (``names``: key -> API name)."""
+        return ProtocolStats({key: self.api(protocol, name) for key, name in names.items()},
+                             self.api(protocol, UNKNOWN_API))
+
+
+@dataclass(slots=True)
+class ProtocolStats:
+    """One protocol's per-API counters by API key; keys it does not know count under
+    ``"unknown"`` (a request for an API nobody serves is still a request)."""
+
+    by_key: dict[int, ApiStats]
+    unknown: ApiStats
+
+    def __getitem__(self, key: int) -> ApiStats:
+        return self.by_key.get(key) or self.unknown

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from sluice.broker.domain.partition import Partition
 from sluice.broker.domain.producers import ProducerStates
-from sluice.broker.storage import LogStore, TopicInfo
+from sluice.broker.storage import LogStore, TopicConfig, TopicInfo
 from sluice.broker.storage.manager import INTERNAL_PREFIX
 from sluice.protocol.errors import (
     InvalidRequestError,
@@ -68,6 +68,11 @@ class TopicRegistry:
         """The topic's name, config and id, or None."""
         return self.store.topic(name)
 
+    @property
+    def defaults(self) -> TopicConfig:
+        """The settings a topic created without any gets."""
+        return self.store.defaults
+
     def topic_id(self, name: str) -> str | None:
         """The id of the topic's current incarnation (None if there is no such topic)."""
         info = self.store.topic(name)
@@ -109,6 +114,11 @@ class TopicRegistry:
         return max((p.producers.max_producer_id() for p in self._partitions.values()), default=-1)
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def check_new(self, name: str, partitions: int | None, configs: Mapping[str, int]) -> TopicConfig:
+        """The config ``create`` would give this topic, or the error it would raise (a dry
+        run: Kafka's CreateTopics ``validate_only``)."""
+        return self.store.check_new_topic(name, partitions, configs)
 
     def create(
         self, name: str, partitions: int | None, configs: Mapping[str, int], *, internal: bool = False

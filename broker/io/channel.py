@@ -42,6 +42,18 @@ class Channel(Protocol):
     async def aclose(self) -> None: ...
 
 
+class SendStats:
+    """What the channels of one listener sent, by how: plain counters bumped once per system
+    call (metrics and tests read them; ``sendfile_bytes`` is what zero-copy carried)."""
+
+    __slots__ = ("bytes_sent", "sendfile_bytes", "copied_file_bytes")
+
+    def __init__(self) -> None:
+        self.bytes_sent = 0  # every byte written to the connections, however it went
+        self.sendfile_bytes = 0  # bytes of file slices sent by sendfile (never in user space)
+        self.copied_file_bytes = 0  # bytes of file slices read into memory and sent as bytes
+
+
 class OneSender:
     """The one-send-at-a-time rule and the send deadline, for channel implementations:
     ``begin(scope)`` / ``end()`` around a send, ``arm()`` before waiting for the peer."""

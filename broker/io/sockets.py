@@ -26,6 +26,8 @@ Invariants:
   sendfile) to two. The RWF_NOWAIT read doubles as the page-cache probe: if it would block, the
   slice takes the cold path (warm in a thread, then sendfile).
 * ``OSError`` from the socket becomes ``trio.BrokenResourceError`` here, at the edge.
+* ``stats`` (a ``SendStats``, shared by a listener's channels) counts the bytes sent, and how
+  many of them ``sendfile`` carried.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import os
 from collections.abc import Iterable
 
 import trio
-from sluice.broker.io.channel import OneSender, Piece
+from sluice.broker.io.channel import OneSender, Piece, SendStats
 from sluice.broker.io.pagecache import is_cached, read_cached, warm
 from sluice.protocol.slices import FileSlice
 
@@ -48,11 +50,13 @@ COPY_BELOW = 64 * 1024
 class SocketChannel:
     """A TCP connection accepted by trio, driven with raw system calls (see the module doc)."""
 
-    def __init__(self, stream: trio.SocketStream, *, send_timeout_s: float, peer: str = "?") -> None:
+    def __init__(self, stream: trio.SocketStream, *, send_timeout_s: float, peer: str = "?",
+                 stats: SendStats | None = None) -> None:
         self._stream = stream
         self._sock = stream.socket
         self.peer = peer
         self._sender = OneSender(send_timeout_s)
+        self.stats = stats if stats is not None else SendStats()
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -80,6 +84,7 @@ class SocketChannel:
                 if isinstance(piece, FileSlice) and piece.length < COPY_BELOW:
                     data = read_cached(piece.file.fileno(), piece.position, piece.length)
                     if data is not None:
+                        self.stats.copied_file_bytes += len(data)
                         piece = data
                 if isinstance(piece, FileSlice):
                     if pending:
@@ -100,6 +105,7 @@ class SocketChannel:
 
     async def _send_bytes(self, pieces: list[bytes | bytearray | memoryview]) -> None:
         view = memoryview(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        self.stats.bytes_sent += len(view)
         while view:
             try:
                 view = view[os.write(self._sock.fileno(), view):]
@@ -130,6 +136,9 @@ class SocketChannel:
                 )
             position += sent
             unyielded += sent
+            stats = self.stats
+            stats.sendfile_bytes += sent
+            stats.bytes_sent += sent
             if unyielded >= SENDFILE_CHUNK:
                 unyielded = 0
                 await trio.lowlevel.checkpoint()

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Iterator
 
 import trio
-from sluice.broker.io.channel import OneSender, Piece
+from sluice.broker.io.channel import OneSender, Piece, SendStats
 from sluice.broker.io.pagecache import read_cached
 from sluice.protocol.slices import FileSlice
 
@@ -26,10 +26,12 @@ COALESCE_BYTES = 256 * 1024  # bytes handed to one send_all, at most (a slice's 
 class StreamChannel:
     """A ``trio.abc.Stream`` as a ``Channel``."""
 
-    def __init__(self, stream: trio.abc.Stream, *, send_timeout_s: float, peer: str = "?") -> None:
+    def __init__(self, stream: trio.abc.Stream, *, send_timeout_s: float, peer: str = "?",
+                 stats: SendStats | None = None) -> None:
         self._stream = stream
         self.peer = peer
         self._sender = OneSender(send_timeout_s)
+        self.stats = stats if stats is not None else SendStats()
         self._received = memoryview(b"")  # received from the stream, not yet taken
         self._eof = False
 
@@ -63,12 +65,16 @@ class StreamChannel:
                 buffered.append(chunk)
                 size += len(chunk)
                 if size >= COALESCE_BYTES:
-                    await self._stream.send_all(b"".join(buffered))
+                    await self._send_all(buffered, size)
                     buffered, size = [], 0
             if buffered:
-                await self._stream.send_all(b"".join(buffered))
+                await self._send_all(buffered, size)
         finally:
             self._sender.end()
+
+    async def _send_all(self, chunks: list[bytes | bytearray | memoryview], size: int) -> None:
+        self.stats.bytes_sent += size
+        await self._stream.send_all(b"".join(chunks))
 
     async def _chunks(self, pieces: Iterable[Piece]):
         """The bytes of ``pieces`` in order; file slices read ``COALESCE_BYTES`` at a time."""
@@ -77,7 +83,9 @@ class StreamChannel:
                 yield piece
                 continue
             for position, length in _spans(piece):
-                yield await _read(piece.file.fileno(), position, length)
+                data = await _read(piece.file.fileno(), position, length)
+                self.stats.copied_file_bytes += length
+                yield data
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self._stream)

@@ -85,10 +85,19 @@ class LogStore(Protocol):
     @property
     def was_clean(self) -> bool: ...
     @property
+    def defaults(self) -> TopicConfig:
+        """The settings of a topic created without any."""
+    @property
     def offline(self) -> Mapping[TopicPartition, tuple[int, str]]: ...
 
     def topics(self) -> dict[str, TopicInfo]: ...
     def topic(self, name: str) -> TopicInfo | None: ...
+
+    def check_new_topic(
+        self, name: str, partitions: int | None = None,
+        configs: Mapping[str, int] | None = None, *, internal: bool = False,
+    ) -> TopicConfig:
+        """What ``create_topic`` would make of these arguments, or its error; nothing changes."""
 
     def create_topic(
         self, name: str, partitions: int | None = None,

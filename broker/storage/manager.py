@@ -361,6 +361,20 @@ class LogManager:
 
     # -- topics ------------------------------------------------------------------------------
 
+    def check_new_topic(
+        self, name: str, partitions: int | None = None, configs: Mapping[str, int] | None = None,
+        *, internal: bool = False,
+    ) -> TopicConfig:
+        """The config a topic created with these arguments would have; raises what
+        ``create_topic`` would refuse them with (a bad name, an existing topic, a bad config)."""
+        validate_topic_name(name, internal=internal)
+        if name in self._topics:
+            raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        overrides = dict(configs or {})
+        if partitions is not None:
+            overrides["partitions"] = partitions
+        return TopicConfig.from_mapping(overrides, self.defaults)
+
     def create_topic(
         self,
         name: str,
@@ -369,13 +383,8 @@ class LogManager:
         *,
         internal: bool = False,
     ) -> TopicInfo:
-        validate_topic_name(name, internal=internal)
-        if name in self._topics:
-            raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        config = self.check_new_topic(name, partitions, configs, internal=internal)
         overrides = dict(configs or {})
-        if partitions is not None:
-            overrides["partitions"] = partitions
-        config = TopicConfig.from_mapping(overrides, self.defaults)
         overrides.pop("partitions", None)
         if not self.memory:
             self._remove_leftovers(name, range(config.partitions))

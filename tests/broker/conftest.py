@@ -20,34 +20,27 @@ from sluice.protocol.framing import NEED_DATA
 from sluice.protocol.slices import FileSlice
 
 
-class RawClient:
-    """A minimal protocol client over one TCP connection, for tests."""
+class StreamClient:
+    """One TCP connection driven by a sans-IO client connection (``conn``, whose responses
+    are ``response_event``s), for tests."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    response_event: type
+
+    def __init__(self, stream: trio.SocketStream, conn) -> None:
         self.stream = stream
-        self.conn = ClientConnection()
+        self.conn = conn
 
-    @classmethod
-    async def connect(cls, port: int) -> RawClient:
-        return cls(await trio.open_tcp_stream("127.0.0.1", port))
-
-    async def send(self, request) -> int:
-        cid, pieces = self.conn.send_request(request)
+    async def send_pieces(self, pieces) -> None:
         assert not any(isinstance(p, FileSlice) for p in pieces)
         await self.stream.send_all(b"".join(bytes(p) for p in pieces))
-        return cid
 
     async def receive(self):
         while True:
             event = self.conn.next_event()
-            if isinstance(event, ResponseReceived):
+            if isinstance(event, self.response_event):
                 return event.response
             assert event is NEED_DATA, event
             self.conn.receive_data(await self.stream.receive_some(1 << 20))
-
-    async def request(self, request):
-        await self.send(request)
-        return await self.receive()
 
     async def read_until_closed(self) -> bytes:
         """Everything the broker sends until it closes the connection."""
@@ -59,11 +52,33 @@ class RawClient:
     async def aclose(self) -> None:
         await self.stream.aclose()
 
-    async def __aenter__(self) -> RawClient:
+    async def __aenter__(self):
         return self
 
     async def __aexit__(self, *exc_info) -> None:
         await self.aclose()
+
+
+class RawClient(StreamClient):
+    """A minimal Sluice-protocol client over one TCP connection, for tests."""
+
+    response_event = ResponseReceived
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        super().__init__(stream, ClientConnection())
+
+    @classmethod
+    async def connect(cls, port: int) -> RawClient:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def send(self, request) -> int:
+        cid, pieces = self.conn.send_request(request)
+        await self.send_pieces(pieces)
+        return cid
+
+    async def request(self, request):
+        await self.send(request)
+        return await self.receive()
 
 
 def make_batch(values: list[bytes], *, key: bytes | None = None, **fields: int) -> bytearray:

@@ -13,7 +13,7 @@ import pytest
 from sluice.broker.config import RULES, BrokerConfig
 from sluice.protocol.errors import InvalidConfigError
 
-from tests.processes import subprocess_env
+from tests.processes import parse_ready_line, subprocess_env
 
 
 def load_toml(tmp_path, text: str, **flags) -> BrokerConfig:
@@ -58,6 +58,11 @@ def problems_of(tmp_path, text: str, **flags) -> list[str]:
         # a list of the wrong things
         ('repair_truncate = "orders-3"', "repair_truncate: must be a list of TOPIC-PARTITION names"),
         ('repair_truncate = ["orders"]', "repair_truncate: 'orders' is not a TOPIC-PARTITION name"),
+        # the Kafka listener: a port, on or off, never the Sluice port
+        ("kafka_port = 70000", "kafka_port: must be an integer in 0..65535, got 70000"),
+        ('kafka = "no"', "kafka: must be true or false, got 'no' (a string)"),
+        ("port = 9100\nkafka_port = 9100", "kafka_port: must differ from port (9100)"),
+        ("port = 65535", "port: the Kafka listener's default port (port + 1) would be 65536"),
         # an unknown key, with the likely meant one
         ("prot = 9092", "prot: unknown setting (did you mean port?)"),
         ("[broker]\nport = 1", "broker: unknown setting"),
@@ -107,6 +112,17 @@ def test_valid_settings_load_with_their_types(tmp_path):
     )
     assert config.data_dir.name == "d" and config.idle_timeout_s == 5
     assert config.repair_truncate == ("a-0",) and config.topic_defaults == {"partitions": 3}
+
+
+def test_the_kafka_port_follows_the_sluice_port_unless_set(tmp_path):
+    assert BrokerConfig().kafka_listen_port == 9093
+    assert BrokerConfig(port=9200).kafka_listen_port == 9201
+    assert BrokerConfig(port=0).kafka_listen_port == 0  # any free port, for both
+    assert BrokerConfig(port=9200, kafka_port=9092).kafka_listen_port == 9092
+    assert BrokerConfig(port=65535, kafka=False).kafka_listen_port is None
+    assert load_toml(tmp_path, "kafka_port = 19093\n", kafka=False).kafka_listen_port is None
+    assert problems_of(tmp_path, "port = 9100\n", kafka_port=9100) == [
+        "--kafka-port: must differ from port (9100): both listeners cannot share it"]
 
 
 def test_unreadable_and_invalid_files_are_one_line(tmp_path):
@@ -176,6 +192,21 @@ def test_port_in_use_is_named_and_the_data_dir_left_alone(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_kafka_port_in_use_is_named_with_the_way_out(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_broker("--port", "0", "--kafka-port", str(port), "--data-dir", "data",
+                            cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"sluice broker: cannot listen for Kafka clients on 127.0.0.1:{port}: Address already "
+        "in use (another port: --kafka-port or kafka_port; none: --no-kafka or kafka = false)"
+    )
+    assert not (tmp_path / "data").exists()
+
+
 def test_unusable_data_dir_is_one_line(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     result = run_broker("--port", "0", "--data-dir", "file", cwd=tmp_path)
@@ -194,7 +225,9 @@ def test_startup_log_says_where_the_data_lives_and_listening_once(tmp_path):
             cwd=tmp_path,
         )
         try:
-            assert proc.stdout.readline().startswith("listening on 127.0.0.1:")
+            ready = proc.stdout.readline()
+            assert parse_ready_line(ready)[1] not in (None, 0), ready
+            assert ready.startswith("listening on 127.0.0.1:")
         finally:
             proc.terminate()
             out, err = proc.communicate(timeout=30)
@@ -217,3 +250,18 @@ def test_the_broker_s_parser_is_built_without_the_broker():
     loaded = ast.literal_eval(result.stdout)
     assert loaded == ["sluice.broker.__main__", "sluice.broker.config", "sluice.broker.storage",
                       "sluice.broker.storage.config"], loaded
+
+
+def test_no_kafka_says_so_in_the_ready_line(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice.broker", "--port", "0", "--in-memory", "--no-kafka"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+        cwd=tmp_path,
+    )
+    try:
+        ready = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    port, kafka_port = parse_ready_line(ready)
+    assert ready == f"listening on 127.0.0.1:{port} (sluice)\n" and kafka_port is None

@@ -5,6 +5,7 @@ the stream channel sends by copying."""
 from __future__ import annotations
 
 import os
+import socket
 from functools import partial
 
 import msgpack
@@ -14,11 +15,13 @@ import trio.testing
 from sluice.broker.adapters.inflight import InFlight
 from sluice.broker.adapters.sluice.connection import SluiceAdapter
 from sluice.broker.config import BrokerConfig
+from sluice.broker.io.sockets import SocketChannel
 from sluice.broker.io.streams import COALESCE_BYTES, StreamChannel
 from sluice.broker.server import open_broker, serve
 from sluice.broker.storage import release_slices
 from sluice.protocol import messages as m
 from sluice.protocol.batch import decode_records, iter_batches
+from sluice.protocol.connection import ClientConnection
 from sluice.protocol.errors import FrameTooLargeError, UnknownTopicOrPartitionError
 from sluice.protocol.framing import CLOSED, FrameDecoder
 from sluice.protocol.slices import FileSlice
@@ -110,3 +113,27 @@ async def test_without_sendfile_connections_take_the_stream_path(nursery, tmp_pa
         assert (await produce(client, "t", make_batch(big))).partitions[0].error == 0
         assert values((await fetch(client, "t", 0, max_bytes=4 << 20)).partitions[0].records) == big
     handle.shutdown()
+
+
+async def test_a_peer_gone_before_its_answer_ends_the_session_quietly(tmp_path):
+    """Found by the hostile clients on the Kafka port: a peer that sends a request and closes
+    made the answer's send fail inside the session's nursery, which (depending on how its
+    tasks interleave) wrapped the error in an exception group, past the session's handler
+    for a dropped connection: the listener logged a "connection failed" traceback for an
+    ordinary hang-up. Repeated, as the interleaving varies from run to run."""
+    config = BrokerConfig(port=0, data_dir=tmp_path / "data")
+    broker, _ = await trio.to_thread.run_sync(open_broker, config)
+    adapter = SluiceAdapter(broker, config, InFlight(), ("127.0.0.1", 9092))
+    _, pieces = ClientConnection().send_request(m.MetadataRequest())
+    request = b"".join(bytes(p) for p in pieces)
+    try:
+        for _ in range(20):
+            ours, theirs = socket.socketpair()
+            ours.sendall(request)
+            ours.close()  # gone: the answer's send fails (EPIPE) after the request is read
+            channel = SocketChannel(trio.SocketStream(trio.socket.from_stdlib_socket(theirs)),
+                                    send_timeout_s=30, peer="gone")
+            with trio.fail_after(10):
+                await adapter.serve(channel)  # returns: nothing raised
+    finally:
+        broker.close()

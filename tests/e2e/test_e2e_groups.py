@@ -218,7 +218,7 @@ async def test_lag_in_admin_and_cli_and_tail_with_group(broker, cli_env):
     assert [row[1:5] for row in rows] == [["0", "3", "10", "7"], ["1", "7", "10", "3"]]
     assert "total lag 10" in described
     listed = (await sluice("groups", "list", env=cli_env)).stdout.decode()
-    assert listed.splitlines()[1].split() == ["lag", "empty", "0"]
+    assert listed.splitlines()[1].split() == ["lag", "consumer", "empty", "0"]
     missing = await sluice("groups", "describe", "nope", env=cli_env, check=False)
     assert missing.returncode == 1 and missing.stdout == b""
     assert missing.stderr.decode().count("\n") == 1 and "nope" in missing.stderr.decode()

@@ -90,7 +90,7 @@ def start_broker(data_dir: Path) -> tuple[subprocess.Popen, int]:
     line = proc.stdout.readline().decode()
     if not line.startswith("listening on"):
         raise RuntimeError(f"broker did not start: {line!r}")
-    return proc, int(line.rsplit(":", 1)[1])
+    return proc, int(line.split()[2].rsplit(":", 1)[1])  # the Sluice address
 
 
 def rss_mib(pid: int) -> float:

@@ -48,7 +48,7 @@ def start_broker() -> tuple[subprocess.Popen, str]:
     if not line.startswith("listening on "):
         proc.kill()
         raise SystemExit(f"the broker did not start: {line!r}")
-    return proc, line.split()[-1]
+    return proc, line.split()[2]  # the Sluice address
 
 
 def measure(commands: dict[str, list[str]], runs: int, env: dict, stdin: bytes) -> dict:

@@ -61,7 +61,7 @@ def start_broker(tree: Path, data: str) -> tuple[subprocess.Popen, str]:
         [str(tree / ".venv" / "bin" / "python"), "-m", "sluice.broker", "--data-dir", data,
          "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tree,
     )
-    return broker, broker.stdout.readline().split()[-1]
+    return broker, broker.stdout.readline().split()[2]  # the Sluice address
 
 
 def main() -> None:

@@ -91,7 +91,7 @@ class Build:
         if not line.startswith("listening on"):
             proc.kill()
             raise RuntimeError(f"{self.label}: broker did not start: {line!r}")
-        return proc, int(line.rsplit(":", 1)[1])
+        return proc, int(line.split()[2].rsplit(":", 1)[1])  # the Sluice address
 
 
 def revision_build(role: str, rev: str, into: Path) -> Build:

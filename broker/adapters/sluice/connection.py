@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 
+from sluice.broker.adapters.base import ProtocolAdapter
 from sluice.broker.adapters.inflight import InFlight
-from sluice.broker.adapters.session import Session
 from sluice.broker.adapters.sluice.handlers import dispatch
 from sluice.broker.adapters.sluice.records import release_fetch
 from sluice.broker.config import BrokerConfig
 from sluice.broker.domain.broker import Broker
-from sluice.broker.domain.stats import ApiStats
-from sluice.broker.io.channel import Channel, Piece
+from sluice.broker.io.channel import Piece
 from sluice.protocol import messages as m
 from sluice.protocol.connection import BadRequest, RequestReceived, ServerConnection
 from sluice.protocol.errors import (
@@ -33,38 +32,27 @@ from sluice.protocol.errors import (
 log = logging.getLogger("sluice.session")
 
 PROTOCOL = "sluice"
-UNKNOWN_API = "unknown"
 
 
-class SluiceAdapter:
+class SluiceAdapter(ProtocolAdapter):
     """Sluice's protocol served on ``broker`` (see the module docstring)."""
+
+    protocol = PROTOCOL
 
     def __init__(
         self, broker: Broker, config: BrokerConfig, inflight: InFlight, advertised: tuple[str, int]
     ) -> None:
-        self.broker = broker
-        self.config = config
-        self.inflight = inflight
-        self.advertised = advertised
-        requests = broker.requests
-        self.stats = {key: requests.api(PROTOCOL, api.name) for key, api in m.APIS.items()}
+        super().__init__(broker, config, inflight, advertised,
+                         {key: api.name for key, api in m.APIS.items()})
         self.stats_by_request = {api.request: self.stats[key] for key, api in m.APIS.items()}
-        self.unknown_stats = requests.api(PROTOCOL, UNKNOWN_API)
 
-    async def serve(self, channel: Channel) -> None:
-        """Serve one connection until it ends."""
-        config = self.config
-        dialect = SluiceConnection(self, config.max_frame_bytes, channel.peer)
-        await Session(channel, dialect, self.inflight, idle_timeout_s=config.idle_timeout_s,
-                      max_in_flight=config.max_in_flight).run()
+    def dialect(self, peer: str) -> SluiceConnection:
+        return SluiceConnection(self, self.config.max_frame_bytes, peer)
 
     def refusal(self, error: ApiError) -> bytes:
         """The frame a connection that is not admitted gets: an error with correlation id -1,
         which a client reports as the broker refusing the connection."""
         return b"".join(bytes(piece) for piece in m.encode_error(-1, -1, error))
-
-    def stats_for(self, api: int) -> ApiStats:
-        return self.stats.get(api) or self.unknown_stats
 
 
 class SluiceConnection:

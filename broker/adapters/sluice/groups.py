@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sluice.broker.adapters.outcomes import Deferred
+from sluice.broker.adapters.outcomes import when_durable
 from sluice.broker.adapters.sluice.context import RequestContext
-from sluice.broker.domain.groups import GroupCoordinator, Heartbeat, OffsetCommit, Written
+from sluice.broker.domain.groups import Heartbeat, OffsetCommit
 from sluice.protocol import messages as m
 from sluice.protocol.errors import ApiError
 
@@ -46,7 +46,7 @@ def handle_commit_offsets(ctx: RequestContext, request: m.CommitOffsetsRequest):
         _result(m.PartitionResult, error, topic=o.topic, partition=o.partition)
         for o, error in zip(request.offsets, written.errors, strict=True)
     ])
-    return _when_durable(groups, written, response)
+    return when_durable(groups, written, response)
 
 
 def handle_fetch_offsets(ctx: RequestContext, request: m.FetchOffsetsRequest) -> m.FetchOffsetsResponse:
@@ -64,7 +64,7 @@ def handle_fetch_offsets(ctx: RequestContext, request: m.FetchOffsetsRequest) ->
 
 def handle_list_groups(ctx: RequestContext, request: m.ListGroupsRequest) -> m.ListGroupsResponse:
     return m.ListGroupsResponse(groups=[
-        m.GroupListing(group_id=g.group_id, state=g.state, members=g.members)
+        m.GroupListing(group_id=g.group_id, state=g.state, members=g.members, kind=g.kind)
         for g in ctx.broker.groups.list_groups()
     ])
 
@@ -102,7 +102,7 @@ def handle_delete_groups(ctx: RequestContext, request: m.DeleteGroupsRequest):
         _result(m.GroupResult, error, group_id=group_id)
         for group_id, error in zip(request.groups, written.errors, strict=True)
     ])
-    return _when_durable(groups, written, response)
+    return when_durable(groups, written, response)
 
 
 def _result(message: type, error: ApiError | None, **fields):
@@ -110,18 +110,6 @@ def _result(message: type, error: ApiError | None, **fields):
     if error is None:
         return message(**fields)
     return message(**fields, error=error.code, message=error.message)
-
-
-def _when_durable(groups: GroupCoordinator, written: Written, response):
-    """``response`` now if nothing was written, else once the offsets log committed it."""
-    if written.wait_for is None:
-        return response
-
-    async def durable():
-        await groups.wait_durable(written)
-        return response
-
-    return Deferred(durable)
 
 
 def _topic_partitions(tps: Iterable[tuple[str, int]]) -> list[m.TopicPartitions]:

@@ -19,7 +19,7 @@ from sluice.broker.adapters.sluice.context import RequestContext
 from sluice.broker.domain.fetching import FetchedPartition, FetchTarget, release_slices
 from sluice.broker.domain.producing import ACKS_NONE, Produce, ProduceResult, ProduceTarget
 from sluice.protocol import messages as m
-from sluice.protocol.errors import ApiError, InvalidRequestError
+from sluice.protocol.errors import ApiError
 
 
 def handle_produce(ctx: RequestContext, request: m.ProduceRequest):
@@ -104,15 +104,7 @@ def handle_list_offsets(ctx: RequestContext, request: m.ListOffsetsRequest) -> m
     for want in request.partitions:
         try:
             partition = ctx.broker.topics.partition(want.topic, want.partition)
-            if want.timestamp == m.EARLIEST:
-                offset, ts = partition.log_start_offset, -1
-            elif want.timestamp == m.LATEST:
-                offset, ts = partition.high_watermark, -1
-            elif want.timestamp >= 0:
-                found = partition.offset_for_timestamp(want.timestamp)
-                offset, ts = found if found is not None else (-1, -1)
-            else:
-                raise InvalidRequestError(f"invalid timestamp {want.timestamp}")
+            offset, ts = partition.list_offset(want.timestamp)
         except ApiError as exc:
             out.append(m.ListOffsetsResult(topic=want.topic, partition=want.partition,
                                            error=exc.code, message=exc.message))

@@ -1,6 +1,16 @@
 """Consumer groups: memberships of each kind, the committed offsets they share, and the
 coordinator over both (see ``coordinator``)."""
 
+from sluice.broker.domain.groups.classic import (
+    Assignment,
+    ClassicGroup,
+    InconsistentGroupProtocolError,
+    InvalidSessionTimeoutError,
+    Joined,
+    JoinRequest,
+    RebalanceInProgressError,
+    Reply,
+)
 from sluice.broker.domain.groups.consumer import Heartbeat, HeartbeatAnswer
 from sluice.broker.domain.groups.coordinator import GroupCoordinator, OffsetFetched, Written
 from sluice.broker.domain.groups.membership import GroupSummary, GroupView, MemberView, OffsetLag
@@ -8,6 +18,14 @@ from sluice.broker.domain.groups.offsets import OFFSETS_TOPIC, Committed, Offset
 
 __all__ = [
     "OFFSETS_TOPIC",
+    "Assignment",
+    "ClassicGroup",
+    "InconsistentGroupProtocolError",
+    "InvalidSessionTimeoutError",
+    "JoinRequest",
+    "Joined",
+    "RebalanceInProgressError",
+    "Reply",
     "Committed",
     "GroupCoordinator",
     "GroupSummary",

@@ -5,10 +5,12 @@ A group exists from its first join or commit (or, at startup, its first offset i
 until it is deleted, or has had no members for ``offsets_retention_ms`` (its offsets are then
 dropped with it), or has neither members nor offsets once a topic deletion took its last
 offsets. Memberships are of one kind per group (``membership.Membership``): Sluice's
-server-side assignment (``consumer``) today, Kafka's classic groups with the Kafka listener
-(a group without members -- made by a commit, or loaded from the offsets log -- takes the
-kind of its first member); committed offsets (``offsets``) are shared by every kind, so a
-group is listed and described with its lag whatever protocol its members speak.
+server-side assignment (``consumer``) or Kafka's classic protocol, client-side assignment
+(``classic``: JoinGroup, SyncGroup, Heartbeat, LeaveGroup). A group without members -- made
+by a commit, loaded from the offsets log, or left by its last member -- takes the kind of its
+next member; one with members refuses a member of the other kind. Committed offsets
+(``offsets``) are shared by every kind, so a group is listed and described with its lag
+whatever protocol its members speak.
 
 Commits: a member's commit is checked against its membership (unknown member, stale epoch);
 a commit naming no member is an administrator's (``sluice groups reset-offsets``) and is
@@ -19,11 +21,22 @@ their callers answer after ``wait_durable`` (the offsets log's commit).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 from sluice.broker.config import BrokerConfig
+from sluice.broker.domain.groups.classic import KIND as CLASSIC
+from sluice.broker.domain.groups.classic import (
+    Assignment,
+    ClassicGroup,
+    InconsistentGroupProtocolError,
+    Joined,
+    JoinRequest,
+    Reply,
+)
+from sluice.broker.domain.groups.consumer import KIND as CONSUMER
 from sluice.broker.domain.groups.consumer import ConsumerGroup, Heartbeat, HeartbeatAnswer
 from sluice.broker.domain.groups.membership import (
     GroupSummary,
@@ -39,6 +52,7 @@ from sluice.broker.domain.topics import TopicRegistry
 from sluice.protocol.clock import wall_clock_ms
 from sluice.protocol.errors import (
     ApiError,
+    BrokerShuttingDownError,
     GroupIdNotFoundError,
     GroupNotEmptyError,
     InvalidGroupIdError,
@@ -48,6 +62,10 @@ from sluice.protocol.errors import (
 log = logging.getLogger("sluice.groups")
 
 MAX_EXPIRY_SLEEP_S = 60.0
+# How each kind's members assign partitions (for the error when kinds meet in one group id).
+KIND_PROTOCOLS = {CONSUMER: "Sluice's protocol, server-side assignment",
+                  CLASSIC: "Kafka's classic protocol, client-side assignment"}
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -92,8 +110,26 @@ class GroupCoordinator:
         }
         self._expiry_changed = trio.Event()
 
-    def _new_group(self, group_id: str, now: int) -> Group:
-        return Group(group_id, ConsumerGroup(group_id, self._partition_count), now)
+    def _new_group(self, group_id: str, now: int, kind: str = CONSUMER) -> Group:
+        return Group(group_id, self._new_membership(group_id, kind), now)
+
+    def _new_membership(self, group_id: str, kind: str) -> Membership:
+        if kind == CLASSIC:
+            return ClassicGroup(group_id)
+        return ConsumerGroup(group_id, self._partition_count)
+
+    def _take_kind(self, group: Group, kind: str) -> None:
+        """A group without members takes the kind of its next member; one with members of
+        the other kind refuses it (``InconsistentGroupProtocolError``)."""
+        membership = group.membership
+        if membership.kind == kind:
+            return
+        if membership.members:
+            raise InconsistentGroupProtocolError(
+                f"group {group.group_id} has {len(membership.members)} {membership.kind} "
+                f"member(s) ({KIND_PROTOCOLS[membership.kind]}); a {kind} member "
+                f"({KIND_PROTOCOLS[kind]}) cannot join it: use another group id")
+        group.membership = self._new_membership(group.group_id, kind)
 
     def _partition_count(self, topic: str) -> int:
         info = self._topics.topic(topic)
@@ -107,16 +143,23 @@ class GroupCoordinator:
             raise InvalidGroupIdError("group_id must not be empty")
         joining = beat.member_epoch == 0 and not beat.member_id
         group = self.groups.get(group_id)
-        if group is None:
+        if group is None or group.membership.kind != CONSUMER:
             if beat.member_epoch == -1:
                 return HeartbeatAnswer(beat.member_id, -1)
             if not joining:
                 raise not_a_member(beat.member_id, group_id, "; rejoin")
             ConsumerGroup.check_session_timeout(beat.session_timeout_ms)
-            group = self.groups[group_id] = self._new_group(group_id, wall_clock_ms())
+            if group is None:
+                group = self.groups[group_id] = self._new_group(group_id, wall_clock_ms())
+            self._take_kind(group, CONSUMER)
+        return self._changing(group, group.membership.heartbeat, beat)
+
+    def _changing(self, group: Group, operation: Callable[..., T], *args) -> T:
+        """Run a membership operation; note when the group became empty, and wake the
+        expiry task to the deadlines it may have changed."""
         had_members = bool(group.membership.members)
         try:
-            return group.membership.heartbeat(beat)
+            return operation(*args)
         finally:
             self._members_changed(group, had_members)
 
@@ -124,6 +167,63 @@ class GroupCoordinator:
         if had_members and not group.membership.members:
             group.empty_since_ms = wall_clock_ms()
         self._expiry_changed.set()
+
+    # -- client-side assignment (Kafka's classic groups) ---------------------------------------
+
+    def join(self, group_id: str, request: JoinRequest) -> Reply[Joined]:
+        """A JoinGroup (``ClassicGroup.join``); the group is made, or takes the classic kind,
+        if it has no members."""
+        if not group_id:
+            raise InvalidGroupIdError("group_id must not be empty")
+        ClassicGroup.check_session_timeout(request.session_timeout_ms)
+        group = self.groups.get(group_id)
+        if group is None:
+            group = self.groups[group_id] = self._new_group(group_id, wall_clock_ms(), CLASSIC)
+        self._take_kind(group, CLASSIC)
+        return self._changing(group, group.membership.join, request)
+
+    def sync(self, group_id: str, member_id: str, generation: int,
+             assignments: Mapping[str, Assignment] | None) -> Reply[Assignment]:
+        """A SyncGroup (``ClassicGroup.sync``)."""
+        group = self._classic(group_id, member_id)
+        return self._changing(group, group.membership.sync, member_id, generation, assignments)
+
+    def classic_heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
+        """A Heartbeat of a classic group's member (``ClassicGroup.heartbeat``)."""
+        group = self._classic(group_id, member_id)
+        self._changing(group, group.membership.heartbeat, member_id, generation)
+
+    def leave(self, group_id: str, member_ids: Sequence[str]) -> list[ApiError | None]:
+        """A LeaveGroup of classic members: per member, None or why it could not leave."""
+        errors: list[ApiError | None] = []
+        for member_id in member_ids:
+            try:
+                group = self._classic(group_id, member_id)
+                self._changing(group, group.membership.leave, member_id)
+                errors.append(None)
+            except ApiError as error:
+                errors.append(error)
+        return errors
+
+    def classic(self, group_id: str) -> ClassicGroup | None:
+        """The group's classic membership, if it is a classic group (for what only the Kafka
+        protocol describes: protocols, metadata and assignment bytes)."""
+        group = self.groups.get(group_id)
+        return group.membership if group is not None and group.membership.kind == CLASSIC \
+            else None
+
+    def _classic(self, group_id: str, member_id: str) -> Group:
+        group = self.groups.get(group_id)
+        if group is None or group.membership.kind != CLASSIC:
+            raise not_a_member(member_id, group_id, "; rejoin")
+        return group
+
+    def begin_shutdown(self) -> None:
+        """Answer every waiting JoinGroup and SyncGroup now: the broker is stopping."""
+        stopping = BrokerShuttingDownError("the broker is shutting down")
+        for group in self.groups.values():
+            if group.membership.kind == CLASSIC:
+                group.membership.fail_waiting(stopping)
 
     # -- committed offsets (every kind of group) ----------------------------------------------
 
@@ -225,7 +325,7 @@ class GroupCoordinator:
             deadlines = [d for g in self.groups.values() for d in g.membership.deadlines()]
             self._expiry_changed = trio.Event()
             idle_s = min(MAX_EXPIRY_SLEEP_S, self._config.offsets_retention_ms / 1000)
-            with trio.move_on_at(min(deadlines, default=trio.current_time() + idle_s)):
+            with trio.move_on_at(min([*deadlines, trio.current_time() + idle_s])):
                 await self._expiry_changed.wait()
             now = trio.current_time()
             for group in list(self.groups.values()):

@@ -3,7 +3,7 @@ views of groups it hands out.
 
 Two kinds of group share one namespace of group ids and one store of committed offsets:
 ``consumer`` groups (server-side assignment, ``consumer.ConsumerGroup``: Sluice's protocol)
-and, with the Kafka listener, ``classic`` groups (client-side assignment: JoinGroup,
+and ``classic`` groups (client-side assignment, ``classic.ClassicGroup``: Kafka's JoinGroup,
 SyncGroup, Heartbeat, LeaveGroup, opaque assignment bytes, generations). The coordinator
 treats a group's members through this interface only, so both kinds are listed, described
 (with lag), expired and deleted alike.

@@ -93,7 +93,7 @@ class SluiceServer(Server):
             if not line:
                 break
             if line.startswith(b"listening on "):
-                self.address = line.decode().split()[-1]
+                self.address = line.decode().split()[2]  # the Sluice address
                 threading.Thread(target=_drain, args=(self.proc.stdout,), daemon=True).start()
                 self.version = "sluice (this checkout)"
                 return
