@@ -1,5 +1,6 @@
 """Real Kafka clients against a real broker process: kcat (librdkafka from the system's
-packages), kafka-python and confluent-kafka (librdkafka bundled in its wheel).
+packages: tests that run it are marked ``needs_kcat``), kafka-python and confluent-kafka
+(librdkafka bundled in its wheel).
 
 Every wait is bounded; nothing sleeps to synchronise: a kcat group member's assignments are
 read from its stderr as it prints them, the Python clients are polled until a count or a
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import signal
 import subprocess
 import threading
@@ -21,19 +21,14 @@ from pathlib import Path
 import pytest
 
 from tests.processes import BrokerProcess, subprocess_env
+from tests.system_tools import needs
 
-KCAT = shutil.which("kcat")
+# Skipped where kcat is missing, except under SLUICE_REQUIRE_TOOLS=1 (CI installs it).
+needs_kcat = needs("kcat", install="Debian/Ubuntu: apt-get install -y kcat")
 KCAT_TIMEOUT_S = 120
 WAIT_S = 90  # generous: librdkafka's group rounds take seconds on a loaded machine
 # Fast group rounds for every librdkafka client the tests start (kcat -G, confluent-kafka).
 GROUP_SETTINGS = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "300"}
-
-
-def kcat_path() -> str:
-    if KCAT is None:
-        pytest.fail("kcat is not installed: these tests need it (Debian/Ubuntu: "
-                    "apt-get install -y kcat; .ci/run installs it)")
-    return KCAT
 
 
 @pytest.fixture
@@ -49,7 +44,7 @@ def broker(tmp_path):
 def kcat(broker: BrokerProcess, *args: str, input: bytes | None = None,
          timeout: float = KCAT_TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run kcat against the broker's Kafka port to the end; fails the test if it fails."""
-    result = subprocess.run([kcat_path(), "-b", broker.kafka_bootstrap, *args], input=input,
+    result = subprocess.run(["kcat", "-b", broker.kafka_bootstrap, *args], input=input,
                             capture_output=True, timeout=timeout)
     assert result.returncode == 0, (args, result.stderr.decode(errors="replace"))
     return result
@@ -96,7 +91,7 @@ class KcatMember:
         settings = [arg for k, v in {**GROUP_SETTINGS, "auto.offset.reset": "earliest"}.items()
                     for arg in ("-X", f"{k}={v}")]
         self.proc = subprocess.Popen(
-            [kcat_path(), "-b", broker.kafka_bootstrap, "-G", group, *settings, "-u",
+            ["kcat", "-b", broker.kafka_bootstrap, "-G", group, *settings, "-u",
              "-f", "%p:%o\\n", *topics],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )

@@ -12,7 +12,7 @@ from sluice.client.sync import Admin
 from sluice.client.sync import Consumer as SluiceConsumer
 from sluice.client.sync import Producer as SluiceProducer
 
-from tests.kafka.conftest import WAIT_S, kcat, kcat_json_records, sluice
+from tests.kafka.conftest import WAIT_S, kcat, kcat_json_records, needs_kcat, sluice
 
 with warnings.catch_warnings():  # kafka-python loads its schemas with a deprecated call
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -24,6 +24,7 @@ def create(broker, name: str, partitions: int = 1) -> None:
         admin.create_topic(name, partitions=partitions)
 
 
+@needs_kcat
 def test_kcat_writes_what_sluice_tail_reads_and_the_other_way_round(broker):
     create(broker, "from-kcat")
     kcat(broker, "-P", "-t", "from-kcat", "-K:", "-H", "via=kcat",

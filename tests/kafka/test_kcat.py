@@ -13,7 +13,9 @@ from sluice.client.sync import Admin
 from sluice.protocol import compression
 from sluice.protocol.batch import iter_batches, parse_header
 
-from tests.kafka.conftest import KcatMember, kcat, kcat_json_records, sluice
+from tests.kafka.conftest import KcatMember, kcat, kcat_json_records, needs_kcat, sluice
+
+pytestmark = needs_kcat
 
 RECORDS = 10_000
 CODECS = {"none": compression.NONE, "gzip": compression.GZIP, "snappy": compression.SNAPPY,
