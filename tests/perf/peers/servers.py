@@ -77,6 +77,7 @@ def _drain(stream) -> None:
 
 class SluiceServer(Server):
     name = "sluice"
+    kafka_address = ""  # its Kafka listener's (Kafka's clients, ``peers.kafka_peer``)
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -93,7 +94,9 @@ class SluiceServer(Server):
             if not line:
                 break
             if line.startswith(b"listening on "):
-                self.address = line.decode().split()[2]  # the Sluice address
+                words = line.decode().split()  # listening on H:P (sluice) and H:K (kafka)
+                self.address = words[2]
+                self.kafka_address = words[5] if len(words) > 5 else ""
                 threading.Thread(target=_drain, args=(self.proc.stdout,), daemon=True).start()
                 self.version = "sluice (this checkout)"
                 return

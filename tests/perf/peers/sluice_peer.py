@@ -64,8 +64,12 @@ async def produce(p: dict) -> dict:
     async with client.Producer(address, acks=p["acks"], linger_ms=p.get("linger_ms", 5)) as prod:
         await prod.partitions_for(topic)
         with Timer(p.get("server_pid")) as timer:
-            for chunk in chunks:
-                results.append(await prod.send_batch(topic, chunk))
+            if p.get("api", "batch") == "batch":
+                for chunk in chunks:
+                    results.append(await prod.send_batch(topic, chunk))
+            else:  # "record": one ``send`` per record, as most applications do
+                send = prod.send
+                results.append([await send(topic, value, key=key) for key, value in items])
             await prod.flush()
     acked = 0
     for result in results:

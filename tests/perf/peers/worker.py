@@ -10,7 +10,8 @@ import sys
 
 from peers.common import emit_result
 
-MODULES = {"sluice": "peers.sluice_peer", "redis": "peers.redis_peer", "nats": "peers.nats_peer"}
+MODULES = {"sluice": "peers.sluice_peer", "redis": "peers.redis_peer", "nats": "peers.nats_peer",
+           "kafka": "peers.kafka_peer"}
 
 
 def main(argv: list[str]) -> int:
