@@ -45,7 +45,6 @@ from peers.servers import SluiceServer  # noqa: E402
 FIGURES = ("produce records/s", "produce MB/s", "consume records/s", "consume MB/s",
            "broker CPU µs/record produced", "broker CPU µs/record consumed",
            "records lost, duplicated or unacknowledged")
-BASELINE = "sluice send_batch"
 
 
 @dataclass(frozen=True)
@@ -121,18 +120,17 @@ class Bench:
             f"{c['records_per_s']:,.0f} records/s, lost {c['lost']}")
 
     def ratios(self) -> dict[str, float]:
-        """Each other client's records/s over the baseline's, paired by repetition."""
-        base = self.figures.get(BASELINE, {})
+        """Each Kafka client's records/s over each Sluice client's, paired by repetition."""
+        clients = [CLIENTS[label] for label in self.args.clients]
         out = {}
-        for label in self.args.clients:
-            if label == BASELINE:
-                continue
-            for figure in ("produce records/s", "consume records/s"):
-                pairs = zip(self.figures[label].get(figure, []), base.get(figure, []),
-                            strict=False)
-                ratios = [ours / theirs for ours, theirs in pairs if theirs]
-                if ratios:
-                    out[f"{label} / {BASELINE}: {figure}"] = statistics.median(ratios)
+        for kafka in (c.label for c in clients if c.kafka):
+            for sluice in (c.label for c in clients if not c.kafka):
+                for figure in ("produce records/s", "consume records/s"):
+                    pairs = zip(self.figures[kafka].get(figure, []),
+                                self.figures[sluice].get(figure, []), strict=False)
+                    ratios = [ours / theirs for ours, theirs in pairs if theirs]
+                    if ratios:
+                        out[f"{kafka} / {sluice}: {figure}"] = statistics.median(ratios)
         return out
 
     def markdown(self) -> str:
