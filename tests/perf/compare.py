@@ -549,20 +549,24 @@ def render(path: Path) -> int:
     return 0
 
 
+def execute_and_report(run, json_path: Path | None) -> int:
+    """Run a benchmark's ``run`` (``execute``, ``markdown``, ``as_json``, ``errors``): print its
+    table, write its JSON to ``json_path`` if given; the exit status (1 if anything failed)."""
+    started = time.monotonic()
+    run.execute()
+    print(run.markdown(), flush=True)
+    if json_path:
+        json_path.write_text(json.dumps(run.as_json(), indent=2) + "\n")
+        log(f"wrote {json_path}")
+    log(f"done in {time.monotonic() - started:.0f} s")
+    return 1 if run.errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
         return render(args.render)
-    run = Run(args)
-    started = time.monotonic()
-    run.execute()
-    report = run.markdown()
-    print(report, flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(run.as_json(), indent=2) + "\n")
-        log(f"wrote {args.json}")
-    log(f"done in {time.monotonic() - started:.0f} s")
-    return 1 if run.errors else 0
+    return execute_and_report(Run(args), args.json)
 
 
 if __name__ == "__main__":

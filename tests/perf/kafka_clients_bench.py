@@ -25,21 +25,28 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
 
-from compare import WorkerError, cell, importable, log, machine_line, median, run_worker  # noqa: E402
+from compare import (  # noqa: E402
+    WorkerError,
+    cell,
+    execute_and_report,
+    importable,
+    log,
+    machine_line,
+    median,
+    run_worker,
+)
 from peers.servers import SluiceServer  # noqa: E402
 
 FIGURES = ("produce records/s", "produce MB/s", "consume records/s", "consume MB/s",
@@ -193,15 +200,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    bench = Bench(args)
-    started = time.monotonic()
-    bench.execute()
-    print(bench.markdown(), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(bench.as_json(), indent=2) + "\n")
-        log(f"wrote {args.json}")
-    log(f"done in {time.monotonic() - started:.0f} s")
-    return 1 if bench.errors else 0
+    return execute_and_report(Bench(args), args.json)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from broker_bench import Client as RawClient  # noqa: E402 - the same lean protocol client
-from compare import machine_line  # noqa: E402 - the same machine description as the comparison
+from compare import execute_and_report, machine_line  # noqa: E402 - as the comparison's
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -1018,15 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--worker"]:
         return worker_main(argv[1], argv[2])
     args = parse_args(argv)
-    run = Run(args)
-    t0 = time.monotonic()
-    run.execute()
-    print(run.markdown(), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(run.as_json(), indent=2) + "\n")
-        log(f"wrote {args.json}")
-    log(f"done in {time.monotonic() - t0:.0f} s")
-    return 1 if run.errors else 0
+    return execute_and_report(Run(args), args.json)
 
 
 if __name__ == "__main__":
