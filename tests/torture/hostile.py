@@ -17,6 +17,7 @@ import random
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 import msgpack
 import trio
@@ -56,27 +57,39 @@ def valid_frames() -> list[bytes]:
     return out
 
 
-def mutate(rng: random.Random, data: bytes) -> bytes:
+def mutate_frame(rng: random.Random, data: bytes, prefix: int,
+                 malformed: Callable[[random.Random, int, bytes], bytes]) -> bytes:
+    """A mutation of the valid frame ``data``, one of six kinds: bytes flipped after its
+    ``prefix`` (framing stays intact), pure noise, a truncation -- or one of the protocol's
+    own malformed frames, ``malformed(rng, kind, data)`` for kinds 1 to 3."""
     data = bytearray(data)
     choice = rng.randrange(6)
-    if choice == 0 and len(data) > 8:  # flip bytes after the prefix (framing stays intact)
+    if choice == 0 and len(data) > prefix:
         for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(8, len(data))] ^= 1 << rng.randrange(8)
-    elif choice == 1:  # random header bytes in an intact frame
+            data[rng.randrange(prefix, len(data))] ^= 1 << rng.randrange(8)
+    elif choice in (1, 2, 3):
+        return malformed(rng, choice, bytes(data))
+    elif choice == 4:  # pure noise (breaks framing: the broker closes this connection)
+        return rng.randbytes(rng.randint(1, 300))
+    elif choice == 5:  # a truncated valid frame
+        return bytes(data[: rng.randrange(1, len(data))])
+    return bytes(data)
+
+
+def sluice_malformed(rng: random.Random, kind: int, data: bytes) -> bytes:
+    if kind == 1:  # random header bytes in an intact frame
         return frame(rng.randbytes(rng.randint(0, 200)), rng.randbytes(rng.randint(0, 50)))
-    elif choice == 2:  # a valid msgpack header of the wrong shape
+    if kind == 2:  # a valid msgpack header of the wrong shape
         junk = rng.choice([[1, 2], {"api": rng.randint(-5, 40), "v": 0, "cid": rng.randint(-9, 2**40)},
                            {"api": 6, "v": 0, "cid": 1, "partitions": "x" * 50},
                            {"api": 5, "v": 0, "cid": 1, "acks": -1, "timeout_ms": 5,
                             "partitions": [{"topic": TOPIC, "partition": 0, "length": 10**6}]}])
         return frame(msgpack.packb(junk))
-    elif choice == 3:  # header_length larger than the frame
-        return struct.pack(">II", 20, 900) + rng.randbytes(16)
-    elif choice == 4:  # pure noise (breaks framing: the broker closes this connection)
-        return rng.randbytes(rng.randint(1, 300))
-    else:  # truncated valid frame
-        return bytes(data[: rng.randrange(1, len(data))])
-    return bytes(data)
+    return struct.pack(">II", 20, 900) + rng.randbytes(16)  # header_length past the frame
+
+
+def mutate(rng: random.Random, data: bytes) -> bytes:
+    return mutate_frame(rng, data, 8, sluice_malformed)
 
 
 async def fuzz(port: int, deadline: float, scale: int, *, frames: list[bytes] | None = None,
@@ -297,25 +310,19 @@ def kafka_valid_frames() -> list[bytes]:
     return out
 
 
-def kafka_mutate(rng: random.Random, data: bytes) -> bytes:
-    data = bytearray(data)
-    choice = rng.randrange(6)
-    if choice == 0 and len(data) > 8:  # flip bytes after the size (framing stays intact)
-        for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(4, len(data))] ^= 1 << rng.randrange(8)
-    elif choice == 1:  # an intact frame of random bytes
+def kafka_malformed(rng: random.Random, kind: int, data: bytes) -> bytes:
+    if kind == 1:  # an intact frame of random bytes
         return kafka_frame(rng.randbytes(rng.randint(0, 300)))
-    elif choice == 2:  # a known header (API, version, cid, client id), then a random body
+    if kind == 2:  # a known header (API, version, cid, client id), then a random body
         header = struct.pack(">hhih", rng.choice([0, 1, 3, 11, 14, 18, 19, 32, 99]),
                              rng.randint(-1, 12), rng.randint(-9, 2**31 - 1), -1)
         return kafka_frame(header + rng.randbytes(rng.randint(0, 80)))
-    elif choice == 3:  # a size the frame does not have
-        return struct.pack(">i", rng.choice([-1, -(2**31), 2**31 - 1, 70 << 20])) + bytes(data[4:])
-    elif choice == 4:  # pure noise (breaks framing: the broker closes this connection)
-        return rng.randbytes(rng.randint(1, 300))
-    else:  # a truncated valid frame
-        return bytes(data[: rng.randrange(1, len(data))])
-    return bytes(data)
+    # a size the frame does not have
+    return struct.pack(">i", rng.choice([-1, -(2**31), 2**31 - 1, 70 << 20])) + data[4:]
+
+
+def kafka_mutate(rng: random.Random, data: bytes) -> bytes:
+    return mutate_frame(rng, data, 4, kafka_malformed)
 
 
 async def kfuzz(port: int, deadline: float, scale: int) -> None:
