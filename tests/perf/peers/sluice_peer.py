@@ -160,20 +160,23 @@ async def raw_fetch(p: dict) -> dict:
     ``reader="socket"``: a blocking socket reading each response with ``recv_into`` into one
     reused buffer, like the loopback sendfile baseline (requests encoded by the sans-IO
     ``protocol.ClientConnection``): the broker's fetch path alone. ``reader="client"``: the
-    client library's connection layer (``Cluster`` + ``FetchState``), one fetch at a time.
+    client library's connection layer (``Network`` on the trio driver + ``FetchState``), one
+    fetch at a time.
     """
     if p.get("reader", "client") == "socket":
         return _raw_fetch_socket(p)
-    from sluice.client.connection import Cluster
     from sluice.client.fetcher import FetchState
+    from sluice.client.network import Call, Network
+    from sluice.client.trio_driver import TrioDriver
 
     address, topic, max_bytes = p["address"], p["topic"], p.get("max_bytes", 8 << 20)
     min_total = p.get("min_bytes", 0)
     total = requests = 0
     async with trio.open_nursery() as nursery:
-        cluster = Cluster(address, nursery)
-        await cluster.connection()
-        meta = await cluster.topic(topic)
+        net = Network(address, client_id="perf-raw-fetch", clock=trio.current_time)
+        driver = TrioDriver(net, nursery, [])
+        driver.start()
+        meta = await driver.run(net.look_up(topic))
         end = None
         for timed in (False, True):  # the untimed pass learns the end offset
             timer = Timer(p.get("server_pid"))
@@ -187,7 +190,7 @@ async def raw_fetch(p: dict) -> dict:
                     state.bind(topic, meta.topic_id, meta.partitions)
                     state.seek((topic, 0), 0)
                     while end is None or state.fetch_positions[(topic, 0)] < end:
-                        response = await cluster.request(state.fetch_request())
+                        response = await driver.call(Call(state.fetch_request()))
                         chunks = state.on_fetch(response, state.generation)
                         if timed:
                             requests += 1
@@ -198,7 +201,7 @@ async def raw_fetch(p: dict) -> dict:
                         end = state.fetch_positions[(topic, 0)]
                     elif total >= min_total:
                         break
-        await cluster.aclose()
+        driver.close()
         nursery.cancel_scope.cancel()
     out = timer.figures()
     out.update(bytes=total, requests=requests, mb_per_s=total / timer.elapsed / 1e6)
