@@ -135,9 +135,15 @@ class Producer(ProducerBase, ClientLifecycle):
         """Queue one record, waiting only for buffer space or topic metadata."""
         if self._acc.pending_bytes >= self.buffer_bytes or topic not in self._partitions:
             await self._ready_for(topic)
-        return self.send_nowait(
-            topic, value, key=key, headers=headers, timestamp=timestamp, partition=partition
+        elif self._closing:
+            raise ClientClosedError("producer is closed")
+        batch, index = self._append(
+            topic, value, key, headers,
+            _time_ns() // 1_000_000 if timestamp is None else check_timestamp(timestamp), partition,
         )
+        if not index:
+            self._kick()
+        return DeliveryHandle(batch, index)
 
     async def send_batch(
         self, topic: str, items, *, timestamp=None, partition=None

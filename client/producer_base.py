@@ -435,6 +435,8 @@ class ProducerBase:
         if partition is None:
             if key is None:
                 partition = self._sticky.partition(topic, count)
+            elif self.partitioner is partition_for_key:
+                partition = crc32c(key) % count  # (the default, without a call)
             else:
                 partition = self.partitioner(key, count)
         elif not 0 <= partition < count:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 import time
 from itertools import repeat
+from time import monotonic as _monotonic
+from time import time_ns as _time_ns
 
 from sluice.client.accumulator import ProducerBatch
 from sluice.client.bootstrap import DEFAULT_BOOTSTRAP
@@ -82,12 +84,14 @@ class SyncBulkDelivery(BulkResult):
 class Producer(ProducerBase):
     """Blocking producer: ``with Producer(...) as p: p.send(...).result()``.
 
-    The producer engine (``ProducerBase``) on the blocking driver, inside your calls: a
-    ``send`` that starts a batch, or that comes ``POLL_S`` after the last look while answers
-    are due, sends what may go and reads the answers already there (without waiting), so
-    batches keep flowing while you keep sending. ``result()``, ``flush()``, ``close()`` and
-    a full buffer wait; ``poll(timeout)`` does the producer's I/O for ``timeout`` seconds,
-    for a loop that would otherwise sleep between records.
+    The producer engine (``ProducerBase``) on the blocking driver, inside your calls. While
+    you keep sending, ``send`` runs the engine when its next time comes (a batch's linger,
+    at least ``POLL_S`` after the batch started: the records of a burst share a request)
+    and, while answers are due, looks every ``POLL_S`` whether one came (one ``epoll`` call)
+    to read it and send what may go next -- never waiting. ``result()``, ``flush()``,
+    ``close()`` and a full buffer wait; ``poll(timeout)`` runs the producer for ``timeout``
+    seconds, for a loop that would otherwise sleep between records: between your calls
+    nothing moves.
     """
 
     def __init__(
@@ -100,7 +104,8 @@ class Producer(ProducerBase):
         """``options``: see ``ProducerBase`` (acks, linger_ms, batch_bytes, buffer_bytes...)."""
         super().__init__(bootstrap, client_id=client_id, clock=time.monotonic, **options)
         self._driver = SyncDriver(self.net, [self])
-        self._next_pump = 0.0  # when a send looks at the sockets next
+        self._next_run = 0.0  # when a send runs the engine next
+        self._next_look = math.inf  # when a send looks for answers next
 
     def __enter__(self) -> Producer:
         try:
@@ -129,14 +134,23 @@ class Producer(ProducerBase):
         return count
 
     def send(self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None):
-        timestamp = now_ms() if timestamp is None else check_timestamp(timestamp)
+        now = _monotonic()
+        if now >= self._next_run:  # first what is due: earlier batches, answers
+            self._pump()
+        elif now >= self._next_look:
+            self._look()
         if topic not in self._partitions:
             self.partitions_for(topic)
-        batch, index = self._append(topic, value, key, headers, timestamp, partition)
+        batch, index = self._append(
+            topic, value, key, headers,
+            _time_ns() // 1_000_000 if timestamp is None else check_timestamp(timestamp), partition,
+        )
+        if not index:  # a new batch: it goes when its linger ends (records of a burst join it)
+            due = now + (self.linger_s if self.linger_s > POLL_S else POLL_S)
+            if due < self._next_run:
+                self._next_run = due
         if self._acc.pending_bytes >= self.buffer_bytes:
             self._wait_for_space()
-        elif not index or time.monotonic() >= self._next_pump:
-            self._pump()
         return SyncDeliveryHandle(self, batch, index)
 
     def send_batch(self, topic: str, items, *, timestamp=None, partition=None):
@@ -152,7 +166,7 @@ class Producer(ProducerBase):
         for step in self._bulk_steps(groups):
             self._wait_for_space()
             self._append_bulk(topic, step, timestamp, segments)
-            self._pump()
+            self._pump()  # (a step is thousands of records: a run per step is cheap)
         return SyncBulkDelivery(self, segments, order)
 
     def flush(self) -> None:
@@ -182,14 +196,18 @@ class Producer(ProducerBase):
             self._driver.wait(lambda: acc.pending_bytes < self.buffer_bytes)
 
     def _pump(self) -> None:
-        """Send what may go and read what came, without waiting; the next look is due at the
-        engine's next time, or in ``POLL_S`` while answers are due."""
+        """Run the engine and move what may move, without waiting; the next run is due at
+        the engine's next time, the next look in ``POLL_S`` while answers are due."""
         self._driver.pump()
-        now = time.monotonic()
-        due = self.wake_time()
-        if any(self._in_flight.values()) and now + POLL_S < due:
-            due = now + POLL_S
-        self._next_pump = due
+        self._next_run = self._driver.wake_time()
+        self._next_look = _monotonic() + POLL_S if any(self._in_flight.values()) else math.inf
+
+    def _look(self) -> None:
+        """Run the engine if an answer came (else only look again in ``POLL_S``)."""
+        if self._driver.readable():
+            self._pump()
+        else:
+            self._next_look = _monotonic() + POLL_S
 
 
 def _never() -> bool:
@@ -268,7 +286,8 @@ class Consumer(ConsumerBase):
                 self._driver.run(self._group_work(True))
             records = self._next_records()
             if records is not None:
-                self._driver.pump()  # the next fetch goes out before the records are handled
+                if not self._fetches:  # (a fetch answered in this poll sent the next already)
+                    self._driver.pump()  # the next fetch goes before the records are handled
                 return records
             if time.monotonic() >= deadline or (group is None and not self._state.assignment):
                 return []

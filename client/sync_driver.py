@@ -77,6 +77,10 @@ class SyncDriver(Driver):
             self.pump(float("inf") if until is None else until)
         return True
 
+    def readable(self) -> bool:
+        """Whether a socket has something to read (or an error to report), without waiting."""
+        return bool(self._sockets) and bool(self._selector.select(0))
+
     def close(self) -> None:
         self.network.close()
         self.step()

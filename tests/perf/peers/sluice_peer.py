@@ -11,6 +11,7 @@ import trio
 from sluice import client
 
 from peers.common import (
+    Acked,
     Timer,
     check_sequence,
     emit_ready,
@@ -55,14 +56,27 @@ async def _delivered(result) -> int:
 
 
 async def produce(p: dict) -> dict:
+    """``api="batch"``: ``send_batch`` of ``CHUNK`` records at a time; ``api="record"``: one
+    ``send`` per record. Then ``flush``."""
     address, topic, n, size = p["address"], p["topic"], p["records"], p["value_size"]
     await _create(address, topic)
     values = make_values(n, size)
-    items = [(make_key(i), v) for i, v in enumerate(values)] if p.get("keys", True) else values
-    chunks = [items[i : i + CHUNK] for i in range(0, n, CHUNK)]
-    results = []
+    keys = [make_key(i) for i in range(n)]
     async with client.Producer(address, acks=p["acks"], linger_ms=p.get("linger_ms", 5)) as prod:
         await prod.partitions_for(topic)
+        if p.get("api", "batch") == "record":
+            send = prod.send
+            acked = Acked()
+            with Timer(p.get("server_pid")) as timer:
+                for i, (key, value) in enumerate(zip(keys, values, strict=True)):
+                    acked.add(await send(topic, value, key=key))
+                    if not i % CHUNK:
+                        acked.settle()
+                await prod.flush()
+            return throughput(timer, n, size, acked=acked.settle())
+        items = list(zip(keys, values, strict=True)) if p.get("keys", True) else values
+        chunks = [items[i : i + CHUNK] for i in range(0, n, CHUNK)]
+        results = []
         with Timer(p.get("server_pid")) as timer:
             for chunk in chunks:
                 results.append(await prod.send_batch(topic, chunk))
@@ -74,6 +88,7 @@ async def produce(p: dict) -> dict:
 
 
 async def consume(p: dict) -> dict:
+    """``api="batch"``: ``getmany``; ``api="record"``: ``async for record``."""
     address, topic, n, size = p["address"], p["topic"], p["records"], p["value_size"]
     batches = []  # checked after the clock stops (the same for every system)
     got = 0
@@ -82,10 +97,18 @@ async def consume(p: dict) -> dict:
         cons.assign([(topic, 0)])
         with Timer(p.get("server_pid")) as timer:
             with trio.move_on_at(deadline):
-                while got < n:
-                    records = await cons.getmany()
-                    got += len(records)
+                if p.get("api", "batch") == "record":
+                    records = []
                     batches.append(records)
+                    async for record in cons:
+                        records.append(record)
+                        if len(records) >= n:
+                            break
+                else:
+                    while got < n:
+                        records = await cons.getmany()
+                        got += len(records)
+                        batches.append(records)
     seqs = [seq_of(r.value) for records in batches for r in records]
     result = throughput(timer, len(seqs), size, **check_sequence(seqs, n))
     if p.get("delete"):
@@ -141,16 +164,10 @@ async def e2e_produce(p: dict) -> dict:
                     sent += 1
                 await ticker.tick()
             await prod.flush()
-    acked = sum(1 for h in handles if _ok(h))
-    return {**timer.figures(), "sent": total, "acked": acked}
-
-
-def _ok(handle) -> bool:
-    try:
-        handle.result()
-        return True
-    except Exception:
-        return False
+    acked = Acked()
+    for handle in handles:
+        acked.add(handle)
+    return {**timer.figures(), "sent": total, "acked": acked.settle()}
 
 
 async def raw_fetch(p: dict) -> dict:
