@@ -165,7 +165,9 @@ class ConsumerBase:
                         net.submit(Call(m.ListOffsetsRequest(partitions=parts),
                                         partial(self._offsets_found, node, generation)),
                                    self._channel(node))
-        if len(self._ready) < PREFETCH_CHUNKS and not (self._hold and self._ready):
+        if len(self._ready) < PREFETCH_CHUNKS and not (self._hold and self._ready) and (
+            not self._fetches or sum(map(len, self._fetches.values())) < len(state.assignment)
+        ):  # (not when every assigned partition is being fetched already)
             request = state.fetch_request()
             if request is not None:
                 self._fetch(request, generation)

@@ -132,7 +132,7 @@ class Channel:
     """The way to one broker (``node``; None: any bootstrap address) for one ``purpose``."""
 
     __slots__ = ("node", "purpose", "link", "queued", "state", "down_since", "retry_at",
-                 "delay", "tried", "errors")
+                 "delay", "tried", "errors", "gave_up")
 
     def __init__(self, node: int | None, purpose: str) -> None:
         self.node = node
@@ -140,11 +140,12 @@ class Channel:
         self.link: Link | None = None
         self.queued: deque[Call] = deque()  # waiting for a ready link
         self.state = IDLE
-        self.down_since: float | None = None  # when it was lost (or first tried)
+        self.down_since: float | None = None  # when this series of attempts started
         self.retry_at = 0.0
         self.delay = RECONNECT_DELAY_S
         self.tried = 0  # addresses tried in this round
         self.errors: list[str] = []  # of this round
+        self.gave_up = False  # could not be reopened since it was last ready
 
     @property
     def ready(self) -> bool:
@@ -186,7 +187,8 @@ class Network:
 
     def any_channel(self, purpose: str = "") -> Channel:
         """A channel for a request no broker in particular must answer: a ready one, else
-        one being (re)opened, else a known broker's, else the bootstrap addresses'."""
+        one being (re)opened, else a known broker's that did not fail to reopen, else the
+        bootstrap addresses' (a cluster that moved is found through them again)."""
         trying = None
         for channel in self.channels.values():
             if channel.purpose == purpose:
@@ -196,8 +198,11 @@ class Network:
                     trying = channel
         if trying is not None:
             return trying
-        nodes = self.metadata.nodes()
-        return self.channel(nodes[0] if nodes else None, purpose)
+        for node in self.metadata.nodes():
+            known = self.channels.get((node, purpose))
+            if known is None or not known.gave_up:
+                return self.channel(node, purpose)
+        return self.channel(None, purpose)
 
     def submit(self, call: Call, channel: Channel | None = None) -> Call:
         """Send ``call`` on ``channel`` (default: ``any_channel()``) as soon as it is ready."""
@@ -239,10 +244,6 @@ class Network:
         """Open ``channel`` if it is not open or opening (the first attempt starts now)."""
         if channel.state is IDLE and not self.closed:
             self._attempt(channel, self.clock())
-
-    def in_flight(self, channel: Channel) -> int:
-        link = channel.link
-        return len(link.sent) if link is not None and link.ready else 0
 
     def bump(self) -> None:
         """Something a generic wait may be waiting for has happened."""
@@ -402,6 +403,7 @@ class Network:
         link.ready = True
         self.patient = True
         channel.state = READY
+        channel.gave_up = False
         channel.down_since = None
         channel.delay = RECONNECT_DELAY_S
         queued, channel.queued = channel.queued, deque()
@@ -538,6 +540,7 @@ class Network:
     def _unreachable(self, channel: Channel, error: BrokerUnreachableError) -> None:
         """Give up on ``channel`` for now: what waits for it fails; a later use starts over."""
         channel.state = IDLE
+        channel.gave_up = True
         channel.down_since = None
         channel.delay = RECONNECT_DELAY_S
         channel.errors = []

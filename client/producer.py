@@ -121,13 +121,7 @@ class Producer(ProducerBase, ClientLifecycle):
             raise trio.WouldBlock
         if self._closing:
             raise ClientClosedError("producer is closed")
-        batch, index = self._append(
-            topic, value, key, headers,
-            _time_ns() // 1_000_000 if timestamp is None else check_timestamp(timestamp), partition,
-        )
-        if not index:
-            self._kick()
-        return DeliveryHandle(batch, index)
+        return self._queue(topic, value, key, headers, timestamp, partition)
 
     async def send(
         self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None
@@ -137,12 +131,15 @@ class Producer(ProducerBase, ClientLifecycle):
             await self._ready_for(topic)
         elif self._closing:
             raise ClientClosedError("producer is closed")
+        return self._queue(topic, value, key, headers, timestamp, partition)
+
+    def _queue(self, topic: str, value, key, headers, timestamp, partition) -> DeliveryHandle:
         batch, index = self._append(
             topic, value, key, headers,
             _time_ns() // 1_000_000 if timestamp is None else check_timestamp(timestamp), partition,
         )
         if not index:
-            self._kick()
+            self._kick()  # a new batch: the driver drains it when its time comes
         return DeliveryHandle(batch, index)
 
     async def send_batch(

@@ -145,10 +145,8 @@ class Producer(ProducerBase):
             topic, value, key, headers,
             _time_ns() // 1_000_000 if timestamp is None else check_timestamp(timestamp), partition,
         )
-        if not index:  # a new batch: it goes when its linger ends (records of a burst join it)
-            due = now + (self.linger_s if self.linger_s > POLL_S else POLL_S)
-            if due < self._next_run:
-                self._next_run = due
+        if not index:
+            self._started(now)
         if self._acc.pending_bytes >= self.buffer_bytes:
             self._wait_for_space()
         return SyncDeliveryHandle(self, batch, index)
@@ -165,8 +163,13 @@ class Producer(ProducerBase):
         segments: list = []
         for step in self._bulk_steps(groups):
             self._wait_for_space()
-            self._append_bulk(topic, step, timestamp, segments)
-            self._pump()  # (a step is thousands of records: a run per step is cheap)
+            now = _monotonic()
+            if self._append_bulk(topic, step, timestamp, segments):
+                self._started(now)
+            if now >= self._next_run or any(self._acc.ready.values()):  # (full batches)
+                self._pump()
+            elif now >= self._next_look:
+                self._look()
         return SyncBulkDelivery(self, segments, order)
 
     def flush(self) -> None:
@@ -194,6 +197,13 @@ class Producer(ProducerBase):
         if acc.pending_bytes >= self.buffer_bytes:
             acc.seal_all()
             self._driver.wait(lambda: acc.pending_bytes < self.buffer_bytes)
+
+    def _started(self, now: float) -> None:
+        """A batch was started: it goes when its linger ends, but not before ``POLL_S`` (the
+        records of a burst of sends join it)."""
+        due = now + (self.linger_s if self.linger_s > POLL_S else POLL_S)
+        if due < self._next_run:
+            self._next_run = due
 
     def _pump(self) -> None:
         """Run the engine and move what may move, without waiting; the next run is due at

@@ -8,7 +8,8 @@ latest). It answers ``NotLeaderError`` for a partition it does not lead, so a te
 leader (``StubCluster.move``) to see a client follow it. ``StubCluster.inject`` makes the
 next requests of one API fail with a top-level error. Every request a broker received is in
 its ``requests`` list, for the test to check where the client sent what. ``hold`` keeps the
-answers to one API back until ``release`` (a slow broker, without sleeping).
+answers to one API back until ``release`` (a slow broker, without sleeping); ``cut`` closes a
+broker's connections.
 
 Requests on one connection are answered in order (a long poll holds up the ones behind it,
 as the real broker's do). It keeps no producer state: a retried batch is stored again.
@@ -81,8 +82,10 @@ class StubCluster:
             self.held += 1
             self._changed.set()
             self._changed = trio.Event()
-            await gate.wait()
-            self.held -= 1
+            try:
+                await gate.wait()
+            finally:
+                self.held -= 1
 
     def values(self, topic: str, partition: int) -> list[bytes]:
         """Every record value stored in the partition, in offset order."""
@@ -136,6 +139,7 @@ class StubBroker:
         self.port = 0
         self.requests: list = []  # every request received, in order
         self.connections = 0
+        self._sessions: set[trio.CancelScope] = set()
 
     @property
     def address(self) -> str:
@@ -147,8 +151,21 @@ class StubBroker:
         task_status.started(self)
         await trio.serve_listeners(self._session, listeners)
 
+    def cut(self) -> None:
+        """Close every connection to this broker (what is held at a gate is dropped)."""
+        for scope in self._sessions:
+            scope.cancel()
+
     async def _session(self, stream: trio.SocketStream) -> None:
         self.connections += 1
+        with trio.CancelScope() as scope:
+            self._sessions.add(scope)
+            try:
+                await self._serve(stream)
+            finally:
+                self._sessions.discard(scope)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
         conn = ServerConnection()
         async with stream:
             while True:

@@ -72,6 +72,30 @@ async def test_a_moved_leader_is_looked_up_and_the_batch_retried_there(cluster, 
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
+async def test_a_lost_connection_makes_the_producer_look_the_leader_up_again(cluster, driver):
+    """The leader's connection is cut while a batch waits for its answer (the broker had not
+    written it); meanwhile another broker took the partition over. The batch is retried (its
+    outcome was unknown: same sequence numbers), and goes to the new leader once."""
+    bootstrap = cluster.brokers[0].address
+    with trio.fail_after(WAIT_S):
+        async with open_client(driver, "producer", bootstrap, linger_ms=0) as producer:
+            assert await producer.outcome(await producer.send(TOPIC, b"before", partition=1)) == 0
+            cluster.hold(m.ProduceRequest)
+            handle = await producer.send(TOPIC, b"cut", partition=1)
+            if producer.blocking:
+                await producer.poll(0)  # (it does its I/O inside calls: send it now)
+            await cluster.wait_held(1)
+            cluster.move(TOPIC, 1, 2)
+            cluster.brokers[1].cut()
+            cluster.release(m.ProduceRequest)
+            assert await producer.outcome(handle) == 1
+    assert cluster.values(TOPIC, 1) == [b"before", b"cut"]
+    assert produced(cluster.brokers[2]) == [(TOPIC, 1)]
+    # Not tried at the old leader again: the loss itself made it look the leaders up.
+    assert produced(cluster.brokers[1]) == [(TOPIC, 1), (TOPIC, 1)]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
 async def test_fetch_goes_to_each_leader_and_follows_a_move(cluster, driver):
     for partition in range(3):
         cluster.append((TOPIC, partition), _batch([b"p%d-%d" % (partition, i) for i in range(3)]))

@@ -1,6 +1,7 @@
 """Sluice through its blocking client (``sluice.client.sync``), driven as a plain script
-drives it: one ``send`` per record, ``for record in consumer``, and in the paced producer
-``poll(timeout)`` where a script would sleep until its next record is due."""
+drives it: one ``send`` per record (or ``send_batch``), ``for record in consumer`` (or
+``poll``), and in the paced producer ``poll(timeout)`` where a script would sleep until its
+next record is due."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def _delete(address: str, topic: str) -> None:
 
 
 def produce(p: dict) -> dict:
-    """One ``send`` per record, then ``flush``."""
+    """``api="record"`` (the default): one ``send`` per record; ``api="batch"``: ``send_batch``
+    of ``CHUNK`` records at a time. Then ``flush``."""
     address, topic, n, size = p["address"], p["topic"], p["records"], p["value_size"]
     _create(address, topic)
     values = make_values(n, size)
@@ -47,6 +49,14 @@ def produce(p: dict) -> dict:
     acked = Acked()
     with sync.Producer(address, acks=p["acks"], linger_ms=p.get("linger_ms", 5)) as prod:
         prod.partitions_for(topic)
+        if p.get("api", "record") == "batch":
+            items = list(zip(keys, values, strict=True))
+            results = []
+            with Timer(p.get("server_pid")) as timer:
+                for i in range(0, n, CHUNK):
+                    results.append(prod.send_batch(topic, items[i : i + CHUNK]))
+                prod.flush()
+            return throughput(timer, n, size, acked=sum(map(_delivered, results)))
         send = prod.send
         with Timer(p.get("server_pid")) as timer:
             for i, (key, value) in enumerate(zip(keys, values, strict=True)):
@@ -57,19 +67,38 @@ def produce(p: dict) -> dict:
     return throughput(timer, n, size, acked=acked.settle())
 
 
+def _delivered(result) -> int:
+    """How many records of one ``send_batch`` result were acknowledged."""
+    try:
+        return len(result.result())
+    except Exception:
+        return 0
+
+
 def consume(p: dict) -> dict:
-    """``for record in consumer`` from the beginning."""
+    """``api="record"`` (the default): ``for record in consumer``; ``api="batch"``: ``poll``,
+    a list of records at a time. From the beginning."""
     address, topic, n, size = p["address"], p["topic"], p["records"], p["value_size"]
     deadline = time.monotonic() + p.get("timeout_s", 120)
+    batches = []  # checked after the clock stops (the same for every system)
     with sync.Consumer(address, auto_offset_reset="earliest") as cons:
         cons.assign([(topic, 0)])
-        values = []
         with Timer(p.get("server_pid")) as timer:
-            for record in cons:
-                values.append(record.value)
-                if len(values) >= n or (len(values) % CHECK_EVERY == 0 and time.monotonic() > deadline):
-                    break
-    seqs = [seq_of(v) for v in values]
+            if p.get("api", "record") == "batch":
+                got = 0
+                while got < n and time.monotonic() < deadline:
+                    records = cons.poll(1.0)
+                    got += len(records)
+                    batches.append(records)
+            else:
+                records = []
+                batches.append(records)
+                for record in cons:
+                    records.append(record)
+                    if len(records) >= n or (len(records) % CHECK_EVERY == 0
+                                             and time.monotonic() > deadline):
+                        break
+    seqs = [seq_of(r.value) for records in batches for r in records]
     result = throughput(timer, len(seqs), size, **check_sequence(seqs, n))
     if p.get("delete"):
         _delete(address, topic)
