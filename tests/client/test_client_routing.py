@@ -32,6 +32,12 @@ def produced(broker) -> list[tuple[str, int]]:
             for p in r.partitions]
 
 
+def batches(broker) -> list[bytes]:
+    """The record batches of every produce request a broker received."""
+    return [bytes(p.records) for r in broker.requests if isinstance(r, m.ProduceRequest)
+            for p in r.partitions]
+
+
 def fetched(broker) -> set[tuple[str, int]]:
     return {(p.topic, p.partition) for r in broker.requests if isinstance(r, m.FetchRequest)
             for p in r.partitions}
@@ -65,6 +71,8 @@ async def test_a_moved_leader_is_looked_up_and_the_batch_retried_there(cluster, 
             assert await producer.outcome(handle) == 1  # the stub's offsets are per partition
     assert produced(cluster.brokers[1]) == [(TOPIC, 1), (TOPIC, 1)]  # the refused attempt
     assert produced(cluster.brokers[2]) == [(TOPIC, 1)]  # the retry, at the new leader
+    # Retried idempotently: the same bytes, so the same producer id, epoch and sequence.
+    assert batches(cluster.brokers[2])[0] == batches(cluster.brokers[1])[1]
     metadata_after = sum(isinstance(r, m.MetadataRequest)
                          for b in cluster.brokers.values() for r in b.requests)
     assert metadata_after > metadata_before  # the refusal made it look the leaders up
