@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from sluice.broker.adapters.inflight import InFlight
@@ -27,7 +27,7 @@ from sluice.broker.adapters.sluice.connection import SluiceAdapter
 from sluice.broker.config import BrokerConfig
 from sluice.broker.descriptors import DescriptorBudget
 from sluice.broker.domain.broker import Broker
-from sluice.broker.io.channel import Channel
+from sluice.broker.io.channel import Channel, ChannelStats
 from sluice.broker.io.listener import REFUSALS_AT_ONCE, accept_loop
 from sluice.broker.io.sockets import SocketChannel
 from sluice.broker.io.streams import StreamChannel
@@ -48,6 +48,7 @@ class ServerHandle:
     broker: Broker
     descriptors: DescriptorBudget
     _shutdown: trio.Event
+    channels: ChannelStats = field(default_factory=ChannelStats)
 
     @property
     def open_connections(self) -> int:
@@ -83,16 +84,17 @@ def open_broker(config: BrokerConfig) -> tuple[Broker, DescriptorBudget]:
     return broker, descriptors
 
 
-def channel_factory(config: BrokerConfig):
+def channel_factory(config: BrokerConfig, stats: ChannelStats):
     """How accepted connections become channels: the raw-socket fast path, or -- with
-    ``use_sendfile = false`` -- the stream path, which copies file slices."""
+    ``use_sendfile = false`` -- the stream path, which copies file slices. All of them count
+    in ``stats``."""
     timeout = config.send_timeout_s
     if config.use_sendfile:
         def make(stream: trio.SocketStream, peer: str) -> Channel:
-            return SocketChannel(stream, send_timeout_s=timeout, peer=peer)
+            return SocketChannel(stream, send_timeout_s=timeout, peer=peer, stats=stats)
     else:
         def make(stream: trio.SocketStream, peer: str) -> Channel:
-            return StreamChannel(stream, send_timeout_s=timeout, peer=peer)
+            return StreamChannel(stream, send_timeout_s=timeout, peer=peer, stats=stats)
     return make
 
 
@@ -116,7 +118,7 @@ async def serve(
     handle = ServerHandle(config.host, port, broker, descriptors, shutdown)
     inflight = InFlight()
     adapter = SluiceAdapter(broker, config, inflight, (config.host, port))
-    make_channel = channel_factory(config)
+    make_channel = channel_factory(config, handle.channels)
     refusals = trio.CapacityLimiter(REFUSALS_AT_ONCE)
     try:
         async with trio.open_nursery() as outer:

@@ -9,6 +9,7 @@ sends file slices by copying them. Protocol adapters drive a channel and never s
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -40,6 +41,22 @@ class Channel(Protocol):
     async def send(self, pieces: Iterable[Piece], scope: trio.CancelScope) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    """What the broker's channels shared by all connections counted (metrics read it).
+
+    ``cold_reads``: file slices to be sent whose pages were not all in the page cache, so
+    they were read from disk by a worker thread first (never on the event loop: Kafka's
+    KAFKA-7504); ``cold_read_bytes``: their bytes. Once per slice, never per page."""
+
+    cold_reads: int = 0
+    cold_read_bytes: int = 0
+
+    def cold(self, length: int) -> None:
+        self.cold_reads += 1
+        self.cold_read_bytes += length
 
 
 class OneSender:
