@@ -1,8 +1,9 @@
 """``serve``: open the logs, listen, serve connections, and shut down in order.
 
 The composition root: it builds the layers -- storage (``LogManager``), the domain
-(``Broker``), the protocol adapter (``SluiceAdapter``) and the I/O (listeners handing each
-accepted connection to the adapter as a ``Channel``) -- and nothing below it knows about it.
+(``Broker``), the protocol adapter (``SluiceAdapter``), the HTTP port if configured
+(``web.WebAdapter``) and the I/O (listeners handing each accepted connection to its adapter as
+a ``Channel``) -- and nothing below it knows about it.
 
 Shutdown order (SIGINT/SIGTERM, or the caller cancelling ``shutdown``):
 1. stop accepting connections;
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from dataclasses import dataclass, field
 
 import trio
@@ -34,6 +36,8 @@ from sluice.broker.io.streams import StreamChannel
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import HandleQuota
 from sluice.broker.storage.manager import LogManager
+from sluice.broker.web.app import WebAdapter
+from sluice.broker.web.view import BrokerView
 from sluice.protocol.errors import SluiceError, StorageError
 
 log = logging.getLogger("sluice.server")
@@ -49,6 +53,7 @@ class ServerHandle:
     descriptors: DescriptorBudget
     _shutdown: trio.Event
     channels: ChannelStats = field(default_factory=ChannelStats)
+    http: str | None = None  # the HTTP port's HOST:PORT, if it has one
 
     @property
     def open_connections(self) -> int:
@@ -107,10 +112,12 @@ async def serve(
     """Run a broker until shutdown. ``task_status.started`` receives a ``ServerHandle``."""
     # Bind first: a port in use must not cost a recovery of the data directory.
     listeners = await _listen(config)
+    http_listeners: list = []
     try:
+        http_listeners = await _listen_http(config)
         broker, descriptors = await trio.to_thread.run_sync(open_broker, config)
     except BaseException:
-        for listener in listeners:
+        for listener in listeners + http_listeners:
             await trio.aclose_forcefully(listener)
         raise
     port = listeners[0].socket.getsockname()[1]
@@ -118,6 +125,14 @@ async def serve(
     handle = ServerHandle(config.host, port, broker, descriptors, shutdown)
     inflight = InFlight()
     adapter = SluiceAdapter(broker, config, inflight, (config.host, port))
+    served = [(listener, adapter) for listener in listeners]
+    if http_listeners:
+        handle.http = f"{config.http_host or config.host}:{http_listeners[0].socket.getsockname()[1]}"
+        web = WebAdapter(BrokerView(
+            broker, config, lambda: descriptors.connections, handle.channels,
+            {"sluice": f"{config.host}:{port}", "http": handle.http}, time.time()))
+        served += [(listener, web) for listener in http_listeners]
+        listeners += http_listeners
     make_channel = channel_factory(config, handle.channels)
     refusals = trio.CapacityLimiter(REFUSALS_AT_ONCE)
     try:
@@ -129,15 +144,17 @@ async def serve(
                 async def accept_all() -> None:
                     with accept_scope:
                         async with trio.open_nursery() as acceptors:
-                            for listener in listeners:
+                            for listener, serving in served:
                                 acceptors.start_soon(accept_loop, listener, descriptors,
-                                                     make_channel, adapter, connections, refusals)
+                                                     make_channel, serving, connections, refusals)
 
                 connections.start_soon(accept_all)
                 if handle_signals:  # watching before the broker says it is ready
                     await connections.start(_watch_signals, shutdown)
                 log.info("broker %d ready on %s:%d; %s", config.broker_id, config.host, port,
                          _storage_description(config))
+                if handle.http is not None:
+                    log.info("console and metrics on http://%s/", handle.http)
                 task_status.started(handle)
                 await shutdown.wait()
                 log.info("shutting down: no new connections; draining for up to %.1f s",
@@ -152,6 +169,8 @@ async def serve(
             outer.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
+            for listener in listeners:  # those a cancellation kept from closing in order
+                await trio.aclose_forcefully(listener)
             await trio.to_thread.run_sync(broker.close)
             log.info("logs flushed and closed cleanly")
 
@@ -166,6 +185,18 @@ async def _listen(config: BrokerConfig) -> list:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ListenError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
+
+
+async def _listen_http(config: BrokerConfig) -> list:
+    """The HTTP port's listeners (none unless ``http_port`` is set)."""
+    if config.http_port is None:
+        return []
+    host = config.http_host or config.host
+    try:
+        return await trio.open_tcp_listeners(config.http_port, host=host)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ListenError(f"cannot listen for HTTP on {host}:{config.http_port}: {reason}") from None
 
 
 def _storage_description(config: BrokerConfig) -> str:
