@@ -42,6 +42,7 @@ from sluice.broker.web.http import (
     HttpResponse,
     refusal_bytes,
 )
+from sluice.broker.web.metrics import Metrics
 from sluice.broker.web.view import BrokerView
 from sluice.protocol.errors import ApiError
 
@@ -113,6 +114,7 @@ class WebAdapter:
         self.guard = Guard(config.http_host or config.host, config.http_read_only)
         health = Health(view)
         self.routes = [
+            route("GET", "/metrics", Metrics(view).scrape),
             route("GET", "/health", health.ready),
             route("GET", "/health/ready", health.ready),
             route("GET", "/health/live", health.live),
