@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 
 import trio
 from sluice.broker.io.channel import Channel
+from sluice.broker.web.assets import Assets
+from sluice.broker.web.console import ConsoleApi
 from sluice.broker.web.health import Health
 from sluice.broker.web.http import (
     EventStream,
@@ -43,6 +45,7 @@ from sluice.broker.web.http import (
     refusal_bytes,
 )
 from sluice.broker.web.metrics import Metrics
+from sluice.broker.web.tail import Tail
 from sluice.broker.web.view import BrokerView
 from sluice.protocol.errors import ApiError
 
@@ -113,11 +116,21 @@ class WebAdapter:
         self.view = view
         self.guard = Guard(config.http_host or config.host, config.http_read_only)
         health = Health(view)
+        assets = Assets()
+        console = ConsoleApi(view)
         self.routes = [
             route("GET", "/metrics", Metrics(view).scrape),
             route("GET", "/health", health.ready),
             route("GET", "/health/ready", health.ready),
             route("GET", "/health/live", health.live),
+            route("GET", "/", assets.index),
+            route("GET", "/static/{name}", assets.file),
+            route("GET", "/api/broker", console.broker),
+            route("GET", "/api/topics", console.topics),
+            route("POST", "/api/topics", console.create_topic),
+            route("POST", "/api/topics/{name}/records", console.produce),
+            route("GET", "/api/topics/{name}/tail", Tail(view.broker).open),
+            route("GET", "/api/groups", console.groups),
         ]
 
     async def serve(self, channel: Channel) -> None:

@@ -99,7 +99,7 @@ class HttpClient:
                 block, pending = pending.split("\n\n", 1)
                 fields = dict(line.split(": ", 1) for line in block.splitlines()
                               if line and not line.startswith(":"))
-                if fields:
+                if "data" in fields:  # a block without data (e.g. retry: alone) is no event
                     yield Event(fields.get("event", "message"), fields.get("data", ""))
 
     async def _response_head(self) -> h11.Response:
