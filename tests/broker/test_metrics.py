@@ -4,13 +4,15 @@ amounts, counters never go back, and the output parses with Prometheus's own par
 from __future__ import annotations
 
 import os
+from itertools import accumulate
 
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 from sluice.broker.config import BrokerConfig
 from sluice.broker.io import pagecache
-from sluice.broker.web.metrics import METRICS, metric_table
+from sluice.broker.web.metrics import METRICS, collect, metric_table, render
+from sluice.broker.web.view import BrokerView
 from sluice.client import Admin, Consumer, Producer
 from sluice.protocol import messages as m
 
@@ -198,3 +200,63 @@ async def test_every_catalogued_metric_is_exposed_with_its_type(broker, client):
 def test_the_readme_lists_every_metric():
     readme = (__import__("pathlib").Path(__file__).parents[2] / "README.md").read_text()
     assert metric_table() in readme, "README's metric list is stale: paste metric_table()"
+
+
+class Reference:
+    """The same snapshot through prometheus_client's own writer (``generate_latest``)."""
+
+    def __init__(self, samples) -> None:
+        self.samples = samples
+
+    def collect(self):
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        for metric in METRICS:
+            labels = list(metric.labels)
+            if metric.kind == "counter":
+                family = CounterMetricFamily(metric.name.removesuffix("_total"), metric.help,
+                                             labels=labels)
+            elif metric.kind == "gauge":
+                family = GaugeMetricFamily(metric.name, metric.help, labels=labels)
+            else:
+                family = HistogramMetricFamily(metric.name, metric.help, labels=labels)
+            for values, value in self.samples.get(metric.name, ()):
+                if metric.kind == "histogram":
+                    bounds = [*map(str, value.bounds), "+Inf"]
+                    family.add_metric(list(values), list(zip(bounds, accumulate(value.counts),
+                                                             strict=True)), value.sum)
+                else:
+                    family.add_metric(list(values), value)
+            yield family
+
+
+async def test_the_exposition_reads_back_as_prometheus_client_s_own(broker, client):
+    """The text the broker writes parses to exactly the samples prometheus_client's writer
+    gives for the same snapshot -- with label values that need escaping."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    await create_topic(client, "t", 2)
+    await produce(client, "t", make_batch([b"x"] * 5), acks=-1)
+    for group in ('quote"d', "back\\slash", "new\nline", "plain"):
+        committed = await client.request(m.CommitOffsetsRequest(
+            group_id=group, member_id="", member_epoch=-1,
+            offsets=[m.OffsetCommit(topic="t", partition=0, offset=2)]))
+        assert committed.error == 0
+    await fetch(client, "t", 0)
+    domain = broker.broker
+    samples = collect(BrokerView(domain, domain.config, lambda: 1, broker.channels, {}, 0.0))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Reference(samples))
+    ours = Scrape(render(samples).decode())
+    theirs = Scrape(generate_latest(registry).decode())
+    sluice_only = {k: v for k, v in ours.samples.items() if k[0].startswith("sluice_")}
+    assert sluice_only == theirs.samples
+    assert ours.value("sluice_consumer_group_lag_records", group='quote"d', topic="t",
+                      partition="0") == 3
+    assert ours.value("sluice_consumer_group_lag_records", group="new\nline", topic="t",
+                      partition="0") == 3
+    assert any(k[0] == "process_cpu_seconds_total" for k in ours.samples)
