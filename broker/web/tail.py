@@ -29,6 +29,7 @@ import trio
 from sluice.broker.domain.broker import Broker
 from sluice.broker.domain.fetching import release_slices
 from sluice.broker.domain.partition import Partition
+from sluice.broker.domain.topics import is_internal
 from sluice.broker.web.http import EventStream, HttpError, HttpRequest
 from sluice.protocol.batch import DecodedRecord, InvalidBatchError, decode_batch_into, iter_batches
 from sluice.protocol.errors import ApiError, OffsetOutOfRangeError
@@ -60,7 +61,7 @@ class Tail:
     def open(self, request: HttpRequest, name: str) -> EventStream:
         """Check the request and start a stream (``HttpError`` 400/404 before any event)."""
         info = self._broker.topics.topic(name)
-        if info is None or name.startswith("__"):
+        if info is None or is_internal(name):
             raise HttpError(404, f"unknown topic {name!r}")
         count = info.config.partitions
         wanted = request.query.get("partition")
