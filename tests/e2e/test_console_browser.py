@@ -14,6 +14,7 @@ import time
 import pytest
 from sluice.client.sync import Consumer, Producer
 
+from tests.system_tools import needs
 from tests.web_process import WebBrokerProcess
 
 CHROMIUM = shutil.which("chromium")
@@ -22,11 +23,8 @@ WAIT_S = 30
 TOPIC = "browser-orders"
 GROUP = "billing"
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium "
-           "chromium-driver; .ci/run installs them)",
-)
+pytestmark = needs("chromium", "chromedriver",
+                   install="apt-get install -y chromium chromium-driver; .ci/run installs them")
 
 
 @pytest.fixture
