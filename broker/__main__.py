@@ -16,10 +16,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-import trio
 from sluice.broker.config import LOG_LEVELS, BrokerConfig
-from sluice.broker.descriptors import raise_soft_limit
-from sluice.broker.server import serve
 from sluice.protocol.errors import SluiceError
 
 DESCRIPTION = "Run a Sluice broker in the foreground (Ctrl-C or SIGTERM stops it cleanly)."
@@ -27,6 +24,7 @@ EXAMPLES = """examples:
   sluice broker                                  # ./sluice-data, 127.0.0.1:9092
   sluice broker --data-dir /var/lib/sluice --port 9093
   sluice broker --config sluice.toml --log-level DEBUG
+  sluice broker --http-port 9644                 # /metrics, /health, console: http://127.0.0.1:9644/
   sluice broker --repair-truncate orders-3       # once, after it refused a corrupt partition
 """
 
@@ -47,10 +45,13 @@ class LogfmtFormatter(logging.Formatter):
 
 
 class AnnounceReady:
-    """``serve``'s task status: says ``listening on HOST:PORT`` on stdout once it accepts."""
+    """``serve``'s task status: says ``listening on HOST:PORT`` on stdout once it accepts
+    (then, with an HTTP port, ``console and metrics on http://HOST:PORT/``)."""
 
     def started(self, handle) -> None:
         print(f"listening on {handle.host}:{handle.port}", flush=True)
+        if handle.http is not None:
+            print(f"console and metrics on http://{handle.http}/", flush=True)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -73,6 +74,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="default INFO")
     parser.add_argument(
+        "--http-port", type=int, metavar="P",
+        help="serve /metrics, /health and the web console on this port, on the broker's host "
+        "(default: off; 0 = any)",
+    )
+    parser.add_argument(
         "--in-memory", action="store_true", default=None, help="keep logs in memory (no files)"
     )
     parser.add_argument(
@@ -84,7 +90,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the broker for parsed ``args``; returns the process exit code."""
+    """Run the broker for parsed ``args``; returns the process exit code.
+
+    The broker itself (trio, the server and every layer under it) is imported here, not at
+    the top: building the parser (``sluice broker --help``) needs only the settings."""
+    import trio
+    from sluice.broker.descriptors import raise_soft_limit
+    from sluice.broker.server import serve
+
     try:
         config = BrokerConfig.load(
             args.config,
@@ -94,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             in_memory=args.in_memory,
             repair_truncate=args.repair_truncate,
+            http_port=args.http_port,
         )
     except SluiceError as exc:
         for line in str(exc).splitlines():

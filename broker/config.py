@@ -6,6 +6,7 @@ A TOML file looks like::
     port = 9092
     data_dir = "./sluice-data"
     max_connections = 1024
+    http_port = 9644           # /metrics, /health and the web console (off unless set)
 
     [topic_defaults]           # defaults for topics created without these configs
     partitions = 1
@@ -44,16 +45,20 @@ class Rule:
 
     Kinds: ``int`` (not a bool, not a fraction), ``number`` (int or float, finite), ``bool``,
     ``str`` (non-empty), ``path`` (a non-empty string or a Path), ``level`` (a log level),
-    ``names`` (a list of TOPIC-PARTITION strings), ``table`` (topic configs).
+    ``names`` (a list of TOPIC-PARTITION strings), ``table`` (topic configs). An ``optional``
+    setting may also be None (its default: off, or another setting's value).
     """
 
     kind: str
     low: float | None = None
     high: float | None = None
     positive: bool = False  # numbers: strictly greater than zero
+    optional: bool = False
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` (one phrase), or None if it is fine."""
+        if value is None and self.optional:
+            return None
         check = getattr(self, f"_check_{self.kind}")
         return check(value)
 
@@ -159,6 +164,11 @@ class BrokerConfig:
     # "topic-partition" names whose recovery may truncate below the flushed (recovery) point,
     # discarding acknowledged records: an operator's deliberate repair, for one start only.
     repair_truncate: tuple[str, ...] = ()
+    # The HTTP port (/metrics, /health, the console): off unless set; on http_host, which is
+    # the broker's host unless set. Read-only refuses the console's writes (create, produce).
+    http_port: int | None = None
+    http_host: str | None = None
+    http_read_only: bool = False
 
     def __post_init__(self) -> None:
         problems = [f"{name}: {problem}" for name, problem in check_settings(self._values())]
@@ -215,6 +225,9 @@ RULES: dict[str, Rule] = {
     "log_level": Rule("level"),
     "topic_defaults": Rule("table"),
     "repair_truncate": Rule("names"),
+    "http_port": Rule("int", 0, 65535, optional=True),
+    "http_host": Rule("str", optional=True),
+    "http_read_only": Rule("bool"),
 }
 
 

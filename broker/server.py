@@ -1,8 +1,14 @@
-"""``serve``: open the logs, listen, serve sessions, and shut down in order.
+"""``serve``: open the logs, listen, serve connections, and shut down in order.
+
+The composition root: it builds the layers -- storage (``LogManager``), the domain
+(``Broker``), the protocol adapter (``SluiceAdapter``), the HTTP port if configured
+(``web.WebAdapter``) and the I/O (listeners handing each accepted connection to its adapter as
+a ``Channel``) -- and nothing below it knows about it.
 
 Shutdown order (SIGINT/SIGTERM, or the caller cancelling ``shutdown``):
 1. stop accepting connections;
-2. let in-flight requests finish, for at most ``shutdown_grace_s``, then cancel sessions;
+2. stop long polls (they answer with what they have) and let in-flight requests finish, for
+   at most ``shutdown_grace_s``, then cancel connections;
 3. shielded: stop background tasks, checkpoint, flush and close every log, and write the
    clean-shutdown marker (so the next start re-validates nothing).
 
@@ -12,32 +18,29 @@ either answered after a durable write or not answered at all -- never answered a
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
-import socket as stdsocket
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import trio
+from sluice.broker.adapters.inflight import InFlight
+from sluice.broker.adapters.sluice.connection import SluiceAdapter
 from sluice.broker.config import BrokerConfig
 from sluice.broker.descriptors import DescriptorBudget
-from sluice.broker.session import RECEIVE_BYTES, Session
-from sluice.broker.state import BrokerState
+from sluice.broker.domain.broker import Broker
+from sluice.broker.io.channel import Channel, ChannelStats
+from sluice.broker.io.listener import REFUSALS_AT_ONCE, accept_loop
+from sluice.broker.io.sockets import SocketChannel
+from sluice.broker.io.streams import StreamChannel
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import HandleQuota
 from sluice.broker.storage.manager import LogManager
-from sluice.protocol.errors import ApiError, SluiceError, StorageError
-from sluice.protocol.messages import encode_error
+from sluice.broker.web.app import WebAdapter
+from sluice.broker.web.view import BrokerView
+from sluice.protocol.errors import SluiceError, StorageError
 
 log = logging.getLogger("sluice.server")
-
-# Accept errors that mean "out of resources right now": back off and keep accepting.
-ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-ACCEPT_BACKOFF_S = 0.1
-# Connections not admitted (see DescriptorBudget) are told why, this many at once (their
-# descriptors come out of the reserve), each for at most this long; more are just closed.
-REFUSALS_AT_ONCE = 16
-REFUSAL_LINGER_S = 2.0
 
 
 @dataclass
@@ -46,16 +49,24 @@ class ServerHandle:
 
     host: str
     port: int
-    state: BrokerState
+    broker: Broker
+    descriptors: DescriptorBudget
     _shutdown: trio.Event
+    channels: ChannelStats = field(default_factory=ChannelStats)
+    http: str | None = None  # the HTTP port's HOST:PORT, if it has one
+
+    @property
+    def open_connections(self) -> int:
+        return self.descriptors.connections
 
     def shutdown(self) -> None:
         """Begin an orderly shutdown (same as SIGTERM)."""
         self._shutdown.set()
 
 
-def open_state(config: BrokerConfig) -> BrokerState:
-    """Open (and recover) the data directory and build the broker's shared state."""
+def open_broker(config: BrokerConfig) -> tuple[Broker, DescriptorBudget]:
+    """Open (and recover) the data directory and build the broker's domain on it; and the
+    descriptor budget its partitions were admitted against (connections are admitted too)."""
     defaults = TopicConfig.from_mapping(config.topic_defaults)
     if not config.in_memory:
         log.info("opening data directory %s", config.data_dir.resolve())
@@ -73,9 +84,23 @@ def open_state(config: BrokerConfig) -> BrokerState:
             log.info("clean shutdown marker found: no recovery needed")
         elif manager.topics():
             log.warning("no clean shutdown marker: recovered every partition from its recovery point")
-    state = BrokerState(config, manager, descriptors)
+    broker = Broker(config, manager)
     log.info("open files: %s", descriptors.summary())
-    return state
+    return broker, descriptors
+
+
+def channel_factory(config: BrokerConfig, stats: ChannelStats):
+    """How accepted connections become channels: the raw-socket fast path, or -- with
+    ``use_sendfile = false`` -- the stream path, which copies file slices. All of them count
+    in ``stats``."""
+    timeout = config.send_timeout_s
+    if config.use_sendfile:
+        def make(stream: trio.SocketStream, peer: str) -> Channel:
+            return SocketChannel(stream, send_timeout_s=timeout, peer=peer, stats=stats)
+    else:
+        def make(stream: trio.SocketStream, peer: str) -> Channel:
+            return StreamChannel(stream, send_timeout_s=timeout, peer=peer, stats=stats)
+    return make
 
 
 async def serve(
@@ -87,34 +112,49 @@ async def serve(
     """Run a broker until shutdown. ``task_status.started`` receives a ``ServerHandle``."""
     # Bind first: a port in use must not cost a recovery of the data directory.
     listeners = await _listen(config)
+    http_listeners: list = []
     try:
-        state = await trio.to_thread.run_sync(open_state, config)
+        http_listeners = await _listen_http(config)
+        broker, descriptors = await trio.to_thread.run_sync(open_broker, config)
     except BaseException:
-        for listener in listeners:
+        for listener in listeners + http_listeners:
             await trio.aclose_forcefully(listener)
         raise
-    sockname = listeners[0].socket.getsockname()
-    state.advertised_host, state.advertised_port = config.host, sockname[1]
+    port = listeners[0].socket.getsockname()[1]
     shutdown = trio.Event()
-    handle = ServerHandle(config.host, sockname[1], state, shutdown)
+    handle = ServerHandle(config.host, port, broker, descriptors, shutdown)
+    inflight = InFlight()
+    adapter = SluiceAdapter(broker, config, inflight, (config.host, port))
+    served = [(listener, adapter) for listener in listeners]
+    if http_listeners:
+        handle.http = f"{config.http_host or config.host}:{http_listeners[0].socket.getsockname()[1]}"
+        web = WebAdapter(BrokerView(
+            broker, config, lambda: descriptors.connections, handle.channels,
+            {"sluice": f"{config.host}:{port}", "http": handle.http}, time.time()))
+        served += [(listener, web) for listener in http_listeners]
+        listeners += http_listeners
+    make_channel = channel_factory(config, handle.channels)
     refusals = trio.CapacityLimiter(REFUSALS_AT_ONCE)
     try:
         async with trio.open_nursery() as outer:
-            await outer.start(state.run)
-            async with trio.open_nursery() as sessions:
+            await outer.start(broker.run)
+            async with trio.open_nursery() as connections:
                 accept_scope = trio.CancelScope()
 
                 async def accept_all() -> None:
                     with accept_scope:
                         async with trio.open_nursery() as acceptors:
-                            for listener in listeners:
-                                acceptors.start_soon(_accept_loop, listener, state, refusals, sessions)
+                            for listener, serving in served:
+                                acceptors.start_soon(accept_loop, listener, descriptors,
+                                                     make_channel, serving, connections, refusals)
 
-                sessions.start_soon(accept_all)
+                connections.start_soon(accept_all)
                 if handle_signals:  # watching before the broker says it is ready
-                    await sessions.start(_watch_signals, shutdown)
-                log.info("broker %d ready on %s:%d; %s", config.broker_id, config.host,
-                         sockname[1], _storage_description(config))
+                    await connections.start(_watch_signals, shutdown)
+                log.info("broker %d ready on %s:%d; %s", config.broker_id, config.host, port,
+                         _storage_description(config))
+                if handle.http is not None:
+                    log.info("console and metrics on http://%s/", handle.http)
                 task_status.started(handle)
                 await shutdown.wait()
                 log.info("shutting down: no new connections; draining for up to %.1f s",
@@ -122,13 +162,16 @@ async def serve(
                 accept_scope.cancel()
                 for listener in listeners:
                     await listener.aclose()
+                broker.begin_shutdown()
                 with trio.move_on_after(config.shutdown_grace_s):
-                    await state.wait_drained()
-                sessions.cancel_scope.cancel()
+                    await inflight.wait_drained()
+                connections.cancel_scope.cancel()
             outer.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(state.close)
+            for listener in listeners:  # those a cancellation kept from closing in order
+                await trio.aclose_forcefully(listener)
+            await trio.to_thread.run_sync(broker.close)
             log.info("logs flushed and closed cleanly")
 
 
@@ -144,6 +187,18 @@ async def _listen(config: BrokerConfig) -> list:
         raise ListenError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
 
 
+async def _listen_http(config: BrokerConfig) -> list:
+    """The HTTP port's listeners (none unless ``http_port`` is set)."""
+    if config.http_port is None:
+        return []
+    host = config.http_host or config.host
+    try:
+        return await trio.open_tcp_listeners(config.http_port, host=host)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ListenError(f"cannot listen for HTTP on {host}:{config.http_port}: {reason}") from None
+
+
 def _storage_description(config: BrokerConfig) -> str:
     if config.in_memory:
         return "in memory: nothing is kept after it stops"
@@ -157,67 +212,3 @@ async def _watch_signals(shutdown: trio.Event, *, task_status=trio.TASK_STATUS_I
             log.info("received %s", signal.Signals(signum).name)
             shutdown.set()
             return
-
-
-async def _accept_loop(listener, state: BrokerState, refusals, nursery) -> None:
-    while True:
-        try:
-            stream = await listener.accept()
-        except OSError as exc:
-            if exc.errno in ACCEPT_RETRY_ERRNOS:
-                log.error("accept failed (%s); retrying", exc)
-                await trio.sleep(ACCEPT_BACKOFF_S)
-                continue
-            raise
-        try:
-            stream.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, True)
-        except OSError:
-            pass
-        refused = state.descriptors.admit_connection()
-        if refused is None:
-            nursery.start_soon(_run_session, state, stream)
-            continue
-        log.warning("refusing a connection: %s", refused.message)
-        try:
-            refusals.acquire_on_behalf_of_nowait(stream)
-        except trio.WouldBlock:  # already telling enough others: just close this one
-            await trio.aclose_forcefully(stream)
-            continue
-        nursery.start_soon(_refuse, stream, refused, refusals)
-
-
-async def _refuse(stream, error: ApiError, refusals) -> None:
-    """Tell a connection that was not admitted why -- an error frame with correlation id -1,
-    which a client reports as the broker refusing the connection -- and close it: send, close
-    our side, and read what the client sent until it closes too (closing with its request
-    unread would reset the connection, and the reset could destroy the error frame before
-    the client reads it), for at most ``REFUSAL_LINGER_S``."""
-    try:
-        with trio.move_on_after(REFUSAL_LINGER_S):
-            await stream.send_all(b"".join(bytes(p) for p in encode_error(-1, -1, error)))
-            await stream.send_eof()
-            while await stream.receive_some(RECEIVE_BYTES):
-                pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    finally:
-        refusals.release_on_behalf_of(stream)
-        await trio.aclose_forcefully(stream)
-
-
-async def _run_session(state: BrokerState, stream) -> None:
-    peer = _peer_name(stream)
-    try:
-        await Session(state, stream, peer).run()
-    except Exception:  # a bug serving one connection must not take down every other one
-        log.exception("connection %s failed; closed it", peer)
-    finally:
-        state.descriptors.release_connection()
-
-
-def _peer_name(stream) -> str:
-    try:
-        host, port = stream.socket.getpeername()[:2]
-        return f"{host}:{port}"
-    except OSError:
-        return "?"

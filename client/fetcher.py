@@ -32,8 +32,7 @@ from sluice.protocol.errors import (
     error_for_code,
 )
 
-EARLIEST = -2
-LATEST = -1
+EARLIEST, LATEST = m.EARLIEST, m.LATEST  # list_offsets' positions (defined by the protocol)
 RESET_POLICIES = {"earliest": EARLIEST, "latest": LATEST, "error": None}
 
 TopicPartition = tuple[str, int]

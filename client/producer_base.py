@@ -10,7 +10,6 @@ from collections.abc import Callable
 from functools import partial
 from itertools import repeat
 from operator import itemgetter, mod
-from time import time_ns
 
 from crc32c import crc32c
 from sluice.client import admin_ops as ops
@@ -29,6 +28,7 @@ from sluice.client.records import RecordMetadata
 from sluice.client.routing import TopicMeta
 from sluice.client.sender import SendState, parse_acks
 from sluice.protocol import messages as m
+from sluice.protocol.clock import wall_clock_ms
 from sluice.protocol.compression import codec_for
 from sluice.protocol.errors import error_for_code
 
@@ -39,9 +39,8 @@ RETRY_BACKOFF_S = 0.1  # between two lookups of the same topics' metadata
 _key, _value, _headers = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
-def now_ms() -> int:
-    """Wall-clock time in ms: the timestamp of a record sent without one."""
-    return time_ns() // 1_000_000
+# Wall-clock time in ms: the timestamp of a record sent without one.
+now_ms = wall_clock_ms
 
 
 def check_config(acks, idempotent, max_in_flight: int) -> tuple[int, bool]:

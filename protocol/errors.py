@@ -196,7 +196,8 @@ class TooManyConnectionsError(ApiError):
 
 
 class NotLeaderError(ApiError):
-    """This broker does not lead the partition; refresh metadata."""
+    """This broker does not lead the partition: look its leader up again (clients do, and
+    retry there)."""
 
     code = 22
     retriable = True
@@ -237,13 +238,6 @@ class GroupIdNotFoundError(ApiError):
     code = 33
 
 
-class UnreleasedInstanceError(ApiError):
-    """Another member still owns the partition being committed or assigned."""
-
-    code = 34
-    retriable = True
-
-
 class GroupNotEmptyError(ApiError):
     """The group has members; stop them before deleting the group."""
 
@@ -251,14 +245,20 @@ class GroupNotEmptyError(ApiError):
 
 
 NONE = 0
+# Codes retired, never to be given another meaning:
+# 34 UnreleasedInstanceError -- server-side assignment revokes a partition before it assigns
+#    it elsewhere, so no commit or assignment ever meets one still owned by another member.
+# (22 NotLeaderError was retired while one broker led every partition; the clients' leader
+# routing brought it back: they look the leaders up again when a broker answers it.)
+RETIRED_CODES = frozenset({34})
 
 
 def _build_table() -> dict[int, type[ApiError]]:
     """Codes belong to the direct subclasses of ApiError; finer subclasses share their parent's."""
     table: dict[int, type[ApiError]] = {}
     for cls in ApiError.__subclasses__():
-        if cls.code in table:
-            raise AssertionError(f"duplicate error code {cls.code}: {cls.__name__}")
+        if cls.code in table or cls.code in RETIRED_CODES:
+            raise AssertionError(f"error code {cls.code} of {cls.__name__} is taken or retired")
         table[cls.code] = cls
     return table
 

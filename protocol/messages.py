@@ -28,13 +28,12 @@ from sluice.protocol.errors import (
     code_for_error,
 )
 from sluice.protocol.framing import MAX_HEADER_BYTES, Frame, encode_frame
+from sluice.protocol.limits import MAX_PARTITIONS
 from sluice.protocol.slices import FileSlice
 
 Piece: TypeAlias = bytes | bytearray | memoryview | FileSlice
 Records: TypeAlias = bytes | bytearray | memoryview | list[Piece]
 CID_MAX = 2**31 - 1
-# The documented maximum partitions per topic (the broker refuses topics with more).
-MAX_PARTITIONS = 10_000
 # What one request may hold, counted before anything is decoded, so a request naming 50,000
 # topics is refused in microseconds instead of stalling the broker's event loop to build them:
 # - list and map entries in all, partition numbers aside: a produce, fetch, list_offsets or
@@ -864,6 +863,11 @@ class FetchResponse(_Response):
 
 
 # -- 7 list_offsets ---------------------------------------------------------------------------
+
+# ``ListOffsetsPartition.timestamp`` values that ask for a position rather than a time (as in
+# Kafka): the partition's first offset, and its end (the offset the next record will get).
+EARLIEST = -2
+LATEST = -1
 
 
 @_message

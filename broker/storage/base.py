@@ -8,27 +8,18 @@ goes through (``_create_segment``, ``_hold``, ``_write_piece``, ``_seal``, ``_ab
 from __future__ import annotations
 
 import threading
-import time
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sluice.broker.storage.batches import ValidatedBatches
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.index import U32_MAX
 from sluice.broker.storage.segment import BatchSpan
-from sluice.protocol.batch import HEADER, BatchHeader, split_batches, stamp
-from sluice.protocol.errors import (
-    CorruptRecordError,
-    OffsetOutOfRangeError,
-    RecordTooLargeError,
-    StorageError,
-)
+from sluice.protocol.batch import stamp
+from sluice.protocol.errors import OffsetOutOfRangeError, StorageError
 from sluice.protocol.slices import FileSlice
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +76,11 @@ class PendingAppend:
 
 @dataclass(frozen=True, slots=True)
 class ReadResult:
-    """Whole batches (file slices to send, or bytes) plus the log's bounds at read time."""
+    """Whole batches (file slices to send, or bytes), and the offset right after the last of
+    them (the offset read from, if there were none)."""
 
     slices: list[FileSlice | bytes]
-    log_start_offset: int
-    high_watermark: int
+    next_offset: int
 
 
 class BaseLog:
@@ -156,12 +147,14 @@ class BaseLog:
 
     # -- appending ---------------------------------------------------------------------------
 
-    def append(self, batches: bytearray | memoryview) -> AppendResult:
-        """Assign offsets to whole, already validated batches (stamped in place) and store them.
+    def append(self, batches: ValidatedBatches) -> AppendResult:
+        """Assign offsets to whole batches, validated once by the caller (stamped in place),
+        and store them. Nothing is split or parsed again: the positions and headers travel in
+        ``batches``; records are never decoded.
 
         Rolls to a new segment before a batch that would overflow ``segment_bytes``, arrives
         more than ``segment_ms`` after the segment's first append, or whose offsets would not fit
-        the u32 relative offsets. Work is per batch; records are never decoded.
+        the u32 relative offsets.
 
         Three steps: offsets are assigned and new segments created under the lock (``_begin``);
         the bytes are written *without* the lock (``_write_piece``), beyond what any reader,
@@ -171,18 +164,8 @@ class BaseLog:
         another one started meanwhile raises ``StorageError`` (the caller serialises them).
         A failure leaves the log as it was before and raises ``StorageError``.
         """
-        view = memoryview(batches)
-        if view.readonly:
-            raise TypeError("append needs a writable buffer: offsets are stamped in place")
-        spans, end = split_batches(view)
-        if not spans or end != len(view):
-            raise CorruptRecordError(f"append needs whole batches; {len(view) - end} bytes left over")
-        limit = self._config.max_message_bytes
-        for _, size in spans:
-            if size > limit:
-                raise RecordTooLargeError(f"batch of {size} bytes exceeds max_message_bytes {limit}")
         try:
-            pending = self._begin(view, spans)
+            pending = self._begin(batches)
             try:
                 try:
                     for piece in pending.pieces:
@@ -214,9 +197,10 @@ class BaseLog:
                     raise
             self._abandon(pending)
 
-    def _begin(self, view: memoryview, spans: list[tuple[int, int]]) -> PendingAppend:
+    def _begin(self, batches: ValidatedBatches) -> PendingAppend:
         """Under the lock: stamp offsets, split the batches into one piece per segment they go
         to, creating (not yet adding) the segments this append rolls to."""
+        view = batches.buffer
         with self._lock:
             self._check_open()
             if self._pending is not None:
@@ -227,23 +211,22 @@ class BaseLog:
             pending = PendingAppend(now, self._undo_point(active))
             self._pending = pending
             try:
-                chunk_start = spans[0][0]
-                batches: list[BatchSpan] = []
-                for pos, size in spans:
-                    header = BatchHeader._make(HEADER.unpack_from(view, pos))
+                chunk_start = 0
+                spans: list[BatchSpan] = []
+                for pos, header in zip(batches.positions, batches.headers, strict=True):
+                    size = header.size
                     last = offset + header.last_offset_delta
                     if self._should_roll(active, pos - chunk_start, size, last, now):
-                        if batches:
-                            pending.add(active, self._hold(active), view[chunk_start:pos], batches)
+                        if spans:
+                            pending.add(active, self._hold(active), view[chunk_start:pos], spans)
                         active = self._create_segment(offset)
                         pending.new_segments.append(active)
-                        chunk_start, batches = pos, []
+                        chunk_start, spans = pos, []
                     stamp(view[pos : pos + size], offset)
-                    batches.append((pos - chunk_start, offset, last, header.max_timestamp))
+                    spans.append((pos - chunk_start, offset, last, header.max_timestamp))
                     pending.max_timestamp = max(pending.max_timestamp, header.max_timestamp)
                     offset = last + 1
-                end = spans[-1][0] + spans[-1][1]
-                pending.add(active, self._hold(active), view[chunk_start:end], batches)
+                pending.add(active, self._hold(active), view[chunk_start:], spans)
             except BaseException:
                 self._abandon(pending)
                 self._pending = None
@@ -319,20 +302,26 @@ class BaseLog:
                 f"offset {offset} is out of range: the log holds [{start}, {end}]"
             )
 
-    def read(self, offset: int, max_bytes: int) -> ReadResult:
+    def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> ReadResult:
         """Whole batches from the one containing ``offset``, from a single segment, up to
-        ``max_bytes`` but at least one batch; empty only at the log end."""
+        ``max_bytes`` but at least one batch -- of those that end at or below ``max_offset``
+        (exclusive; None: the log end). Empty only when nothing below the bound follows
+        ``offset``. ``OffsetOutOfRangeError`` outside ``[log start, log end]``."""
         with self._lock:
             self._check_open()
             self._check_range(offset)
-            slices = []
-            if offset < self.log_end_offset:
-                segment = self._use(self._segment_for(offset))
-                try:
-                    slices.append(segment.read(offset, max_bytes))
-                finally:
-                    self._settle(segment)
-            return ReadResult(slices, self.log_start_offset, self.log_end_offset)
+            end = self.log_end_offset
+            bound = end if max_offset is None else min(max_offset, end)
+            if offset >= bound:
+                return ReadResult([], offset)
+            segment = self._use(self._segment_for(offset))
+            try:
+                piece, next_offset = segment.read(
+                    offset, max_bytes, bound if bound < segment.end_offset else None
+                )
+            finally:
+                self._settle(segment)
+            return ReadResult([piece] if piece is not None else [], next_offset)
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """``(base offset, max timestamp)`` of the first batch whose max timestamp is >=

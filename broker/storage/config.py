@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sluice.protocol.batch import HEADER_SIZE, MAX_BATCH_BYTES
 from sluice.protocol.errors import InvalidConfigError, InvalidPartitionsError
-from sluice.protocol.messages import MAX_PARTITIONS  # one documented maximum, wire and disk
+from sluice.protocol.limits import MAX_PARTITIONS  # one documented maximum, wire and disk
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -10,9 +10,11 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from sluice.protocol.errors import StorageError
+from sluice.protocol.slices import FileSlice
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -172,6 +174,14 @@ class SegmentFile:
 
     def __repr__(self) -> str:
         return f"SegmentFile({self.path.name}, fd={self._fd}, refs={self._refs})"
+
+
+def release_slices(pieces: Iterable[object]) -> None:
+    """Drop the file references held by the ``FileSlice``s among ``pieces`` (a read's slices,
+    a response's body): once they are sent, or once they never will be."""
+    for piece in pieces:
+        if isinstance(piece, FileSlice):
+            piece.file.release()
 
 
 class DataDirectoryInUseError(StorageError):

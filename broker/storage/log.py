@@ -29,7 +29,6 @@ from sluice.broker.storage.base import (
     PendingAppend,
     Piece,
     ReadResult,
-    wall_clock_ms,
 )
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import (
@@ -41,10 +40,12 @@ from sluice.broker.storage.files import (
     fdatasync_path,
     fsync_dir,
     parse_segment_name,
+    release_slices,
     write_all,
 )
 from sluice.broker.storage.segment import Segment, iter_headers
 from sluice.protocol.batch import BatchHeader
+from sluice.protocol.clock import wall_clock_ms
 from sluice.protocol.errors import StorageError
 from sluice.protocol.slices import FileSlice
 
@@ -261,14 +262,13 @@ class FileLog(BaseLog):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def read_bytes(self, offset: int, max_bytes: int) -> bytes:
-        """``read`` copied into memory (tests, and the broker's copy fallback)."""
-        slices = self.read(offset, max_bytes).slices
+    def read_bytes(self, offset: int, max_bytes: int, max_offset: int | None = None) -> bytes:
+        """``read`` copied into memory (the committed offsets' replay, tests)."""
+        slices = self.read(offset, max_bytes, max_offset).slices
         try:
             return b"".join(_pread_slice(piece) for piece in slices)
         finally:
-            for piece in slices:
-                piece.file.release()
+            release_slices(slices)
 
     def scan_headers(self, from_offset: int) -> Iterator[BatchHeader]:
         """Headers of every batch from the one containing ``from_offset`` (or the log start) to

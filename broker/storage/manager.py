@@ -16,7 +16,7 @@ Topic ids: every topic gets a random id at creation (``new_topic_id``: a UUID4 a
 digits, as Kafka's KIP-516), kept in ``topics.json``. A topic deleted and created again under
 the same name is a new *incarnation* with a new id, and every piece of per-topic state kept
 under the name records the id it belongs to, so nothing of an old incarnation is ever applied
-to a new one: the recovery points here, and (in ``broker.state`` / ``broker.groups``) the
+to a new one: the recovery points here, and (in the broker's domain layer) the
 producer-state snapshots and committed offsets. On disk, no directory of an old incarnation
 survives into a new one: ``delete_topic`` removes the directories and fsyncs the data
 directory after ``topics.json`` has dropped the topic, and ``create_topic`` removes any
@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sluice.broker.storage.base import wall_clock_ms
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import (
     CorruptLogError,
@@ -54,9 +53,11 @@ from sluice.broker.storage.files import (
     atomic_write,
     fsync_dir,
 )
+from sluice.broker.storage.interfaces import PartitionLog
 from sluice.broker.storage.log import DEFAULT_MAX_OPEN_SEGMENTS, FileLog
 from sluice.broker.storage.memory import MemoryLog
 from sluice.protocol.batch import MAGIC
+from sluice.protocol.clock import wall_clock_ms
 from sluice.protocol.errors import (
     InvalidConfigError,
     InvalidPartitionsError,
@@ -76,7 +77,6 @@ INTERNAL_PREFIX = "__"
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _PARTITION_DIR = re.compile(r"(.+)-([0-9]+)")
 
-Log = FileLog | MemoryLog
 storage_log = logging.getLogger("sluice.storage")
 RAISE_HINT = "raise the open-files limit (ulimit -n, or LimitNOFILE= in a systemd unit)"
 
@@ -179,7 +179,7 @@ class LogManager:
         self._max_open_segments = max_open_segments
         self._topics: dict[str, TopicInfo] = {}
         self._overrides: dict[str, dict[str, int]] = {}
-        self._logs: dict[tuple[str, int], Log] = {}
+        self._logs: dict[tuple[str, int], PartitionLog] = {}
         # Partitions refused at open: (topic, p) -> (flushed floor kept in checkpoints, error).
         self.offline: dict[tuple[str, int], tuple[int, str]] = {}
         self.repair = set(repair)  # "topic-p" names whose recovery may cut below the floor
@@ -473,7 +473,7 @@ class LogManager:
         if self._descriptors is not None and not self.memory:
             self._descriptors.release_partitions(partitions)
 
-    def _new_log(self, topic: str, partition: int, config: TopicConfig) -> Log:
+    def _new_log(self, topic: str, partition: int, config: TopicConfig) -> PartitionLog:
         if self.memory:
             return MemoryLog(config, self._now_ms)
         return FileLog.open(
@@ -513,7 +513,7 @@ class LogManager:
         except KeyError:
             raise UnknownTopicOrPartitionError(f"unknown topic {name!r}") from None
 
-    def get_log(self, topic: str, partition: int) -> Log:
+    def get_log(self, topic: str, partition: int) -> PartitionLog:
         try:
             return self._logs[topic, partition]
         except KeyError:
@@ -521,7 +521,7 @@ class LogManager:
                 raise StorageError(self.offline[topic, partition][1]) from None
             raise UnknownTopicOrPartitionError(f"unknown topic or partition {topic!r}/{partition}") from None
 
-    def logs(self) -> Iterator[tuple[tuple[str, int], Log]]:
+    def logs(self) -> Iterator[tuple[tuple[str, int], PartitionLog]]:
         return iter(list(self._logs.items()))
 
     def enforce_retention(self, now_ms: int | None = None) -> int:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 
-from sluice.broker.storage.base import BaseLog, wall_clock_ms
+from sluice.broker.storage.base import BaseLog
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.segment import BatchSpan
 from sluice.protocol.batch import BatchHeader, parse_header
+from sluice.protocol.clock import wall_clock_ms
 
 
 class MemorySegment:
@@ -49,16 +50,26 @@ class MemorySegment:
     def _index_of(self, offset: int) -> int:
         return max(bisect_right(self._bases, offset) - 1, 0)
 
-    def read(self, offset: int, max_bytes: int) -> bytes:
+    def read(
+        self, offset: int, max_bytes: int, max_offset: int | None = None
+    ) -> tuple[bytes | None, int]:
+        """As ``Segment.read``: whole batches from the one containing ``offset``, at least one
+        of those ending at or below ``max_offset``; and the offset that follows them."""
         first = self._index_of(offset)
+        stop = len(self._batches)
+        if max_offset is not None and max_offset < self.end_offset:
+            stop = self._index_of(max_offset)
+        if first >= stop:
+            return None, offset
         taken = [self._batches[first]]
         total = len(taken[0])
-        for batch in self._batches[first + 1 :]:
+        for batch in self._batches[first + 1 : stop]:
             if total + len(batch) > max_bytes:
                 break
             taken.append(batch)
             total += len(batch)
-        return b"".join(taken)
+        after = first + len(taken)
+        return b"".join(taken), self._bases[after] if after < len(self._bases) else self.end_offset
 
     def find_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         for base, max_ts in zip(self._bases, self._max_ts, strict=True):
@@ -93,8 +104,8 @@ class MemoryLog(BaseLog):
     def flush(self) -> int:
         return self.log_end_offset
 
-    def read_bytes(self, offset: int, max_bytes: int) -> bytes:
-        return b"".join(self.read(offset, max_bytes).slices)
+    def read_bytes(self, offset: int, max_bytes: int, max_offset: int | None = None) -> bytes:
+        return b"".join(self.read(offset, max_bytes, max_offset).slices)
 
     def scan_headers(self, from_offset: int) -> Iterator[BatchHeader]:
         with self._lock:

@@ -451,9 +451,13 @@ class Segment:
                 entry = find(key)
         return entry
 
-    def _walk(self, entry: tuple[int, int] | None, start: int = 0) -> Iterator[tuple[int, BatchHeader]]:
-        """Headers from an index entry's batch (or ``start``) to the end of the segment."""
-        return iter_headers(self.file().fileno(), entry[1] if entry else start, self.size)
+    def _walk(
+        self, entry: tuple[int, int] | None, start: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, BatchHeader]]:
+        """Headers from an index entry's batch (or ``start``) to ``end`` (the segment's end)."""
+        return iter_headers(
+            self.file().fileno(), entry[1] if entry else start, self.size if end is None else end
+        )
 
     def _locate(self, offset: int) -> tuple[int, BatchHeader]:
         """Position and header of the batch containing ``offset`` (index lookup, header walk)."""
@@ -462,35 +466,52 @@ class Segment:
                 return pos, header
         raise StorageError(f"offset {offset} is not in {self!r}")
 
-    def read(self, offset: int, max_bytes: int) -> FileSlice:
+    def _batch_start(self, offset: int) -> tuple[int, int]:
+        """``(position, base offset)`` of the batch containing ``offset``."""
+        position = self._read_ends.get(offset)
+        if position is not None:
+            return position, offset
+        position, header = self._locate(offset)
+        return position, header.base_offset
+
+    def read(
+        self, offset: int, max_bytes: int, max_offset: int | None = None
+    ) -> tuple[FileSlice | None, int]:
         """Whole batches from the one containing ``offset``: as many as fit in ``max_bytes``,
-        but always at least one. The slice holds a reference the caller must release.
+        but always at least one -- of those before the batch containing ``max_offset`` (None:
+        no bound). Returns the slice (None if no batch is below the bound), which holds a
+        reference the caller must release, and the offset that follows it.
 
         Where the read ends is remembered (``READ_ENDS_KEPT`` places per segment), so a read
         from there (a consumer's next fetch), like one from the segment's first offset, starts
         without an index lookup or header walk."""
+        size, end_offset = self.size, self.end_offset
+        if max_offset is not None and max_offset < end_offset:
+            size, end_offset = self._batch_start(max_offset)
         start = 0 if offset == self.base_offset else self._read_ends.get(offset)
         if start is None:
             start, header = self._locate(offset)
             end, following = start + header.size, header.next_offset
         else:
             end, following = start, offset  # nothing taken yet
+        if start >= size:
+            return None, offset
         limit = start + max_bytes
-        if limit >= self.size:
-            end, following = self.size, self.end_offset
+        if limit >= size:
+            end, following = size, end_offset
         elif end < limit:
             # Every batch before an indexed batch starting within the budget fits: jump there.
             entry = self._entry(self.offset_index.lookup_position, limit)
             if entry is not None and entry[1] > end:
                 end, following = entry[1], self.base_offset + entry[0]
-            for pos, batch in self._walk(None, end):
+            for pos, batch in self._walk(None, end, size):
                 if pos + batch.size > limit and end > start:
                     break
                 end, following = pos + batch.size, batch.next_offset
                 if end >= limit:
                     break
         self._remember_read_end(following, end)
-        return FileSlice(self.file().retain(), start, end - start)
+        return FileSlice(self.file().retain(), start, end - start), following
 
     def _remember_read_end(self, offset: int, position: int) -> None:
         if offset not in self._read_ends and len(self._read_ends) >= READ_ENDS_KEPT:

@@ -204,8 +204,6 @@ SLUICE_TO_KAFKA: dict[int, ErrorCode] = {
     sluice.InvalidGroupIdError.code: _E.INVALID_GROUP_ID,
     sluice.GroupIdNotFoundError.code: _E.GROUP_ID_NOT_FOUND,
     sluice.GroupNotEmptyError.code: _E.NON_EMPTY_GROUP,
-    # A partition still owned elsewhere: in the classic protocol, a rebalance is under way.
-    sluice.UnreleasedInstanceError.code: _E.REBALANCE_IN_PROGRESS,
 }
 
 # API keys whose errors come from the group coordinator: there, "this broker cannot serve it

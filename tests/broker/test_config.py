@@ -3,6 +3,7 @@ file and on the command line alike; a broker that cannot start says why in one l
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import socket
 import subprocess
@@ -200,3 +201,19 @@ def test_startup_log_says_where_the_data_lives_and_listening_once(tmp_path):
         assert proc.returncode == 0, err
         assert where in err
         assert "listening" not in err  # stdout says it; the log must not say it again
+
+
+def test_the_broker_s_parser_is_built_without_the_broker():
+    """``sluice broker --help`` (and the CLI building the broker command) needs the settings
+    only: not trio, not the server, not the layers under it."""
+    probe = (
+        "import sys\n"
+        "from sluice.broker.__main__ import build_parser\n"
+        "build_parser()\n"
+        "print(sorted(m for m in sys.modules if m == 'trio' or m.startswith('sluice.broker.')))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=subprocess_env(), timeout=30, check=True)
+    loaded = ast.literal_eval(result.stdout)
+    assert loaded == ["sluice.broker.__main__", "sluice.broker.config", "sluice.broker.storage",
+                      "sluice.broker.storage.config"], loaded

@@ -12,11 +12,14 @@ from functools import partial
 
 import pytest
 import trio
-from sluice.broker import session as session_module
+from sluice.broker.adapters import session as session_module
+from sluice.broker.adapters.inflight import InFlight
+from sluice.broker.adapters.session import Session
+from sluice.broker.adapters.sluice.connection import SluiceAdapter, SluiceConnection
 from sluice.broker.config import BrokerConfig
-from sluice.broker.partition import OFF_LOOP_APPEND_BYTES
-from sluice.broker.server import open_state, serve
-from sluice.broker.session import Session
+from sluice.broker.domain.partition import OFF_LOOP_APPEND_BYTES
+from sluice.broker.io.sockets import SocketChannel
+from sluice.broker.server import open_broker, serve
 from sluice.protocol import messages as m
 from sluice.protocol.connection import ClientConnection
 from sluice.protocol.errors import UnknownTopicOrPartitionError
@@ -121,8 +124,9 @@ async def test_shutdown_waits_for_a_large_append_in_progress(nursery, tmp_path, 
 async def test_the_reader_lets_others_run_while_receiving_a_large_request(tmp_path):
     """A large request already buffered in the socket is received in pieces with other tasks
     running between them, not in one go (the reader's byte budget)."""
-    state = await trio.to_thread.run_sync(open_state, BrokerConfig(in_memory=True))
-    state.create_topic("t", 1, {})
+    config = BrokerConfig(in_memory=True)
+    broker, _ = await trio.to_thread.run_sync(open_broker, config)
+    broker.topics.create("t", 1, {})
     ours, theirs = socket.socketpair()
     theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
     size = session_module.RECEIVE_BYTES + session_module.FAIR_SHARE_BYTES // 2
@@ -134,8 +138,12 @@ async def test_the_reader_lets_others_run_while_receiving_a_large_request(tmp_pa
     assert theirs.send(frame) == len(frame), "the socket buffer must hold the whole request"
     steps: dict[object, int] = {}  # task -> how many times it ran (from one yield to the next)
     seen: list[tuple[str, int]] = []  # (what the reader did, its steps so far)
-    session = Session(state, trio.SocketStream(trio.socket.from_stdlib_socket(ours)), "test")
-    receive, handle = session._receive_into, session._handle
+    adapter = SluiceAdapter(broker, config, InFlight(), ("127.0.0.1", 0))
+    channel = SocketChannel(trio.SocketStream(trio.socket.from_stdlib_socket(ours)),
+                            send_timeout_s=30, peer="test")
+    session = Session(channel, SluiceConnection(adapter, config.max_frame_bytes, "test"),
+                      adapter.inflight, idle_timeout_s=30, max_in_flight=4)
+    receive, handle = session._receive_into, session._serve
 
     def reader_steps() -> int:
         return steps.get(trio.lowlevel.current_task(), 0)
@@ -149,7 +157,7 @@ async def test_the_reader_lets_others_run_while_receiving_a_large_request(tmp_pa
         seen.append(("handled", reader_steps()))
         return handle(request)
 
-    session._receive_into, session._handle = receive_into, handled
+    session._receive_into, session._serve = receive_into, handled
 
     class CountSteps(trio.abc.Instrument):
         def before_task_step(self, task) -> None:

@@ -8,7 +8,11 @@ import trio
 from sluice.broker.config import BrokerConfig
 from sluice.broker.server import serve
 from sluice.protocol import messages as m
-from sluice.protocol.errors import FencedMemberEpochError, UnknownMemberIdError
+from sluice.protocol.errors import (
+    FencedMemberEpochError,
+    InvalidRequestError,
+    UnknownMemberIdError,
+)
 from sluice.protocol.messages import MAX_PARTITIONS
 
 from tests.broker.conftest import RawClient, create_topic, make_batch, produce
@@ -128,6 +132,15 @@ async def test_committed_offsets_survive_restart(tmp_path, broker_config):
         handle.shutdown()
 
 
+async def test_a_refused_join_creates_no_group(client):
+    """A join with a session timeout out of range is refused, and leaves no empty group behind
+    (it used to: the group was made before the join was checked)."""
+    response = await client.request(m.GroupHeartbeatRequest(
+        group_id="g", member_id="", member_epoch=0, session_timeout_ms=10, topics=["t"]))
+    assert response.error == InvalidRequestError.code and "session_timeout_ms" in response.message
+    assert (await client.request(m.ListGroupsRequest())).groups == []
+
+
 async def test_heartbeat_from_unknown_member_creates_no_group(client):
     response = await client.request(
         m.GroupHeartbeatRequest(group_id="ghosts", member_id="nobody", member_epoch=3,
@@ -144,7 +157,7 @@ async def test_heartbeat_from_unknown_member_creates_no_group(client):
 async def test_offsets_log_is_compacted_at_startup(broker_config, monkeypatch):
     """Many commits of few offsets: the next start rewrites the live offsets and drops the
     superseded segments, so replay stays proportional to what is live; nothing is lost."""
-    import sluice.broker.groups as groups
+    import sluice.broker.domain.groups.offsets as groups
 
     monkeypatch.setattr(groups, "COMPACT_MIN_RECORDS", 20)
     async with trio.open_nursery() as nursery:
@@ -161,7 +174,7 @@ async def test_offsets_log_is_compacted_at_startup(broker_config, monkeypatch):
     for _ in range(2):  # compacted on the first restart; the second replays the snapshot
         async with trio.open_nursery() as nursery:
             handle = await nursery.start(partial(serve, broker_config))
-            plog = handle.state.partition(groups.OFFSETS_TOPIC, 0).log
+            plog = handle.broker.topics.partition(groups.OFFSETS_TOPIC, 0).log
             assert plog.log_start_offset >= 30 and plog.log_end_offset - plog.log_start_offset == 2
             client = await RawClient.connect(handle.port)
             fetched = await client.request(m.FetchOffsetsRequest(group_id="solo"))
@@ -171,13 +184,13 @@ async def test_offsets_log_is_compacted_at_startup(broker_config, monkeypatch):
 
 
 async def test_offsets_log_is_compacted_while_running(broker_config, monkeypatch):
-    import sluice.broker.groups as groups
+    import sluice.broker.domain.groups.offsets as groups
 
     monkeypatch.setattr(groups, "COMPACT_MIN_RECORDS", 20)
     monkeypatch.setattr(groups, "COMPACT_INTERVAL_S", 0.05)
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(partial(serve, broker_config))
-        plog = handle.state.partition(groups.OFFSETS_TOPIC, 0).log
+        plog = handle.broker.topics.partition(groups.OFFSETS_TOPIC, 0).log
         async with await RawClient.connect(handle.port) as client:
             await create_topic(client, "t")
             for offset in range(30):

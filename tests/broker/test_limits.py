@@ -81,7 +81,7 @@ async def test_client_that_stops_reading_does_not_block_others(broker):
         # And the hog is disconnected once its responses stall past send_timeout_s, which
         # frees whatever the broker held for it.
         with trio.fail_after(10):
-            while broker.state.open_connections > 1:
+            while broker.open_connections > 1:
                 await trio.sleep(0.01)
         await hog.aclose()
         await setup.aclose()

@@ -20,6 +20,7 @@ from sluice.protocol.errors import (
     OutOfOrderSequenceError,
     ProducerFencedError,
     RecordTooLargeError,
+    UnknownProducerIdError,
     UnknownTopicOrPartitionError,
 )
 
@@ -212,6 +213,16 @@ async def test_idempotent_duplicate_answered_with_original_offsets(client):
     assert (await produce(client, "t", new)).partitions[0].error == 0
     stale = make_batch([b"f"], producer_id=pid, producer_epoch=epoch, base_sequence=3)
     assert (await produce(client, "t", stale)).partitions[0].error == ProducerFencedError.code
+
+
+async def test_re_initialising_a_producer_id_never_issued_is_refused(client):
+    """UnknownProducerIdError: the broker holds no state for an id it never handed out, so it
+    cannot fence older instances of it; the producer must ask for a new id."""
+    issued = (await client.request(m.InitProducerIdRequest())).producer_id
+    unknown = await client.request(m.InitProducerIdRequest(producer_id=issued + 1, producer_epoch=0))
+    assert unknown.error == UnknownProducerIdError.code and "never issued" in unknown.message
+    known = await client.request(m.InitProducerIdRequest(producer_id=issued, producer_epoch=0))
+    assert (known.error, known.producer_id, known.producer_epoch) == (0, issued, 1)
 
 
 async def test_metadata_and_describe(broker, client):

@@ -11,9 +11,9 @@ import msgpack
 import pytest
 import trio
 from sluice.broker.config import BrokerConfig
-from sluice.broker.groups import OFFSETS_TOPIC
+from sluice.broker.domain.broker import Broker
+from sluice.broker.domain.groups import OFFSETS_TOPIC, Committed, OffsetCommit
 from sluice.broker.server import serve
-from sluice.broker.state import BrokerState
 from sluice.broker.storage.manager import LogManager
 from sluice.protocol import messages as m
 from sluice.protocol.errors import (
@@ -179,9 +179,9 @@ async def test_dropped_offsets_stay_dropped_after_a_restart(broker_config):
         handle.shutdown()
 
 
-def reopen(config: BrokerConfig) -> BrokerState:
-    """The broker's state as a restart finds it (no server, no tasks)."""
-    return BrokerState(config, LogManager(config.data_dir).open())
+def reopen(config: BrokerConfig) -> Broker:
+    """The broker's domain as a restart finds it (no server, no tasks)."""
+    return Broker(config, LogManager(config.data_dir).open())
 
 
 @pytest.mark.parametrize("recreate", [False, True])
@@ -190,33 +190,32 @@ def test_offsets_of_a_deleted_topic_never_come_back_even_if_their_removal_was_lo
     """A crash after the delete but before the nil records for its offsets reached the disk:
     simulated by deleting (and recreating) the topic behind the coordinator's back."""
     state = reopen(broker_config)
-    state.create_topic("t", 1, {})
-    state.create_topic("u", 1, {})
+    state.topics.create("t", 1, {})
+    state.topics.create("u", 1, {})
     for topic, offset in (("t", 100), ("u", 7)):
-        state.groups.commit(m.CommitOffsetsRequest(group_id="g", member_id="", member_epoch=-1,
-                                                   offsets=[m.OffsetCommit(topic=topic, partition=0, offset=offset)]))
-    state.manager.delete_topic("t")
+        state.groups.commit("g", "", -1, [OffsetCommit(topic, 0, offset)])
+    state.store.delete_topic("t")
     if recreate:
-        state.manager.create_topic("t", 1)
+        state.store.create_topic("t", 1)
     state.close()
     state = reopen(broker_config)
-    assert sorted(state.groups.groups["g"].offsets) == [("u", 0)]
+    assert sorted(state.groups.offsets.of("g")) == [("u", 0)]
     state.close()
     state = reopen(broker_config)  # ... and the drop was recorded: still gone
-    assert sorted(state.groups.groups["g"].offsets) == [("u", 0)]
+    assert sorted(state.groups.offsets.of("g")) == [("u", 0)]
     state.close()
 
 
 def test_offsets_committed_before_topic_ids_are_adopted(broker_config):
     state = reopen(broker_config)
-    state.create_topic("t", 1, {})
-    current = state.topic_id("t")
+    state.topics.create("t", 1, {})
+    current = state.topics.topic_id("t")
     legacy = msgpack.packb([5, "meta", 1234])  # [offset, metadata, commit time]: no topic id
-    state.groups._append([(msgpack.packb(["g", "t", 0]), legacy, [], 1234),
-                          (msgpack.packb(["g", "gone", 0]), legacy, [], 1234)])
+    state.groups.offsets._append([(msgpack.packb(["g", "t", 0]), legacy, [], 1234),
+                                  (msgpack.packb(["g", "gone", 0]), legacy, [], 1234)])
     state.close()
     state = reopen(broker_config)
-    assert state.groups.groups["g"].offsets == {("t", 0): (5, "meta", current)}
+    assert state.groups.offsets.of("g") == {("t", 0): Committed(5, "meta", current)}
     state.close()
 
 
@@ -278,14 +277,14 @@ def write_settings(tmp_path, **settings):
 def test_a_snapshot_from_before_topic_ids_is_not_trusted(broker_config):
     """A snapshot entry without a topic id may be of any incarnation: the log is replayed."""
     state = reopen(broker_config)
-    state.create_topic("t", 1, {})
+    state.topics.create("t", 1, {})
     state.close()
     path = broker_config.data_dir / "meta" / "producer-state"
     snapshots = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
     snapshots["t-0"] = [0, {77: [0, [[0, 0, 0, 0]]]}]  # a producer this log never saw
     path.write_bytes(msgpack.packb(snapshots, use_bin_type=True))
     state = reopen(broker_config)
-    assert len(state.partitions[("t", 0)].producers) == 0
+    assert len(state.topics.partition("t", 0).producers) == 0
     state.close()
 
 
@@ -317,5 +316,5 @@ async def test_fetch_and_produce_without_an_id_keep_working_across_a_recreate(cl
 
 def test_the_offsets_topic_has_an_id(broker_config):
     state = reopen(broker_config)
-    assert state.topic_id(OFFSETS_TOPIC)
+    assert state.topics.topic_id(OFFSETS_TOPIC)
     state.close()

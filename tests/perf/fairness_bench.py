@@ -72,7 +72,7 @@ class Build:
     def check_imports(self) -> None:
         """The broker child must import this build's code, not the installed checkout's."""
         out = subprocess.run(
-            [sys.executable, "-c", "import sluice.broker.session as s; print(s.__file__)"],
+            [sys.executable, "-c", "import sluice.broker.server as s; print(s.__file__)"],
             capture_output=True, text=True, env=self.env(), cwd=self.import_root or REPO,
             check=True,
         ).stdout.strip()

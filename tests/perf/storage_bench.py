@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sluice.broker.storage import FileLog, TopicConfig
+from sluice.broker.storage import FileLog, TopicConfig, ValidatedBatches
 from sluice.broker.storage.files import HandleQuota
 from sluice.protocol.batch import build_batch
 
@@ -52,6 +52,7 @@ def best_of_interleaved(runs: int, *fns) -> list[float]:
 
 def bench_append(work: Path, batch_size: int, total: int, runs: int) -> dict:
     batches = [make_batch(batch_size, ts) for ts in range(8)]
+    validated = [ValidatedBatches.parse(batch) for batch in batches]  # as the broker hands them
     count = max(total // len(batches[0]), 8)
     volume = count * len(batches[0])
 
@@ -71,7 +72,7 @@ def bench_append(work: Path, batch_size: int, total: int, runs: int) -> dict:
         log = FileLog.open(path, TopicConfig(max_message_bytes=2 * batch_size), recovery_point=None)
         start = time.perf_counter()
         for i in range(count):
-            log.append(batches[i & 7])
+            log.append(validated[i & 7])
         elapsed = time.perf_counter() - start
         log.delete()
         return elapsed
@@ -94,7 +95,7 @@ def build_log(path: Path, batches: int, segment_bytes: int, batch_size: int = 20
     log = FileLog.open(path, TopicConfig(segment_bytes=segment_bytes), recovery_point=None)
     template = make_batch(batch_size)
     for _ in range(batches):
-        log.append(bytearray(template))
+        log.append(ValidatedBatches.parse(bytearray(template)))
     return log
 
 
@@ -131,7 +132,7 @@ def bench_read_on(work: Path, batches: int, budget: int) -> dict:
     log = FileLog.open(work / "read-on", TopicConfig(segment_bytes=GIB), recovery_point=None)
     template = build_batch([(None, b"x" * 60, [], 0)] * 3)  # 3 records: offset + 1 is inside
     for _ in range(batches):
-        log.append(bytearray(template))
+        log.append(ValidatedBatches.parse(bytearray(template)))
     starts, offset = [], 0
     while offset < log.log_end_offset:
         starts.append(offset)
@@ -165,7 +166,7 @@ def bench_sealed_reads(work: Path, batches: int, budget: int) -> dict:
         log = FileLog.open(work / name, TopicConfig(segment_bytes=GIB), recovery_point=None,
                            quota=quota)
         for _ in range(batches):
-            log.append(bytearray(template))
+            log.append(ValidatedBatches.parse(bytearray(template)))
         log.roll()  # the data is in a sealed segment now
         logs.append(log)
     starts = list(range(0, batches, max(budget // len(template), 1)))
@@ -193,12 +194,12 @@ def write_then_die(path: str, total: int, unflushed: int, batch_size: int) -> No
     template = make_batch(batch_size)
     written = 0
     while written < total - unflushed:
-        log.append(bytearray(template))
+        log.append(ValidatedBatches.parse(bytearray(template)))
         written += len(template)
     log.flush()
     print(log.flushed_offset, flush=True)
     while written < total:
-        log.append(bytearray(template))
+        log.append(ValidatedBatches.parse(bytearray(template)))
         written += len(template)
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -269,7 +270,7 @@ def bench_memory(work: Path, counts: tuple[int, ...]) -> dict:
         path = work / f"segments-{count}"
         log = FileLog.open(path, TopicConfig(segment_bytes=64 * KIB), recovery_point=None)
         while log.segment_count < count:
-            log.append(bytearray(template))
+            log.append(ValidatedBatches.parse(bytearray(template)))
         log.close()
         out = subprocess.run(
             [sys.executable, __file__, "--child-open", str(path)],

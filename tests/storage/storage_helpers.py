@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from sluice.broker.storage.batches import ValidatedBatches
 from sluice.broker.storage.files import write_all
 from sluice.protocol.batch import build_batch, decode_records, iter_batches, parse_header
 
@@ -32,7 +33,7 @@ def fill(log, batches: int, *, records: int = 3, ts: int = 1_000, size: int = 10
     """Append ``batches`` batches of ``records`` records; record values equal their offsets."""
     for _ in range(batches):
         start = log.log_end_offset
-        log.append(make_batch(start, records, ts=ts + start, size=size))
+        log.append(ValidatedBatches.parse(make_batch(start, records, ts=ts + start, size=size)))
 
 
 class GatedWrite:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sluice.broker.storage import FileLog, TopicConfig
+from sluice.broker.storage import FileLog, TopicConfig, ValidatedBatches
 from sluice.protocol.batch import decode_records, iter_batches
 from sluice.protocol.errors import StorageError
 from storage_helpers import GatedWrite, fill, make_batch
@@ -28,7 +28,7 @@ class Appender:
 
     def _run(self, log, batch) -> None:
         try:
-            self.result = log.append(batch)
+            self.result = log.append(ValidatedBatches.parse(batch))
         except Exception as exc:
             self.error = exc
 
@@ -85,12 +85,12 @@ def test_a_second_append_during_one_in_progress_is_refused(tmp_path, gate):
     appender = Appender(log, big_batch(0))
     assert gate.started.wait(10)
     with pytest.raises(StorageError, match="another append"):
-        log.append(make_batch(0))
+        log.append(ValidatedBatches.parse(make_batch(0)))
     with pytest.raises(StorageError, match="append is in progress"):
         log.roll()
     gate.release.set()
     appender.join()
-    assert log.append(make_batch(8)).base_offset == 8
+    assert log.append(ValidatedBatches.parse(make_batch(8))).base_offset == 8
     log.sanity_check()
 
 

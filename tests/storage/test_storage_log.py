@@ -6,14 +6,19 @@ import os
 import time
 
 import pytest
-from sluice.broker.storage import FileLog, TopicConfig
+from sluice.broker.storage import (
+    FileLog,
+    PartitionLog,
+    TopicConfig,
+    ValidatedBatches,
+    release_slices,
+)
 from sluice.protocol.batch import iter_batches
 from sluice.protocol.errors import (
     CorruptRecordError,
     InvalidConfigError,
     InvalidPartitionsError,
     OffsetOutOfRangeError,
-    RecordTooLargeError,
 )
 from storage_helpers import fill, headers, make_batch, values
 
@@ -24,7 +29,7 @@ def test_empty_log(make_log):
     log = make_log()
     assert (log.log_start_offset, log.log_end_offset, log.segment_count) == (0, 0, 1)
     result = log.read(0, 1_000)
-    assert (result.slices, result.log_start_offset, result.high_watermark) == ([], 0, 0)
+    assert (result.slices, result.next_offset) == ([], 0)
     assert log.offset_for_timestamp(0) is None
     assert log.flush() == 0 == log.flushed_offset
 
@@ -32,10 +37,10 @@ def test_empty_log(make_log):
 def test_append_assigns_dense_offsets_and_stamps_in_place(make_log):
     log = make_log()
     buf = make_batch(0, 3, ts=50) + make_batch(0, 2, ts=70)
-    result = log.append(buf)
+    result = log.append(ValidatedBatches.parse(buf))
     assert (result.base_offset, result.last_offset, result.max_timestamp) == (0, 4, 71)
     assert [h.base_offset for h in headers(buf)] == [0, 3]
-    assert log.append(make_batch(0, 1)).base_offset == 5
+    assert log.append(ValidatedBatches.parse(make_batch(0, 1))).base_offset == 5
     assert log.log_end_offset == 6
 
 
@@ -62,9 +67,32 @@ def test_read_at_every_offset_returns_the_containing_batch(make_log):
         assert first[0].base_offset <= offset <= first[0].last_offset
 
 
+@pytest.mark.parametrize("budget", [1, 700, 1 << 20])
+def test_reads_never_pass_max_offset(make_log, budget):
+    """A reader bounded by a high watermark sees whole batches that end at or below it, and
+    nothing of the batch that holds it (batches of 3: a bound inside one stops before it)."""
+    log = make_log(**SMALL)
+    fill(log, 40)
+    for bound in (0, 3, 31, 60, 119, 120, 500):
+        expected = min(bound, 120) // 3 * 3  # the first offset of the batch holding the bound
+        seen, offset = [], 0
+        while True:
+            result = log.read(offset, budget, max_offset=bound)
+            data = log.read_bytes(offset, budget, max_offset=bound)
+            release_slices(result.slices)
+            if not data:
+                assert result.slices == [] and result.next_offset == offset
+                break
+            batches = headers(data)
+            assert batches[-1].next_offset <= expected and result.next_offset == batches[-1].next_offset
+            seen += [h.base_offset for h in batches]
+            offset = result.next_offset
+        assert offset == expected and seen == list(range(0, expected, 3))
+
+
 def test_budget_smaller_than_a_batch_returns_it_whole(make_log):
     log = make_log()
-    log.append(make_batch(0, 5, size=500))
+    log.append(ValidatedBatches.parse(make_batch(0, 5, size=500)))
     data = log.read_bytes(2, 10)
     assert len(list(iter_batches(data))) == 1 and len(data) > 2_000
 
@@ -121,7 +149,7 @@ def test_offset_for_timestamp(make_log):
 def test_offset_for_timestamp_with_timestamps_out_of_order(make_log):
     log = make_log(**SMALL)
     for ts in (500, 100, 900, 300, 700) * 8:
-        log.append(make_batch(0, 1, ts=ts))
+        log.append(ValidatedBatches.parse(make_batch(0, 1, ts=ts)))
     assert log.offset_for_timestamp(800) == (2, 900)
     assert log.offset_for_timestamp(901) is None
     assert log.offset_for_timestamp(150) == (0, 500)
@@ -155,7 +183,7 @@ def test_a_batch_bigger_than_a_segment_gets_its_own(make_log):
 def test_one_append_spanning_several_segments(make_log):
     log = make_log(segment_bytes=300)
     buf = b"".join(make_batch(3 * i, 3) for i in range(10))
-    result = log.append(bytearray(buf))
+    result = log.append(ValidatedBatches.parse(bytearray(buf)))
     assert (result.base_offset, result.last_offset) == (0, 29)
     assert log.segment_count > 3
     assert [v for v, _ in values(log.read_bytes(0, 10**6))][:3] == [0, 1, 2]
@@ -239,14 +267,15 @@ def test_scan_headers(make_log):
     assert list(log.scan_headers(60)) == []
 
 
-def test_append_checks_its_input(make_log):
-    log = make_log(max_message_bytes=500)
+def test_batches_are_checked_before_an_append(make_log):
+    log = make_log()
     with pytest.raises(TypeError):
-        log.append(memoryview(bytes(make_batch(0))))
+        ValidatedBatches.parse(memoryview(bytes(make_batch(0))))
     with pytest.raises(CorruptRecordError):
-        log.append(make_batch(0)[:-1])
-    with pytest.raises(RecordTooLargeError):
-        log.append(make_batch(0, size=600))
+        ValidatedBatches.parse(make_batch(0)[:-1])
+    batch = make_batch(0)
+    with pytest.raises(ValueError):  # positions and headers that do not describe the bytes
+        ValidatedBatches(memoryview(batch + batch), (0,), headers(batch))
     assert log.log_end_offset == 0
 
 
@@ -290,3 +319,7 @@ def test_roll_then_delete_before_drops_whole_older_segments(make_log):
     assert log.delete_before(10**9) == 0  # never the active segment
     with pytest.raises(OffsetOutOfRangeError):
         log.read(5, 100)
+
+
+def test_both_logs_implement_the_partition_log_interface(make_log):
+    assert isinstance(make_log(), PartitionLog)

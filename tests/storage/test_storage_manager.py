@@ -7,7 +7,16 @@ import os
 import shutil
 
 import pytest
-from sluice.broker.storage import FileLog, LogManager, MemoryLog, TopicConfig, validate_topic_name
+from sluice.broker.storage import (
+    FileLog,
+    LogManager,
+    LogStore,
+    MemoryLog,
+    PartitionLog,
+    TopicConfig,
+    ValidatedBatches,
+    validate_topic_name,
+)
 from sluice.protocol.errors import (
     InvalidConfigError,
     InvalidPartitionsError,
@@ -21,6 +30,14 @@ from storage_helpers import crash, fill, make_batch, values
 @pytest.fixture
 def data_dir(tmp_path):
     return tmp_path / "data"
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_the_manager_implements_the_log_store_interface(data_dir, memory):
+    manager = LogManager(data_dir, memory=memory).open()
+    manager.create_topic("t", 1)
+    assert isinstance(manager, LogStore) and isinstance(manager.get_log("t", 0), PartitionLog)
+    manager.close()
 
 
 def test_create_list_reopen_delete(data_dir):
@@ -146,7 +163,7 @@ def test_memory_mode_touches_no_files(tmp_path):
     manager.create_topic("t", 2)
     log = manager.get_log("t", 1)
     assert isinstance(log, MemoryLog)
-    log.append(make_batch(0, 3))
+    log.append(ValidatedBatches.parse(make_batch(0, 3)))
     assert values(log.read_bytes(0, 100)) == [(0, 0), (1, 1), (2, 2)]
     manager.checkpoint_recovery_points()
     manager.delete_topic("t")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from sluice.broker.storage import FileLog, MemoryLog, TopicConfig
+from sluice.broker.storage import FileLog, MemoryLog, TopicConfig, ValidatedBatches
 from sluice.broker.storage import segment as segment_module
 from sluice.client.records import next_offset_after
 from sluice.protocol.errors import StorageError
@@ -27,7 +27,7 @@ def append_both(logs, rng: random.Random, batches: int) -> None:
         start = logs[0].log_end_offset
         batch = make_batch(start, rng.randint(1, 6), size=rng.choice((10, 60, 400)))
         for log in logs:
-            log.append(bytearray(batch))
+            log.append(ValidatedBatches.parse(bytearray(batch)))
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sluice.broker.storage import FileLog, TopicConfig, files
+from sluice.broker.storage import FileLog, TopicConfig, ValidatedBatches, files
 from sluice.broker.storage.files import HandleQuota
 from sluice.protocol.errors import StorageError
 from storage_helpers import fill, headers, make_batch, values
@@ -220,7 +220,7 @@ def test_failed_write_is_undone(tmp_path, monkeypatch, allow):
     monkeypatch.setattr("sluice.broker.storage.log.write_all", FailingWrite(allow))
     buf = bytearray(b"".join(make_batch(12 + 3 * i, 3) for i in range(6)))
     with pytest.raises(StorageError, match="No space left"):
-        log.append(buf)
+        log.append(ValidatedBatches.parse(buf))
     monkeypatch.undo()
     log.flush()
     assert (log.log_end_offset, log.segment_count, log.size_bytes) == before
@@ -239,7 +239,7 @@ def test_file_size_limit_gives_a_storage_error(tmp_path):
     resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, old_limit[1]))
     try:
         with pytest.raises(StorageError, match="too large"):
-            log.append(make_batch(6, 3, size=200))
+            log.append(ValidatedBatches.parse(make_batch(6, 3, size=200)))
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
         signal.signal(signal.SIGXFSZ, old_handler)
@@ -366,7 +366,7 @@ def test_operations_after_close_fail(tmp_path):
     log = open_log(tmp_path / "t-0")
     log.close()
     with pytest.raises(StorageError, match="closed"):
-        log.append(make_batch(0))
+        log.append(ValidatedBatches.parse(make_batch(0)))
     log.close()
 
 

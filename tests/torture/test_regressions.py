@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from sluice.broker.storage import FileLog, LogManager, TopicConfig
+from sluice.broker.storage import FileLog, LogManager, TopicConfig, ValidatedBatches
 from sluice.broker.storage.files import CorruptLogError
 from sluice.protocol.batch import build_batch, iter_batches
 from sluice.protocol.errors import StorageError
@@ -24,10 +24,10 @@ def crashed_log(path, batches: int = 30, flushed_batches: int = 20) -> int:
     without a clean close. Returns the flushed offset."""
     log = FileLog.open(path, CONFIG, recovery_point=None)
     for _ in range(flushed_batches):
-        log.append(batch(log.log_end_offset))
+        log.append(ValidatedBatches.parse(batch(log.log_end_offset)))
     flushed = log.flush()
     for _ in range(batches - flushed_batches):
-        log.append(batch(log.log_end_offset))
+        log.append(ValidatedBatches.parse(batch(log.log_end_offset)))
     for segment in log._segments:  # crash: descriptors dropped, nothing more written
         segment.release_file()
     return flushed
@@ -83,7 +83,7 @@ def test_manager_keeps_a_refused_partition_offline_and_its_recovery_point(tmp_pa
     for name in ("a", "b"):
         log = manager.get_log(name, 0)
         for _ in range(20):
-            log.append(batch(log.log_end_offset))
+            log.append(ValidatedBatches.parse(batch(log.log_end_offset)))
     manager.close()
     (tmp_path / ".clean-shutdown").unlink()  # pretend a crash right after the checkpoint
     flip_in_batch_before(tmp_path / "a-0", 59)
@@ -105,12 +105,12 @@ def test_recreated_topic_does_not_inherit_the_old_recovery_point(tmp_path):
     manager.create_topic("a", 1)
     log = manager.get_log("a", 0)
     for _ in range(10):
-        log.append(batch(log.log_end_offset))
+        log.append(ValidatedBatches.parse(batch(log.log_end_offset)))
     log.flush()
     manager.checkpoint_recovery_points()
     manager.delete_topic("a")
     manager.create_topic("a", 1)
-    manager.get_log("a", 0).append(batch(0))
+    manager.get_log("a", 0).append(ValidatedBatches.parse(batch(0)))
     # crash before the next checkpoint: the old topic's point (30) must not be the floor
     crash(manager)
     manager = LogManager(tmp_path).open()
@@ -147,7 +147,7 @@ async def test_a_failing_session_does_not_take_the_broker_down(broker, monkeypat
     """Found by scenario 4: any unexpected exception in one connection's session (above, a
     response too large to encode) propagated out of the sessions nursery and stopped the broker.
     Now the connection is closed and logged; everyone else is served."""
-    from sluice.broker.session import Session
+    from sluice.broker.adapters.session import Session
 
     original = Session._read_loop
     calls = []
@@ -175,7 +175,7 @@ async def test_a_failing_periodic_checkpoint_does_not_stop_the_broker():
     import errno
 
     import trio
-    from sluice.broker.state import BrokerState
+    from sluice.broker.domain.broker import Broker
 
     calls = []
 
@@ -184,5 +184,5 @@ async def test_a_failing_periodic_checkpoint_does_not_stop_the_broker():
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with trio.move_on_after(0.3):
-        await BrokerState._periodic(0.01, checkpoint)
+        await Broker._periodic(0.01, checkpoint)
     assert len(calls) > 3

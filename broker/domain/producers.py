@@ -13,7 +13,10 @@ numbers. For every (partition, P) the broker keeps E and the last ``RETAINED_BAT
 
 The state is derived from the log: ``rebuild`` replays batch headers (per batch, never per
 record), so it survives restarts without its own durable file; ``snapshot``/``load`` let a
-restart replay only the tail after the last snapshot.
+restart replay only the tail after the last snapshot (``restore``; the snapshots' file is
+``snapshots.ProducerSnapshots``).
+
+Producer ids come from ``ProducerIdAllocator``: never handed out twice, even across crashes.
 """
 
 from __future__ import annotations
@@ -21,13 +24,22 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
+from sluice.broker.storage import PartitionLog
+from sluice.broker.storage.files import atomic_write
 from sluice.protocol.batch import NO_PRODUCER_ID, BatchHeader
-from sluice.protocol.errors import OutOfOrderSequenceError, ProducerFencedError
+from sluice.protocol.errors import (
+    OutOfOrderSequenceError,
+    ProducerFencedError,
+    UnknownProducerIdError,
+)
 
 RETAINED_BATCHES = 5
 SEQUENCE_WRAP = 2**31
+EPOCH_WRAP = 2**15
+PRODUCER_ID_BLOCK = 1000
 
 
 class WrittenBatch(NamedTuple):
@@ -135,6 +147,21 @@ class ProducerStates:
         }
 
     @classmethod
+    def restore(cls, log: PartitionLog, snapshot: list | None, topic_id: str) -> ProducerStates:
+        """A partition's state at startup: its snapshot ``[log end offset, state, topic id]``
+        if it was taken of this incarnation of the topic and lies within the log, plus the
+        batch headers after it; else the whole log's headers."""
+        start = log.log_start_offset
+        states = cls()
+        if snapshot is not None and len(snapshot) == 3 and snapshot[2] == topic_id:
+            offset, data, _ = snapshot
+            if start <= offset <= log.log_end_offset:
+                states = cls.load(data)
+                start = offset
+        states.rebuild(h for h in log.scan_headers(start) if h.base_offset >= start)
+        return states
+
+    @classmethod
     def load(cls, data: dict) -> ProducerStates:
         states = cls()
         for pid, (epoch, batches) in data.items():
@@ -145,3 +172,45 @@ class ProducerStates:
 
     def max_producer_id(self) -> int:
         return max(self._entries, default=-1)
+
+
+class ProducerIdAllocator:
+    """Hands out producer ids that are never reused, even across crashes.
+
+    Ids are reserved in blocks: the end of the current block is written (atomically) before
+    any id of it is handed out, so after a restart allocation resumes past every id issued.
+    Invariant: every id this broker (and its data directory) ever issued is below ``next_id``.
+    """
+
+    def __init__(self, path: Path | None, floor: int = 0) -> None:
+        self._path = path
+        self._next = floor
+        self._limit = floor
+        if path is not None and path.exists():
+            self._next = self._limit = max(floor, int(path.read_text().strip() or 0))
+
+    @property
+    def next_id(self) -> int:
+        return self._next
+
+    def allocate(self) -> int:
+        if self._next >= self._limit:
+            self._limit = self._next + PRODUCER_ID_BLOCK
+            if self._path is not None:
+                atomic_write(self._path, str(self._limit).encode())
+        pid = self._next
+        self._next += 1
+        return pid
+
+    def init_producer(self, producer_id: int = -1, producer_epoch: int = -1) -> tuple[int, int]:
+        """``(producer id, epoch)`` for a producer starting up: a new id at epoch 0, or -- for
+        a known producer re-initialising (e.g. after a sequence error) -- its id with the
+        epoch bumped, which fences any older instance still using the id.
+        ``UnknownProducerIdError`` for an id this broker never issued."""
+        if producer_id < 0:
+            return self.allocate(), 0
+        if producer_id >= self._next:
+            raise UnknownProducerIdError(
+                f"producer id {producer_id} was never issued by this broker; ask for a new one"
+            )
+        return producer_id, (producer_epoch + 1) % EPOCH_WRAP

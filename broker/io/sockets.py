@@ -1,21 +1,20 @@
-"""Sending responses: bytes with ``os.write``, file slices with ``os.sendfile``.
+"""``SocketChannel``: the raw-socket fast path -- ``readv`` in, ``os.write`` and ``sendfile``
+out. The only module that calls ``os.readv`` or ``os.sendfile`` on a socket.
 
-trio has no sendfile, so ``_sendfile`` drives ``os.sendfile`` on the socket (which trio
-already made non-blocking), waiting with ``trio.lowlevel.wait_writable`` on ``EAGAIN``.
+trio has no sendfile, and its ``recv_into``/``send_all`` take one or two trips through the
+scheduler per call even when the socket is ready (~12 us each on the benchmark VM, half of a
+small request's cost with a lock and a deadline; docs/DESIGN-NOTES.md). So this channel calls
+the system first on the socket trio already made non-blocking, and only ``EAGAIN`` waits
+(``wait_readable`` / ``wait_writable``).
 
 Invariants:
-* One sender per connection: the session sends from one task at a time (its reader while
-  nothing is queued, else its writer); ``send`` checks it and raises ``BusyResourceError``
-  on overlap, so response bytes never interleave.
-* A send that fits in the socket buffer costs one syscall and no trip through the scheduler:
-  bytes go out with ``os.write`` on the (non-blocking) socket, and only ``EAGAIN`` waits with
-  ``wait_writable``. trio's ``send_all`` would add two checkpoints per response (~25 us on
-  this VM, a tenth of a small request's whole cost). The send deadline is armed only while
-  waiting, on the scope the caller passes in.
+* One sender per connection (``OneSender``), so response bytes never interleave.
+* A send that fits in the socket buffer costs one syscall and no trip through the scheduler;
+  the send deadline is armed only while waiting.
 * Cold pages never stall the event loop: ``sendfile`` on pages that are not in the page cache
   blocks on disk *inside* the syscall (Kafka's KAFKA-7504). Before sending a slice, ask
-  whether it is cached (``broker.pagecache``); if not, read the range through in a worker
-  thread first so the pages are cached when sendfile runs.
+  whether it is cached (``pagecache``); if not, read the range through in a worker thread
+  first so the pages are cached when sendfile runs.
 * Fair, without a trip through the scheduler per chunk: a large slice goes out in as many
   ``sendfile`` calls as the socket takes (on loopback ~320 KiB each, the peer's receive
   window); each ``EAGAIN`` waits, which lets other tasks run. Only a peer that reads so fast
@@ -31,12 +30,12 @@ Invariants:
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable
 
 import trio
-from sluice.broker.pagecache import is_cached, read_cached, warm
+from sluice.broker.io.channel import ChannelStats, OneSender, Piece
+from sluice.broker.io.pagecache import is_cached, read_cached, warm
 from sluice.protocol.slices import FileSlice
 
 # Coalesce small byte pieces into one send; larger ones are sent as they are.
@@ -46,34 +45,43 @@ SENDFILE_CHUNK = 4 * 1024 * 1024
 COPY_BELOW = 64 * 1024
 
 
-class Transport:
-    """One connection's sending half: one send at a time, each waiting at most
-    ``send_timeout_s`` for the socket to take its bytes."""
+class SocketChannel:
+    """A TCP connection accepted by trio, driven with raw system calls (see the module doc)."""
 
     def __init__(
-        self, stream: trio.SocketStream, *, use_sendfile: bool = True,
-        send_timeout_s: float = math.inf,
+        self, stream: trio.SocketStream, *, send_timeout_s: float, peer: str = "?",
+        stats: ChannelStats | None = None,
     ) -> None:
+        self._stream = stream
         self._sock = stream.socket
-        self.use_sendfile = use_sendfile
-        self.send_timeout_s = send_timeout_s
-        # While a send runs: the scope whose deadline bounds it (None: no send running).
-        self._scope: trio.CancelScope | None = None
-        self._armed = False  # that deadline is set: this send has waited for the socket
+        self.peer = peer
+        self._sender = OneSender(send_timeout_s)
+        self._stats = stats if stats is not None else ChannelStats()
 
-    async def send(
-        self, pieces: Iterable[bytes | bytearray | memoryview | FileSlice],
-        scope: trio.CancelScope,
-    ) -> None:
-        """Send ``pieces`` in order as one uninterrupted response. If the socket is full,
-        ``scope``'s deadline is armed (``send_timeout_s``) while waiting for it to drain."""
-        if self._scope is not None:
-            raise trio.BusyResourceError("another task is already sending on this connection")
-        self._scope, self._armed = scope, False
+    # -- receiving ---------------------------------------------------------------------------
+
+    def receive_now(self, view: memoryview) -> int | None:
+        try:
+            return os.readv(self._sock.fileno(), [view])
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
+
+    async def wait_receivable(self) -> None:
+        try:
+            await trio.lowlevel.wait_readable(self._sock)
+        except trio.ClosedResourceError as exc:
+            raise trio.BrokenResourceError("connection closed while receiving") from exc
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send(self, pieces: Iterable[Piece], scope: trio.CancelScope) -> None:
+        self._sender.begin(scope)
         try:
             pending: list[bytes | bytearray | memoryview] = []
             for piece in pieces:
-                if isinstance(piece, FileSlice) and self.use_sendfile and piece.length < COPY_BELOW:
+                if isinstance(piece, FileSlice) and piece.length < COPY_BELOW:
                     data = read_cached(piece.file.fileno(), piece.position, piece.length)
                     if data is not None:
                         piece = data
@@ -92,9 +100,7 @@ class Transport:
             if pending:
                 await self._send_bytes(pending)
         finally:
-            if self._armed:
-                scope.deadline = math.inf
-            self._scope = None
+            self._sender.end()
 
     async def _send_bytes(self, pieces: list[bytes | bytearray | memoryview]) -> None:
         view = memoryview(pieces[0] if len(pieces) == 1 else b"".join(pieces))
@@ -109,15 +115,10 @@ class Transport:
     async def _send_slice(self, piece: FileSlice) -> None:
         fd = piece.file.fileno()
         if not is_cached(fd, piece.position, piece.length):
+            self._stats.cold(piece.length)
             await trio.to_thread.run_sync(warm, fd, piece.position, piece.length)
-        if self.use_sendfile:
-            await self._sendfile(fd, piece.position, piece.length)
-        else:
-            await self._copy(fd, piece.position, piece.length)
-
-    async def _sendfile(self, fd: int, position: int, length: int) -> None:
         sock_fd = self._sock.fileno()
-        end = position + length
+        position, end = piece.position, piece.position + piece.length
         unyielded = 0  # bytes sent since this task last let others run
         while position < end:
             try:
@@ -139,21 +140,11 @@ class Transport:
                 await trio.lowlevel.checkpoint()
 
     async def _wait_writable(self) -> None:
-        if not self._armed:
-            self._scope.deadline = trio.current_time() + self.send_timeout_s
-            self._armed = True
+        self._sender.arm()
         try:
             await trio.lowlevel.wait_writable(self._sock)
         except trio.ClosedResourceError as exc:
             raise trio.BrokenResourceError("connection closed while sending") from exc
 
-    async def _copy(self, fd: int, position: int, length: int) -> None:
-        """The fallback where sendfile can't work (e.g. TLS later): pread, then send."""
-        end = position + length
-        while position < end:
-            chunk = os.pread(fd, min(end - position, SENDFILE_CHUNK), position)
-            if not chunk:
-                raise trio.BrokenResourceError("file ended before the slice did")
-            await self._send_bytes([chunk])
-            await trio.lowlevel.checkpoint()
-            position += len(chunk)
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self._stream)

@@ -1,0 +1,1 @@
+"""Sluice's own protocol (``sluice.protocol.messages``) served on the domain layer."""
