@@ -94,6 +94,7 @@ class Producer(ProducerBase, ClientLifecycle):
     ) -> None:
         """``options``: see ``ProducerBase`` (acks, linger_ms, batch_bytes, buffer_bytes...)."""
         super().__init__(bootstrap, client_id=client_id, clock=trio.current_time, **options)
+        self._opened_batch = False  # the last send opened a batch: the next one checkpoints
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -126,12 +127,22 @@ class Producer(ProducerBase, ClientLifecycle):
     async def send(
         self, topic: str, value, *, key=None, headers=None, timestamp=None, partition=None
     ) -> DeliveryHandle:
-        """Queue one record, waiting only for buffer space or topic metadata."""
+        """Queue one record, waiting only for buffer space or topic metadata.
+
+        A checkpoint once per batch, not per record: the send after one that opened a batch
+        checkpoints before its record is queued (a cancelled send sent nothing), which also
+        lets the driver send that batch. trio's full checkpoint costs ~3.5 us and even its
+        cancel check alone ~0.3 us per send (-13% per-record throughput, measured); a record
+        joining an open batch returns without either."""
         if self._acc.pending_bytes >= self.buffer_bytes or topic not in self._partitions:
             await self._ready_for(topic)
-        elif self._closing:
+        elif self._opened_batch:
+            await trio.lowlevel.checkpoint()
+        if self._closing:
             raise ClientClosedError("producer is closed")
-        return self._queue(topic, value, key, headers, timestamp, partition)
+        handle = self._queue(topic, value, key, headers, timestamp, partition)
+        self._opened_batch = not handle.index
+        return handle
 
     def _queue(self, topic: str, value, key, headers, timestamp, partition) -> DeliveryHandle:
         batch, index = self._append(
@@ -164,13 +175,17 @@ class Producer(ProducerBase, ClientLifecycle):
         return BulkDelivery(segments, order)
 
     async def _ready_for(self, topic: str) -> None:
+        """Until the topic's partition count is known and the buffer has room (a checkpoint
+        either way)."""
         if topic not in self._partitions:
             await self._driver.run(self._look_up(topic))
         acc = self._acc
-        while acc.pending_bytes >= self.buffer_bytes:
+        if acc.pending_bytes >= self.buffer_bytes:
             acc.seal_all()
             self._kick()
             await self._driver.wait(lambda: acc.pending_bytes < self.buffer_bytes)
+        else:
+            await trio.lowlevel.checkpoint()
         if self._closing:
             raise ClientClosedError("producer is closed")
 

@@ -85,7 +85,10 @@ class TrioDriver(Driver):
         return steps.value
 
     async def wait(self, ready) -> None:
-        """Until ``ready()`` is true; it is checked whenever the engine made progress."""
+        """Until ``ready()`` is true; it is checked whenever the engine made progress. A
+        checkpoint even when ``ready()`` already is (trio's rule for an async call)."""
+        if ready():
+            await trio.lowlevel.checkpoint()
         while not ready():
             await self._progress.wait()
 

@@ -7,6 +7,7 @@ stub brokers (``tests.stub_broker``), whose offsets count from 0 in each partiti
 
 import pytest
 import trio
+import trio.testing
 from sluice.client import producer_base
 from sluice.client.accumulator import Accumulator
 from sluice.client.partitioner import partition_for_key
@@ -280,3 +281,46 @@ async def test_bulk_respects_the_buffer_budget(stubs, driver, monkeypatch, nurse
             metadata = await producer.result(sent[0])
     assert 1500 <= peak < 1500 + 10 * 40
     assert [md.partition for md in metadata] == per_record_partitions(keyed(300), 4)
+
+
+async def test_a_loop_of_trio_sends_lets_the_driver_send_and_a_cancelled_send_sends_nothing(
+    stubs,
+):
+    """``await send`` checkpoints once per batch it opens, before queueing the next record: a
+    loop that awaits nothing but ``send`` still lets the driver send as it goes (it waited
+    for the 32 MiB buffer to fill), and the send that sees the cancellation queued nothing:
+    the records delivered are exactly those whose ``send`` returned."""
+    sent = []
+    with trio.fail_after(10):
+        async with Producer(stubs.brokers[0].address, linger_ms=0, batch_bytes=2000) as p:
+            await p.partitions_for("t")
+            with trio.CancelScope() as scope:
+                for i in range(1000):
+                    value = b"value-%d" % i
+                    await p.send("t", value, partition=0)
+                    sent.append(value)
+                    if stubs.values("t", 0):  # the broker has some: stop the loop
+                        scope.cancel()
+            assert scope.cancelled_caught
+            await p.flush()
+    assert len(sent) < 1000
+    assert stubs.values("t", 0) == sent
+
+
+async def test_the_trio_producer_s_calls_checkpoint_even_when_nothing_waits(stubs):
+    """trio's rule for an async call: ``flush``, ``partitions_for`` and ``send_batch`` are
+    checkpoints with nothing to wait for, and a cancelled ``send_batch`` queues nothing."""
+    with trio.fail_after(10):
+        async with Producer(stubs.brokers[0].address) as p:
+            await p.partitions_for("t")
+            for call in (p.flush, lambda: p.partitions_for("t"),
+                         lambda: p.send_batch("t", [b"x"])):
+                with trio.testing.assert_checkpoints():
+                    await call()
+            await p.flush()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await p.send_batch("t", [b"y"])
+            assert scope.cancelled_caught
+            await p.flush()
+    assert sorted(v for part in range(4) for v in stubs.values("t", part)) == [b"x"]

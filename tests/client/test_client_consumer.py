@@ -48,9 +48,10 @@ async def assigned(bootstrap: str, reset: str, driver: str = "trio", **options):
 
 
 async def produce(bootstrap: str, *batches: list[bytes], timestamps=None) -> list[int]:
-    """Write each list of values as its own flush (one batch each); their offsets."""
+    """Write each list of values as its own flush (one batch each: the linger outlasts the
+    test, so only ``flush`` seals a batch); their offsets."""
     offsets = []
-    async with Producer(bootstrap, linger_ms=0) as producer:
+    async with Producer(bootstrap, linger_ms=60_000) as producer:
         for batch in batches:
             handles = []
             for value in batch:
