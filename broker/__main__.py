@@ -1,7 +1,8 @@
 """``python -m sluice.broker`` (also ``sluice broker``): run a broker in the foreground.
 
-Prints ``listening on HOST:PORT (sluice) and HOST:PORT (kafka)`` on stdout once it accepts
-connections (the Kafka listener: Kafka's protocol, for Kafka clients); logs go to stderr in
+Prints ``listening on HOST:PORT`` on stdout once it accepts connections, after a line for each
+other listener (``kafka listener on HOST:PORT``: Kafka's protocol, for Kafka clients; the HTTP
+port's ``console and metrics on http://HOST:PORT/``); logs go to stderr in
 logfmt (``time=... level=... logger=... msg="..."``), starting with where the data lives.
 SIGINT/SIGTERM shut it down cleanly (exit 0: stopping is a server's normal end). Bad flags or
 settings print one line per problem on stderr and exit 2; a broker that cannot start (port in
@@ -25,6 +26,7 @@ EXAMPLES = """examples:
   sluice broker                                  # ./sluice-data, 127.0.0.1:9092 (+ Kafka 9093)
   sluice broker --data-dir /var/lib/sluice --port 9192 --kafka-port 9092
   sluice broker --config sluice.toml --log-level DEBUG
+  sluice broker --http-port 9644                 # /metrics, /health, console: http://127.0.0.1:9644/
   sluice broker --repair-truncate orders-3       # once, after it refused a corrupt partition
 """
 
@@ -45,13 +47,21 @@ class LogfmtFormatter(logging.Formatter):
 
 
 class AnnounceReady:
-    """``serve``'s task status: says where it listens on stdout once it accepts connections:
-    ``listening on HOST:PORT (sluice) and HOST:PORT (kafka)`` (without the Kafka listener,
-    ``listening on HOST:PORT (sluice)``). The Sluice address always comes third."""
+    """``serve``'s task status: says where it listens on stdout once it accepts connections,
+    one line per listener, the Sluice one last (a script waits for it, as for a ready
+    signal)::
+
+        kafka listener on HOST:PORT                  (unless it is off)
+        console and metrics on http://HOST:PORT/     (with an HTTP port)
+        listening on HOST:PORT
+    """
 
     def started(self, handle) -> None:
-        kafka = f" and {handle.host}:{handle.kafka_port} (kafka)" if handle.kafka_port else ""
-        print(f"listening on {handle.host}:{handle.port} (sluice){kafka}", flush=True)
+        if handle.kafka_port is not None:
+            print(f"kafka listener on {handle.host}:{handle.kafka_port}", flush=True)
+        if handle.http is not None:
+            print(f"console and metrics on http://{handle.http}/", flush=True)
+        print(f"listening on {handle.host}:{handle.port}", flush=True)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -81,6 +91,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="default INFO")
+    parser.add_argument(
+        "--http-port", type=int, metavar="P",
+        help="serve /metrics, /health and the web console on this port, on the broker's host "
+        "(default: off; 0 = any)",
+    )
     parser.add_argument(
         "--in-memory", action="store_true", default=None, help="keep logs in memory (no files)"
     )
@@ -112,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             in_memory=args.in_memory,
             repair_truncate=args.repair_truncate,
+            http_port=args.http_port,
         )
     except SluiceError as exc:
         for line in str(exc).splitlines():

@@ -7,6 +7,7 @@ A TOML file looks like::
     data_dir = "./sluice-data"
     max_connections = 1024
     kafka_port = 9093          # Kafka's protocol (default: port + 1); kafka = false: off
+    http_port = 9644           # /metrics, /health and the web console (off unless set)
 
     [topic_defaults]           # defaults for topics created without these configs
     partitions = 1
@@ -45,7 +46,8 @@ class Rule:
 
     Kinds: ``int`` (not a bool, not a fraction), ``number`` (int or float, finite), ``bool``,
     ``str`` (non-empty), ``path`` (a non-empty string or a Path), ``level`` (a log level),
-    ``names`` (a list of TOPIC-PARTITION strings), ``table`` (topic configs).
+    ``names`` (a list of TOPIC-PARTITION strings), ``table`` (topic configs). An ``optional``
+    setting may also be None (its default: off, or another setting's value).
     """
 
     kind: str
@@ -133,12 +135,15 @@ def _describe(value: Any) -> str:
     return f"{text if len(text) <= 60 else text[:57] + '...'} ({kind})"
 
 
+DEFAULT_PORT = 9092
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerConfig:
     """Everything the broker process needs; frozen, validated on construction (``RULES``)."""
 
     host: str = "127.0.0.1"
-    port: int = 9092
+    port: int = DEFAULT_PORT
     # The Kafka listener (broker/adapters/kafka): on the same host, at ``kafka_port`` -- by
     # default the Sluice port + 1 (port 0, any free port, gives the Kafka listener any free
     # port too); ``kafka = false`` turns it off.
@@ -168,6 +173,11 @@ class BrokerConfig:
     # "topic-partition" names whose recovery may truncate below the flushed (recovery) point,
     # discarding acknowledged records: an operator's deliberate repair, for one start only.
     repair_truncate: tuple[str, ...] = ()
+    # The HTTP port (/metrics, /health, the console): off unless set; on http_host, which is
+    # the broker's host unless set. Read-only refuses the console's writes (create, produce).
+    http_port: int | None = None
+    http_host: str | None = None
+    http_read_only: bool = False
 
     @property
     def kafka_listen_port(self) -> int | None:
@@ -235,6 +245,9 @@ RULES: dict[str, Rule] = {
     "log_level": Rule("level"),
     "topic_defaults": Rule("table"),
     "repair_truncate": Rule("names"),
+    "http_port": Rule("int", 0, 65535, optional=True),
+    "http_host": Rule("str", optional=True),
+    "http_read_only": Rule("bool"),
 }
 
 
@@ -248,18 +261,27 @@ def check_settings(values: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _ports_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
-    """The Kafka listener's port must be a port and not the Sluice one."""
-    if not values.get("kafka", True):
-        return []
-    port = values.get("port", BrokerConfig.port)
-    kafka_port = values.get("kafka_port")
-    if kafka_port is None:
-        if port == 65535:
-            return [("port", "the Kafka listener's default port (port + 1) would be 65536: set "
-                             "kafka_port (--kafka-port), or kafka = false (--no-kafka)")]
-        return []
-    if kafka_port == port and port != 0:
-        return [("kafka_port", f"must differ from port ({port}): both listeners cannot share it")]
+    """The listeners' ports: the Kafka listener's default (port + 1) must be a port, and no
+    two listeners on one host may share a port (0, any free port, never clashes)."""
+    port = values.get("port", DEFAULT_PORT)
+    listeners = [("port", "the Sluice port", port)]
+    if values.get("kafka", True):
+        kafka_port = values.get("kafka_port")
+        if kafka_port is None:
+            if port == 65535:
+                return [("port", "the Kafka listener's default port (port + 1) would be 65536: "
+                                 "set kafka_port (--kafka-port), or kafka = false (--no-kafka)")]
+            kafka_port = port + 1 if port else 0
+        listeners.append(("kafka_port", "the Kafka port", kafka_port))
+    http_port = values.get("http_port")
+    if http_port is not None and values.get("http_host") in (None, values.get("host")):
+        listeners.append(("http_port", "the HTTP port", http_port))
+    taken: dict[int, str] = {}
+    for name, what, number in listeners:
+        if number and number in taken:
+            return [(name, f"must differ from {taken[number]} ({number}): two listeners "
+                           "cannot share a port")]
+        taken[number] = what
     return []
 
 

@@ -2,8 +2,9 @@
 
 The composition root: it builds the layers -- storage (``LogManager``), the domain
 (``Broker``), the protocol adapters (``SluiceAdapter``; ``KafkaAdapter`` on the Kafka port
-unless ``kafka = false``) and the I/O (listeners handing each accepted connection to its
-protocol's adapter as a ``Channel``) -- and nothing below it knows about it.
+unless ``kafka = false``), the HTTP port if configured (``web.WebAdapter``) and the I/O
+(listeners handing each accepted connection to its listener's adapter as a ``Channel``) -- and
+nothing below it knows about it.
 
 Shutdown order (SIGINT/SIGTERM, or the caller cancelling ``shutdown``):
 1. stop accepting connections;
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from dataclasses import dataclass, field
 
 import trio
@@ -29,13 +31,15 @@ from sluice.broker.adapters.sluice.connection import SluiceAdapter
 from sluice.broker.config import BrokerConfig
 from sluice.broker.descriptors import DescriptorBudget
 from sluice.broker.domain.broker import Broker
-from sluice.broker.io.channel import Channel, SendStats
+from sluice.broker.io.channel import Channel, ChannelStats
 from sluice.broker.io.listener import REFUSALS_AT_ONCE, accept_loop
 from sluice.broker.io.sockets import SocketChannel
 from sluice.broker.io.streams import StreamChannel
 from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import HandleQuota
 from sluice.broker.storage.manager import LogManager
+from sluice.broker.web.app import WebAdapter
+from sluice.broker.web.view import BrokerView
 from sluice.protocol.errors import SluiceError, StorageError
 
 log = logging.getLogger("sluice.server")
@@ -43,17 +47,17 @@ log = logging.getLogger("sluice.server")
 
 @dataclass
 class ServerHandle:
-    """Given to ``task_status.started``: where the broker listens (``kafka_port``: None
-    without the Kafka listener), what its connections sent per protocol (``sent``), and how
-    to stop it."""
+    """Given to ``task_status.started``: where the broker listens, and how to stop it."""
 
     host: str
     port: int
     broker: Broker
     descriptors: DescriptorBudget
     _shutdown: trio.Event
-    kafka_port: int | None = None
-    sent: dict[str, SendStats] = field(default_factory=dict)
+    kafka_port: int | None = None  # the Kafka listener's port, unless it is off
+    http: str | None = None  # the HTTP port's HOST:PORT, if it has one
+    # What each listener's channels sent and read: "sluice", "kafka" (if on), "http" (if on).
+    channels: dict[str, ChannelStats] = field(default_factory=dict)
 
     @property
     def open_connections(self) -> int:
@@ -89,10 +93,10 @@ def open_broker(config: BrokerConfig) -> tuple[Broker, DescriptorBudget]:
     return broker, descriptors
 
 
-def channel_factory(config: BrokerConfig, stats: SendStats):
-    """How accepted connections become channels (counting what they send in ``stats``): the
-    raw-socket fast path, or -- with ``use_sendfile = false`` -- the stream path, which copies
-    file slices."""
+def channel_factory(config: BrokerConfig, stats: ChannelStats):
+    """How accepted connections become channels: the raw-socket fast path, or -- with
+    ``use_sendfile = false`` -- the stream path, which copies file slices. All of them count
+    in ``stats``."""
     timeout = config.send_timeout_s
     if config.use_sendfile:
         def make(stream: trio.SocketStream, peer: str) -> Channel:
@@ -112,27 +116,37 @@ async def serve(
     """Run a broker until shutdown. ``task_status.started`` receives a ``ServerHandle``."""
     # Bind first: a port in use must not cost a recovery of the data directory.
     listeners = await _listen(config.host, config.port)
-    kafka_listeners = []
+    kafka_listeners: list = []
+    http_listeners: list = []
+    http_host = config.http_host or config.host
     try:
         if config.kafka_listen_port is not None:
-            kafka_listeners = await _listen(config.host, config.kafka_listen_port, KAFKA_USE)
+            kafka_listeners = await _listen(
+                config.host, config.kafka_listen_port, " for Kafka clients", KAFKA_HINT)
+        if config.http_port is not None:
+            http_listeners = await _listen(http_host, config.http_port, " for HTTP")
         broker, descriptors = await trio.to_thread.run_sync(open_broker, config)
     except BaseException:
-        for listener in listeners + kafka_listeners:
-            await trio.aclose_forcefully(listener)
+        _close(listeners + kafka_listeners + http_listeners)
         raise
     port = _port_of(listeners)
-    kafka_port = _port_of(kafka_listeners) if kafka_listeners else None
     shutdown = trio.Event()
-    sent = {"sluice": SendStats(), "kafka": SendStats()}
-    handle = ServerHandle(config.host, port, broker, descriptors, shutdown, kafka_port, sent)
+    handle = ServerHandle(config.host, port, broker, descriptors, shutdown)
     inflight = InFlight()
-    serving = [(listeners, SluiceAdapter(broker, config, inflight, (config.host, port)),
-                channel_factory(config, sent["sluice"]))]
+    serving = [("sluice", listeners, SluiceAdapter(broker, config, inflight, (config.host, port)))]
+    addresses = {"sluice": f"{config.host}:{port}"}
     if kafka_listeners:
-        serving.append((kafka_listeners,
-                        KafkaAdapter(broker, config, inflight, (config.host, kafka_port)),
-                        channel_factory(config, sent["kafka"])))
+        handle.kafka_port = _port_of(kafka_listeners)
+        addresses["kafka"] = f"{config.host}:{handle.kafka_port}"
+        serving.append(("kafka", kafka_listeners, KafkaAdapter(
+            broker, config, inflight, (config.host, handle.kafka_port))))
+    if http_listeners:
+        handle.http = addresses["http"] = f"{http_host}:{_port_of(http_listeners)}"
+        serving.append(("http", http_listeners, WebAdapter(BrokerView(
+            broker, config, lambda: descriptors.connections, handle.channels, addresses,
+            time.time()))))
+    handle.channels.update((name, ChannelStats()) for name, _, _ in serving)
+    listeners = [listener for _, some, _ in serving for listener in some]
     refusals = trio.CapacityLimiter(REFUSALS_AT_ONCE)
     try:
         async with trio.open_nursery() as outer:
@@ -143,8 +157,9 @@ async def serve(
                 async def accept_all() -> None:
                     with accept_scope:
                         async with trio.open_nursery() as acceptors:
-                            for serving_listeners, adapter, make_channel in serving:
-                                for listener in serving_listeners:
+                            for name, some, adapter in serving:
+                                make_channel = channel_factory(config, handle.channels[name])
+                                for listener in some:
                                     acceptors.start_soon(accept_loop, listener, descriptors,
                                                          make_channel, adapter, connections,
                                                          refusals)
@@ -153,21 +168,23 @@ async def serve(
                 if handle_signals:  # watching before the broker says it is ready
                     await connections.start(_watch_signals, shutdown)
                 log.info("broker %d ready on %s:%d%s; %s", config.broker_id, config.host, port,
-                         f" (Kafka clients: {kafka_port})" if kafka_port else "",
+                         f" (Kafka clients: {handle.kafka_port})" if handle.kafka_port else "",
                          _storage_description(config))
+                if handle.http is not None:
+                    log.info("console and metrics on http://%s/", handle.http)
                 task_status.started(handle)
                 await shutdown.wait()
                 log.info("shutting down: no new connections; draining for up to %.1f s",
                          config.shutdown_grace_s)
                 accept_scope.cancel()
-                _close(listeners + kafka_listeners)
+                _close(listeners)
                 broker.begin_shutdown()
                 with trio.move_on_after(config.shutdown_grace_s):
                     await inflight.wait_drained()
                 connections.cancel_scope.cancel()
             outer.cancel_scope.cancel()
     finally:
-        _close(listeners + kafka_listeners)  # if cancelled before the shutdown above
+        _close(listeners)  # if cancelled before the shutdown above
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(broker.close)
             log.info("logs flushed and closed cleanly")
@@ -177,16 +194,14 @@ class ListenError(SluiceError):
     """The broker cannot listen on its address (in use, not local, not permitted...)."""
 
 
-KAFKA_USE = " for Kafka clients"
 KAFKA_HINT = " (another port: --kafka-port or kafka_port; none: --no-kafka or kafka = false)"
 
 
-async def _listen(host: str, port: int, use: str = "") -> list:
+async def _listen(host: str, port: int, use: str = "", hint: str = "") -> list:
     try:
         return await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        hint = KAFKA_HINT if use == KAFKA_USE else ""
         raise ListenError(f"cannot listen{use} on {host}:{port}: {reason}{hint}") from None
 
 

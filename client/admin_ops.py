@@ -1,25 +1,34 @@
-"""Admin requests and their results as plain values, sans-IO (trio and blocking Admin share it)."""
+"""Admin requests and their results as plain values, and every admin operation as a procedure,
+sans-IO (the trio and blocking ``Admin`` share it)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from sluice.client.bootstrap import DEFAULT_BOOTSTRAP, timeout_s
+from sluice.client.network import Call, Network
 from sluice.protocol import messages as m
 from sluice.protocol.errors import (
-    ApiError,
     GroupIdNotFoundError,
-    UnknownTopicOrPartitionError,
     error_for_code,
 )
 
 OFFSET_SPECS = {"earliest": -2, "latest": -1}
 
 
-class AdminOptions:
-    """What the trio and the blocking ``Admin`` take: each call's request is answered within
-    ``request_timeout_ms`` or fails with ``RequestTimeoutError``; a lost connection is
-    reopened for up to ``reconnect_timeout_ms``."""
+class AdminBase:
+    """What the trio and the blocking ``Admin`` share: the options, the engine (``net``) and
+    every operation, written once as a procedure (``client.procedure``) that each ``Admin``
+    runs with its driver. Each call's request is answered within ``request_timeout_ms`` or
+    fails with ``RequestTimeoutError``; a lost connection is reopened for up to
+    ``reconnect_timeout_ms``."""
+
+    OPERATIONS = (
+        "create_topic", "create_topics", "alter_topic", "delete_topic", "delete_topics",
+        "list_topics", "describe_topic", "describe_topics", "list_offsets", "list_groups",
+        "describe_group", "delete_groups", "alter_group_offsets",
+    )
 
     def __init__(
         self,
@@ -28,11 +37,72 @@ class AdminOptions:
         client_id: str = "sluice-admin",
         request_timeout_ms: int = 30_000,
         reconnect_timeout_ms: int = 30_000,
+        clock: Callable[[], float],
     ):
         self.bootstrap = bootstrap
         self.client_id = client_id
         self.request_timeout_s = timeout_s("request_timeout_ms", request_timeout_ms)
         self.reconnect_timeout_s = timeout_s("reconnect_timeout_ms", reconnect_timeout_ms, zero=True)
+        self.net = Network(bootstrap, client_id=client_id, clock=clock,
+                           request_timeout_s=self.request_timeout_s,
+                           reconnect_timeout_s=self.reconnect_timeout_s)
+
+    def create_topic(self, name: str, partitions: int = 1, configs=None):
+        """Create a topic (``TopicAlreadyExistsError``, ``InvalidTopicError``...)."""
+        check_topic_results((yield Call(create_topics([(name, partitions, configs or {})]))))
+
+    def create_topics(self, specs):
+        """``specs``: ``(name, partitions, configs)`` triples; raises the first error."""
+        check_topic_results((yield Call(create_topics(specs))))
+
+    def alter_topic(self, name: str, partitions: int | None = None, configs=None):
+        """Add partitions (``partitions``: the new count) and/or set configs of a topic."""
+        check_topic_results((yield Call(alter_topics([(name, partitions, configs)]))))
+
+    def delete_topic(self, name: str):
+        check_topic_results((yield Call(delete_topics([name]))))
+
+    def delete_topics(self, names):
+        check_topic_results((yield Call(delete_topics(names))))
+
+    def list_topics(self):
+        return topic_names((yield Call(metadata())))
+
+    def describe_topic(self, name: str):
+        return topic_infos((yield Call(describe_topics([name]))))[0]
+
+    def describe_topics(self, names=None):
+        return topic_infos((yield Call(describe_topics(names))))
+
+    def list_offsets(self, specs):
+        """``{(topic, partition): timestamp or "earliest"/"latest"}`` ->
+        ``{(topic, partition): (offset, timestamp) or None}``."""
+        return (yield from offsets_from_leaders(self.net, specs))
+
+    def list_groups(self):
+        """Every group the broker knows: ``(group_id, state, members)``."""
+        return group_listings((yield Call(list_groups())))
+
+    def describe_group(self, group_id: str):
+        """Members and their partitions; per partition committed offset, log end and lag
+        (``end_offset - committed``), and the total lag. ``GroupIdNotFoundError`` if unknown."""
+        description = group_description((yield Call(describe_groups([group_id]))), group_id)
+        missing = unlisted_assigned(description)
+        ends = {}
+        if missing:
+            found = yield from offsets_from_leaders(self.net, {tp: "latest" for tp in missing})
+            ends = {tp: v[0] for tp, v in found.items() if v is not None}
+        return group_info(description, ends)
+
+    def delete_groups(self, group_ids):
+        """Delete groups without members, and their committed offsets
+        (``GroupNotEmptyError`` if one has members, ``GroupIdNotFoundError`` if unknown)."""
+        check_group_results((yield Call(delete_groups(group_ids))))
+
+    def alter_group_offsets(self, group_id: str, offsets: dict):
+        """Commit ``{(topic, partition): offset}`` for a group that has no members (as
+        ``sluice groups reset-offsets`` does); a group with members refuses it."""
+        check_partition_results((yield Call(alter_group_offsets(group_id, offsets))))
 
 
 class PartitionInfo(NamedTuple):
@@ -48,13 +118,6 @@ class TopicInfo(NamedTuple):
     configs: dict[str, int]
     partitions: list[PartitionInfo]
     topic_id: str = ""  # this incarnation of the topic ("" from a broker without topic ids)
-
-
-class TopicMeta(NamedTuple):
-    """What clients route by: a topic's partition count and the id of its incarnation."""
-
-    partitions: int
-    topic_id: str
 
 
 def create_topics(specs) -> m.CreateTopicsRequest:
@@ -91,29 +154,25 @@ def list_offsets(specs) -> m.ListOffsetsRequest:
     ])
 
 
+def offsets_from_leaders(net: Network, specs: dict):
+    """Procedure: ``offsets`` of ``list_offsets(specs)``, each partition asked of its leader
+    (a topic whose leaders are not known is looked up first)."""
+    by_node: dict[int | None, dict] = {}
+    for tp, spec in specs.items():
+        if net.metadata.leader(*tp) is None:
+            yield from net.look_up(tp[0])
+        by_node.setdefault(net.metadata.leader(*tp), {})[tp] = spec
+    out = {}
+    for node, asked in by_node.items():
+        channel = None if node is None else net.channel(node)
+        out.update(offsets((yield Call(list_offsets(asked)), channel)))
+    return out
+
+
 def check_topic_results(response) -> None:
     for result in response.topics:
         if result.error:
             raise error_for_code(result.error, result.message or f"topic {result.name!r}")
-
-
-def topic_metas(response: m.MetadataResponse) -> dict[str, TopicMeta | ApiError]:
-    """Each topic of a metadata answer: its ``TopicMeta``, or the error it has (unknown...)."""
-    return {
-        t.name: error_for_code(t.error, t.message or f"unknown topic {t.name!r}") if t.error
-        else TopicMeta(len(t.partitions), t.topic_id)
-        for t in response.topics
-    }
-
-
-def topic_meta(response: m.MetadataResponse, name: str) -> TopicMeta:
-    """The ``TopicMeta`` of ``name`` from a metadata answer (raises its error)."""
-    found = topic_metas(response).get(name)
-    if found is None:
-        raise UnknownTopicOrPartitionError(f"no metadata for topic {name!r}")
-    if isinstance(found, ApiError):
-        raise found
-    return found
 
 
 def topic_names(response: m.MetadataResponse) -> list[str]:

@@ -106,9 +106,10 @@ def separator(text: str) -> bytes:
 def add_connection(parser: argparse.ArgumentParser) -> None:
     """``--bootstrap`` and ``--timeout``: every command that talks to a broker has them."""
     parser.add_argument(
-        "--bootstrap", metavar="HOST:PORT",
+        "--bootstrap", metavar="HOST:PORT[,HOST:PORT...]",
         default=os.environ.get("SLUICE_BOOTSTRAP", DEFAULT_BOOTSTRAP),
-        help=f"broker address (default $SLUICE_BOOTSTRAP or {DEFAULT_BOOTSTRAP})",
+        help="broker addresses, tried in turn; the client learns the others from them "
+        f"(default $SLUICE_BOOTSTRAP or {DEFAULT_BOOTSTRAP})",
     )
     parser.add_argument(
         "--timeout", type=seconds, metavar="SECONDS",

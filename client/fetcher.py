@@ -12,8 +12,9 @@ Topic incarnations: positions mean something only in one incarnation of their to
 deleted and created again under its name starts over at offset 0), so every position belongs
 to the incarnation in ``topic_ids``, and fetches name it (``topic_id``). A topic is fetched
 only once its incarnation is known: newly assigned topics, and topics whose fetch or lookup
-found them deleted (``UnknownTopicIdError`` / ``UnknownTopicOrPartitionError``), wait in
-``unresolved`` for the consumer to look up their metadata and ``bind`` them. Binding a new
+found them deleted (``UnknownTopicIdError`` / ``UnknownTopicOrPartitionError``) or led by
+another broker (``NotLeaderError``), wait in ``unresolved`` for the consumer to look up their
+metadata and ``bind`` them. Binding a new
 incarnation drops the old one's positions: its partitions reset by ``auto_offset_reset``.
 Partitions the incarnation lacks wait in ``absent`` and are not fetched.
 """
@@ -24,6 +25,7 @@ from sluice.client.errors import NoOffsetError
 from sluice.client.records import next_offset_after
 from sluice.protocol import messages as m
 from sluice.protocol.errors import (
+    NotLeaderError,
     OffsetOutOfRangeError,
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
@@ -128,9 +130,12 @@ class FetchState:
         return changed
 
     def _lost_topic(self, tp: TopicPartition, error: Exception) -> bool:
-        """Whether ``error`` says ``tp``'s topic is gone (deleted, maybe recreated): if so, the
-        topic waits in ``unresolved`` for a lookup."""
-        if tp[0] in self.topic_ids and isinstance(error, (UnknownTopicIdError, UnknownTopicOrPartitionError)):
+        """Whether ``error`` says ``tp``'s topic must be looked up again: it is gone (deleted,
+        maybe recreated), or another broker leads the partition now. If so, the topic waits
+        in ``unresolved`` for a lookup."""
+        if isinstance(error, NotLeaderError) or (
+            tp[0] in self.topic_ids and isinstance(error, (UnknownTopicIdError, UnknownTopicOrPartitionError))
+        ):
             self.unresolved.add(tp[0])
             return True
         return False
@@ -235,7 +240,7 @@ class FetchState:
                     del self.fetch_positions[tp]
                     self._reset_by_policy(tp, error)
                     continue
-                if error.retriable or self._lost_topic(tp, error):
+                if self._lost_topic(tp, error) or error.retriable:
                     continue
                 raise error
             data = part.records

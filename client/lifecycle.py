@@ -1,5 +1,5 @@
-"""The shared ``async with`` lifecycle of the trio clients: a nursery for background tasks,
-a ``Cluster`` connection, and exception groups collapsed at the boundary.
+"""The shared ``async with`` lifecycle of the trio clients: a nursery for the driver's tasks,
+the driver running the client's engine, and exception groups collapsed at the boundary.
 
 trio wraps every exception leaving a nursery in an ``ExceptionGroup``; a user who writes
 ``except BrokerUnreachableError`` around ``async with Producer(...)`` must still catch it, so
@@ -11,7 +11,9 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 import trio
-from sluice.client.connection import Cluster
+from sluice.client.network import Network
+from sluice.client.procedure import connect
+from sluice.client.trio_driver import TrioDriver
 
 
 def single_exception(group: BaseExceptionGroup) -> BaseException | None:
@@ -28,34 +30,29 @@ def single_exception(group: BaseExceptionGroup) -> BaseException | None:
 
 
 class ClientLifecycle:
-    """Base of Producer, Consumer and Admin: subclasses implement ``_start`` and set the
-    connection's timeouts (``request_timeout_s``, ``reconnect_timeout_s``)."""
+    """Base of the trio Producer, Consumer and Admin. Subclasses have their engine's ``net``
+    (a ``Network``), list the engine parts the driver runs besides it (``_parts``) and start
+    their own work in ``_start`` (the default connects)."""
 
-    bootstrap: str
-    client_id: str
-    request_timeout_s: float = 30.0
-    reconnect_timeout_s: float = 30.0
+    net: Network
     _stack: AsyncExitStack | None = None
-    _cluster: Cluster | None = None
+    _driver: TrioDriver | None = None
 
-    def _new_cluster(self, nursery: trio.Nursery) -> Cluster:
-        """A ``Cluster`` with this client's bootstrap, id and timeouts."""
-        return Cluster(
-            self.bootstrap, nursery, client_id=self.client_id,
-            request_timeout_s=self.request_timeout_s, reconnect_timeout_s=self.reconnect_timeout_s,
-        )
+    def _parts(self) -> list:
+        return []
 
     async def _start(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
-        """Start background work after the connection is up (register cleanups on ``stack``)."""
+        """Start work once the driver runs (register cleanups on ``stack``)."""
+        await self._driver.run(connect())
 
     async def __aenter__(self):
         try:
             async with AsyncExitStack() as stack:
                 nursery = await stack.enter_async_context(trio.open_nursery())
                 stack.callback(nursery.cancel_scope.cancel)
-                self._cluster = self._new_cluster(nursery)
-                stack.push_async_callback(self._cluster.aclose)
-                await self._cluster.connection()
+                self._driver = TrioDriver(self.net, nursery, self._parts())
+                stack.callback(self._driver.close)
+                self._driver.start()
                 await self._start(stack, nursery)
                 self._stack = stack.pop_all()
         except BaseExceptionGroup as group:
@@ -67,3 +64,4 @@ class ClientLifecycle:
             return await self._stack.__aexit__(*exc_info)
         except BaseExceptionGroup as group:
             raise single_exception(group) or group from None
+

@@ -1,26 +1,41 @@
-"""What the trio and blocking producers share, with no I/O: options, batching, send state."""
+"""The producer engine, with no I/O (``ProducerBase``), and the bulk-send helpers both producers
+use."""
 
 from __future__ import annotations
 
 import gc
+import math
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from itertools import repeat
 from operator import itemgetter, mod
 
 from crc32c import crc32c
+from sluice.client import admin_ops as ops
 from sluice.client.accumulator import Accumulator, ProducerBatch
-from sluice.client.admin_ops import TopicMeta
 from sluice.client.bootstrap import timeout_s
+from sluice.client.errors import (
+    SluiceError,
+    UnknownTopicOrPartitionError,
+    is_retriable,
+    raise_for_error,
+)
+from sluice.client.network import Call, Network
 from sluice.client.partitioner import StickyPartitioner, partition_for_key
+from sluice.client.procedure import CONNECT
 from sluice.client.records import RecordMetadata
+from sluice.client.routing import TopicMeta
 from sluice.client.sender import SendState, parse_acks
+from sluice.protocol import messages as m
 from sluice.protocol.clock import wall_clock_ms
 from sluice.protocol.compression import codec_for
+from sluice.protocol.errors import error_for_code
 
 MAX_IN_FLIGHT_IDEMPOTENT = 5
 MAX_TIMESTAMP = 2**63 - 1  # an i64 in the batch header
 BULK_STEP = 4096  # send_batch records appended between two checks for buffer space
+RETRY_BACKOFF_S = 0.1  # between two lookups of the same topics' metadata
 _key, _value, _headers = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
@@ -160,7 +175,19 @@ class BulkResult:
 
 
 class ProducerBase:
-    """Producer options, validated, and the sans-IO parts built from them.
+    """The producer engine, sans-IO: options, batching, routing each partition's batches to
+    its leader, answers, retries, metadata lookups, epochs. The trio and the blocking
+    ``Producer`` append records and wait in their own way; their driver runs ``tick`` and
+    moves the bytes (``client.network``).
+
+    What goes out when (``tick``): records join their partition's open batch until the batch
+    is full or the sender drains it -- a batch lingers ``linger_ms``, and past that it still
+    stays open while its partition has a batch in flight, so under load each round trip
+    carries what came meanwhile (Kafka's accumulator: a batch closes when the sender takes
+    it, not when its linger ends). A broker gets at most ``max_in_flight`` requests at once,
+    each with at most one batch per partition it leads (``SendState``). An answer that says
+    another broker leads the partition, or a lost connection, makes the producer look the
+    topic's leaders up again before it sends more of it.
 
     ``clock`` is the monotonic clock batches linger by (trio's or ``time.monotonic``).
     ``compression``: None (default), "gzip", "snappy", "lz4" or "zstd"; each batch's records
@@ -173,7 +200,9 @@ class ProducerBase:
 
     def __init__(
         self,
+        bootstrap: str,
         *,
+        client_id: str,
         clock: Callable[[], float],
         acks=1,
         linger_ms: float = 5,
@@ -198,6 +227,8 @@ class ProducerBase:
         backoff_max_s = timeout_s("retry_backoff_max_ms", retry_backoff_max_ms, zero=True)
         if backoff_max_s < backoff_s:
             raise ValueError("retry_backoff_max_ms must be at least retry_backoff_ms")
+        self.bootstrap = bootstrap
+        self.client_id = client_id
         self.linger_s = linger_ms / 1000
         self.buffer_bytes = buffer_bytes
         self.max_in_flight = max_in_flight
@@ -214,11 +245,208 @@ class ProducerBase:
             retry_backoff_s=backoff_s,
             retry_backoff_max_s=backoff_max_s,
         )
+        self.net = Network(bootstrap, client_id=client_id, clock=clock,
+                           request_timeout_s=self.request_timeout_s,
+                           reconnect_timeout_s=self.reconnect_timeout_s)
+        self.net.watchers.append(self._channel_down)
         self._partitions: dict[str, int] = {}
+        self._in_flight: dict[int, int] = {}  # produce requests awaiting answers, per broker
+        self._refresh: set[str] = set()  # topics whose leaders must be looked up again
+        self._refresh_at = 0.0  # when a lookup may be sent (a backoff after each one)
+        self._lookup: Call | None = None
+        self._id_call: Call | None = None
+        self._wake_at = math.inf
+        self._closing = False
+        self._kick = _nothing  # the driver's: new work for the engine
+
+    # -- the engine's turn --------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Act on the time: expire, look topics up, renew the epoch, send what may go."""
+        state = self._state
+        expiry = state.expire(now)
+        wake = min(expiry, state.wake_time())
+        if state.stale_topics or self._refresh:
+            if self._lookup is None and now >= self._refresh_at:
+                self._look_up_again(now)
+            if self._lookup is None:
+                wake = min(wake, self._refresh_at)
+        linger_due = self._acc.seal_expired(now, self.linger_s, state.inflight)
+        if linger_due is not None and linger_due < wake:
+            wake = linger_due
+        if state.epoch_due:  # a new epoch before anything else is sent
+            if self._id_call is None:
+                request = state.producer_id_request(now)
+                if request is not None:
+                    self._id_call = self.net.submit(Call(request, self._producer_id_answered))
+        else:
+            while (sent := state.next_request(now, self._node_for)) is not None:
+                self._send(*sent)
+        self._completed()
+        self._wake_at = wake
+
+    def wake_time(self) -> float:
+        return self._wake_at
+
+    def _node_for(self, tp: tuple[str, int]) -> int | None:
+        """The broker ``tp``'s next batch may go to now: its leader, if its connection is
+        ready (else it is opened) and has room for another request; else None."""
+        if tp[0] in self._refresh:
+            return None
+        net = self.net
+        node = net.metadata.leader(*tp)
+        if node is None:
+            self._refresh.add(tp[0])
+            return None
+        channel = net.channel(node)
+        if not channel.ready:
+            net.use(channel)
+            return None
+        if self._in_flight.get(node, 0) >= self.max_in_flight:
+            return None
+        return node
+
+    def _send(self, request: m.ProduceRequest, batches: list[ProducerBatch]) -> None:
+        node = self.net.metadata.leader(batches[0].topic, batches[0].partition)
+        on_answer = None
+        if self._state.acks:
+            self._in_flight[node] = self._in_flight.get(node, 0) + 1
+            on_answer = partial(self._answered, node, batches)
+        self.net.submit(Call(request, on_answer), self.net.channel(node))
+
+    def _answered(self, node: int, batches: list[ProducerBatch], response, error) -> None:
+        """A produce answer (or the loss of its connection)."""
+        self._in_flight[node] -= 1
+        state = self._state
+        if error is not None:
+            state.on_failure(batches, error)
+        else:
+            state.on_response(batches, response)
+        if state.misrouted:
+            self._refresh |= state.misrouted
+            state.misrouted.clear()
+        self._forget_stale_counts()
+        self._completed()
+
+    def _channel_down(self, channel, error: BaseException, unreachable: bool) -> None:
+        """A broker's connection was lost: its partitions' leaders are looked up again. It
+        cannot be reopened: what waits to go to it fails (``BrokerUnreachableError``)."""
+        if channel.node is None or channel.purpose:
+            return
+        leader = self.net.metadata.leader
+        led = {tp for tp in (*self._acc.ready, *self._acc.open, *self._state.retrying)
+               if leader(*tp) == channel.node}
+        if unreachable:
+            self._state.fail_all(error, led.__contains__)
+            self._completed()
+        else:
+            self._refresh |= {topic for topic, _ in led}
+
+    def _look_up_again(self, now: float) -> None:
+        topics = sorted(self._state.stale_topics | self._refresh)
+        self._refresh_at = now + RETRY_BACKOFF_S
+        self._lookup = self.net.submit(
+            Call(ops.metadata(topics), partial(self._looked_up_again, topics)))
+
+    def _looked_up_again(self, topics: list[str], response, error) -> None:
+        """Fresh metadata for the topics an answer (or a lost connection) put in doubt: a
+        topic deleted or recreated is followed (``SendState.reset_topic``), leaders are
+        rerouted to. After a retriable failure it is asked again after a backoff."""
+        self._lookup = None
+        state = self._state
+        found = {}
+        if error is None:
+            try:
+                raise_for_error(response)
+                found = self.net.metadata.update(response)
+            except SluiceError as exc:
+                error = exc
+        for topic in topics:
+            meta = found.get(topic, error)
+            if isinstance(meta, UnknownTopicOrPartitionError):
+                meta = None
+            elif isinstance(meta, BaseException):
+                if is_retriable(meta):  # connection lost, broker restarting: soon again
+                    continue
+                state.stale_topics.discard(topic)
+                self._refresh.discard(topic)
+                state.fail_all(meta)
+                continue
+            self._refresh.discard(topic)
+            self._learned(topic, meta)
+        self._completed()
+
+    def _producer_id_answered(self, response, error) -> None:
+        """The answer to ``InitProducerId``; on failure ``SendState`` says when to ask again.
+        If the broker stays unreachable past the reconnect window, what is pending fails."""
+        self._id_call = None
+        state = self._state
+        if error is None and response.error:
+            error = error_for_code(response.error, response.message)
+        if error is None:
+            state.on_producer_id(response)
+        else:
+            if not is_retriable(error):
+                state.fail_all(error)
+            state.on_producer_id_failed(self.net.clock())
+        self._completed()
+
+    def _completed(self) -> None:
+        """Hand what ``SendState`` just finished to the driver (whose waiters to wake)."""
+        completed = self._state.completed
+        if completed:
+            net = self.net
+            for batch in completed:
+                if batch.waiter is not None:
+                    net.completed.append(batch)
+            completed.clear()
+            net.bump()
+
+    # -- procedures (run by either driver) -----------------------------------------------------
+
+    def _start_procedure(self):
+        """Connect; an idempotent producer gets its id first (errors reach the caller)."""
+        yield CONNECT
+        request = self._state.producer_id_request(self.net.clock())
+        if request is not None:
+            self._state.on_producer_id((yield Call(request)))
+
+    def _look_up(self, topic: str):
+        """The topic's partition count, asked now (``UnknownTopicOrPartitionError`` if it
+        does not exist)."""
+        try:
+            meta = yield from self.net.look_up(topic)
+        except UnknownTopicOrPartitionError:
+            self._learned(topic, None)
+            self._completed()
+            raise
+        self._learned(topic, meta)
+        self._completed()
+        return meta.partitions
+
+    # -- records --------------------------------------------------------------------------------
+
+    def _append(self, topic: str, value, key, headers, timestamp: int,
+                partition: int | None) -> tuple[ProducerBatch, int]:
+        """Add one record to its partition's open batch (the topic's partition count is
+        known); its batch and index there."""
+        count = self._partitions[topic]
+        if partition is None:
+            if key is None:
+                partition = self._sticky.partition(topic, count)
+            elif self.partitioner is partition_for_key:
+                partition = crc32c(key) % count  # (the default, without a call)
+            else:
+                partition = self.partitioner(key, count)
+        elif not 0 <= partition < count:
+            raise ValueError(f"{topic} has partitions 0..{count - 1}, not {partition}")
+        return self._acc.append(topic, partition, key, value, headers, timestamp)
 
     def _on_seal(self, batch: ProducerBatch) -> None:
-        """A batch was sealed and queued for sending."""
-        raise NotImplementedError
+        """A batch was sealed and queued for sending: keyless records move on."""
+        count = self._partitions.get(batch.topic)
+        if count:
+            self._sticky.batch_sealed(batch.topic, batch.partition, count)
 
     def _learned(self, topic: str, meta: TopicMeta | None) -> None:
         """Metadata of ``topic`` arrived (None: no such topic): route by it from now on. A
@@ -297,3 +525,7 @@ class ProducerBase:
         new = self._acc.append_values(topic, part, values, timestamp, keys, headers)
         add_segments(segments, new)
         return any(start == 0 for _, start, _ in new)
+
+
+def _nothing() -> None:
+    """No driver yet: nothing to kick."""

@@ -46,12 +46,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 from sluice.client.accumulator import Accumulator, ProducerBatch
 from sluice.client.errors import DeliveryTimeoutError, is_retriable
 from sluice.protocol import messages as m
 from sluice.protocol.batch import NO_SEQUENCE
 from sluice.protocol.errors import (
+    NotLeaderError,
     OutOfOrderSequenceError,
     RequestTimedOutError,
     StorageError,
@@ -69,6 +71,8 @@ ACKS = {0: 0, 1: 1, -1: -1, "all": -1, "1": 1, "0": 0, "-1": -1}
 # Errors an acks=all answer can carry although the batch was appended (its flush failed or
 # timed out): such an answer does not prove the batch absent from the log.
 AFTER_APPEND_ERRORS = (RequestTimedOutError, StorageError)
+# Errors that say the request went to a broker that does not lead the partition (now).
+ROUTING_ERRORS = (NotLeaderError,)
 # Errors a topic deleted (and maybe created again) under the producer explains.
 TOPIC_CHANGE_ERRORS = (
     UnknownTopicOrPartitionError, UnknownTopicIdError, OutOfOrderSequenceError, UnknownProducerIdError,
@@ -124,6 +128,9 @@ class SendState:
         self.topic_ids: dict[str, str | None] = {}
         self.stale_topics: set[str] = set()
         self.held_holes: set[str] = set()
+        # Topics an answer said another broker leads now: the I/O layer looks their leaders
+        # up again (their failed batches wait in ``retrying`` meanwhile).
+        self.misrouted: set[str] = set()
         self._id_retry_at = 0.0
         self._id_failures = 0
         self._expiry_due = 0.0
@@ -191,13 +198,20 @@ class SendState:
 
     # -- sending ----------------------------------------------------------------------------
 
-    def next_request(self, now: float) -> tuple[m.ProduceRequest, list[ProducerBatch]] | None:
-        """The next produce request (one batch per unmuted partition), or None."""
+    def next_request(
+        self, now: float, node_of: Callable[[tuple[str, int]], int | None] | None = None
+    ) -> tuple[m.ProduceRequest, list[ProducerBatch]] | None:
+        """The next produce request (one batch per unmuted partition), or None.
+
+        With ``node_of`` (the broker a partition's batch may go to now, or None: not now),
+        the request is for one broker: the first partition with something to send picks it.
+        """
         if self.epoch_due:
             return None
         batches: list[ProducerBatch] = []
         parts: list[m.ProducePartition] = []
         total = 0
+        node = None
         backoff, stale = self.retry_at, self.stale_topics
         for tp, queue in self.acc.ready.items():
             if backoff and tp in backoff:
@@ -208,6 +222,11 @@ class SendState:
                 continue
             if batches and total + queue[0].size > MAX_REQUEST_BYTES:
                 continue
+            if node_of is not None:
+                target = node_of(tp)
+                if target is None or (batches and target != node):
+                    continue
+                node = target
             batch = queue.popleft()
             if not batch.attempts:  # first send: to the incarnation known now, for good
                 batch.topic_id = self.topic_ids.get(tp[0]) or ""
@@ -293,6 +312,8 @@ class SendState:
         else:
             self.cause[tp] = error
             retriable = is_retriable(error)
+            if isinstance(error, ROUTING_ERRORS):
+                self.misrouted.add(batch.topic)
         batch.last_error = error
         left = self.delivery_timeout_s - (self.acc.clock() - batch.created)
         if retriable and batch.attempts <= self.retries and self.backoff(batch.attempts) < left:
@@ -434,16 +455,23 @@ class SendState:
                 self._finish(batch, error=_sent_to_deleted_topic(batch, None) if batch.attempts
                              else _partition_gone(batch, topic_id, partitions))
 
-    def fail_all(self, error: BaseException) -> None:
-        """Fail every batch not yet delivered (the producer is giving up on them)."""
-        self.acc.seal_all()
+    def fail_all(
+        self, error: BaseException, where: Callable[[tuple[str, int]], bool] | None = None
+    ) -> None:
+        """Fail every batch not yet delivered (the producer is giving up on them); with
+        ``where``, those of the partitions it is true for."""
+        for tp, batch in list(self.acc.open.items()):
+            if where is None or where(tp):
+                self.acc.seal(batch)
         for queues in (self.acc.ready, self.inflight, self.retrying):
-            for queue in queues.values():
+            for tp, queue in queues.items():
+                if where is not None and not where(tp):
+                    continue
                 for batch in queue:
                     if not batch.done:
                         self._give_up(batch, error)
                 queue.clear()
-        self.retry_at.clear()
+                self.retry_at.pop(tp, None)
         if self.held_holes:  # no metadata will judge them now: assume the worst
             self.held_holes.clear()
             self.epoch_due = True

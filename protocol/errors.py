@@ -195,6 +195,14 @@ class TooManyConnectionsError(ApiError):
     retriable = True
 
 
+class NotLeaderError(ApiError):
+    """This broker does not lead the partition: look its leader up again (clients do, and
+    retry there)."""
+
+    code = 22
+    retriable = True
+
+
 class UnknownTopicIdError(ApiError):
     """The topic id named is not the current one: that topic was deleted (and maybe recreated).
 
@@ -238,11 +246,11 @@ class GroupNotEmptyError(ApiError):
 
 NONE = 0
 # Codes retired, never to be given another meaning:
-# 22 NotLeaderError -- on one broker every partition is led by the broker that serves it, so
-#    nothing raised it; replication brings it back under this code.
 # 34 UnreleasedInstanceError -- server-side assignment revokes a partition before it assigns
 #    it elsewhere, so no commit or assignment ever meets one still owned by another member.
-RETIRED_CODES = frozenset({22, 34})
+# (22 NotLeaderError was retired while one broker led every partition; the clients' leader
+# routing brought it back: they look the leaders up again when a broker answers it.)
+RETIRED_CODES = frozenset({34})
 
 
 def _build_table() -> dict[int, type[ApiError]]:

@@ -1,6 +1,6 @@
 """Faults for end-to-end tests: a TCP proxy in front of a broker that can cut every connection
-through it, or black-hole them, on 127.0.0.1; and both producers behind one interface, so a
-scenario runs against the trio and the blocking client alike.
+through it, or black-hole them, on 127.0.0.1; and both producers behind one interface
+(``tests.drivers``), so a scenario runs against the trio and the blocking client alike.
 
 ``await nursery.start(proxy.serve)`` starts it; clients connect to ``proxy.bootstrap``.
 
@@ -16,14 +16,10 @@ scenario runs against the trio and the blocking client alike.
 
 from __future__ import annotations
 
-import functools
-from contextlib import asynccontextmanager
-
 import trio
 from sluice.client.consumer import Consumer
-from sluice.client.errors import SluiceError
-from sluice.client.producer import Producer
-from sluice.client.sync import Producer as SyncProducer
+
+from tests.drivers import open_client
 
 
 class _Link:
@@ -136,70 +132,10 @@ class TcpProxy:
 # -- clients under faults ---------------------------------------------------------------------
 
 
-class TrioProducer:
-    """A trio ``Producer`` behind the interface ``SyncProducerInThreads`` shares, so a fault
-    scenario runs against both clients."""
-
-    def __init__(self, producer) -> None:
-        self.producer = producer
-
-    async def send(self, topic: str, value: bytes, **fields):
-        return await self.producer.send(topic, value, **fields)
-
-    async def outcome(self, handle):
-        """The record's offset, or the ``SluiceError`` it failed with."""
-        try:
-            return (await handle).offset
-        except SluiceError as exc:
-            return exc
-
-    async def flush(self) -> None:
-        await self.producer.flush()
-
-
-class SyncProducerInThreads:
-    """A blocking ``sluice.client.sync.Producer`` driven from trio: each call runs in a worker
-    thread (one at a time), abandoned if the caller is cancelled, so a test's ``fail_after``
-    still bounds a call that hangs."""
-
-    def __init__(self, producer) -> None:
-        self.producer = producer
-
-    async def call(self, fn, *args, **kwargs):
-        return await trio.to_thread.run_sync(
-            functools.partial(fn, *args, **kwargs), abandon_on_cancel=True
-        )
-
-    async def send(self, topic: str, value: bytes, **fields):
-        return await self.call(self.producer.send, topic, value, **fields)
-
-    async def outcome(self, handle):
-        def result():
-            try:
-                return handle.result().offset
-            except SluiceError as exc:
-                return exc
-
-        return await self.call(result)
-
-    async def flush(self) -> None:
-        await self.call(self.producer.flush)
-
-
-@asynccontextmanager
-async def open_producer(api: str, bootstrap: str, **options):
-    """``api`` "trio" or "sync": a producer with ``options``, closed (flushed) on leaving."""
-    if api == "trio":
-        async with Producer(bootstrap, **options) as producer:
-            yield TrioProducer(producer)
-        return
-    producer = SyncProducer(bootstrap, **options)
-    wrapped = SyncProducerInThreads(producer)
-    await wrapped.call(producer.__enter__)
-    try:
-        yield wrapped
-    finally:
-        await wrapped.call(producer.close)
+def open_producer(driver: str, bootstrap: str, **options):
+    """A producer of ``driver`` ("trio" or "blocking", see ``tests.drivers``) with
+    ``options``, closed (flushed) on leaving."""
+    return open_client(driver, "producer", bootstrap, **options)
 
 
 async def read_log(bootstrap: str, topic: str, partition: int = 0) -> dict[int, bytes]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import selectors
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,16 +26,36 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-READY_LINE = re.compile(r"listening on \S+:(\d+)(?: \(sluice\))?(?: and \S+:(\d+) \(kafka\))?")
+KAFKA_LINE = "kafka listener on "
+HTTP_LINE = "console and metrics on http://"
+READY_LINE = "listening on "
 
 
-def parse_ready_line(line: str) -> tuple[int, int | None] | None:
-    """``(Sluice port, Kafka port or None)`` from the broker's ``listening on`` line, or None
-    if ``line`` is not it."""
-    found = READY_LINE.match(line)
-    if found is None:
-        return None
-    return int(found[1]), int(found[2]) if found[2] else None
+@dataclass(frozen=True)
+class Announced:
+    """Where a broker said it listens: the Sluice port, the Kafka one (None: off) and the
+    HTTP port's ``HOST:PORT`` (None: off)."""
+
+    port: int
+    kafka_port: int | None = None
+    http: str | None = None
+
+
+def parse_announcement(lines: Iterable[str]) -> Announced | None:
+    """What the broker's start-up lines say (``AnnounceReady`` in ``broker/__main__.py``: a
+    line per other listener, then ``listening on HOST:PORT``); None if a line is none of
+    them or the lines end first."""
+    kafka_port = http = None
+    for line in lines:
+        if line.startswith(KAFKA_LINE):
+            kafka_port = int(line.rsplit(":", 1)[1])
+        elif line.startswith(HTTP_LINE):
+            http = line[len(HTTP_LINE):].strip().rstrip("/")
+        elif line.startswith(READY_LINE):
+            return Announced(int(line.rsplit(":", 1)[1]), kafka_port, http)
+        else:
+            return None
+    return None
 
 
 class BrokerProcess:
@@ -49,6 +69,7 @@ class BrokerProcess:
         self.log_path = log_path
         self.port = 0
         self.kafka_port: int | None = None  # the Kafka listener's, once started (None: off)
+        self.http: str | None = None  # the HTTP port's HOST:PORT, once started (None: off)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -71,12 +92,22 @@ class BrokerProcess:
             preexec_fn=self.child_setup,
         )
         log.close()
-        line = self._read_line()
-        ports = parse_ready_line(line.decode(errors="replace"))
-        if ports is None:
+        lines: list[str] = []
+        announced = parse_announcement(self._announcement(lines))
+        if announced is None:
             self.kill()
-            raise RuntimeError(f"broker did not start: {line!r}; log: {self.log_text()}")
-        self.port, self.kafka_port = ports
+            raise RuntimeError(f"broker did not start: {lines!r}; log: {self.log_text()}")
+        self.port, self.kafka_port, self.http = announced.port, announced.kafka_port, announced.http
+
+    def _announcement(self, seen: list[str]) -> Iterator[str]:
+        """The broker's start-up lines (kept in ``seen``): the first waited for, the others
+        printed in the same call, already on their way (and perhaps already in the pipe's
+        buffer, where select would not see them)."""
+        line = self._read_line()
+        while line:
+            seen.append(line.decode(errors="replace"))
+            yield seen[-1]
+            line = self.proc.stdout.readline()
 
     def broker_args(self) -> list[str]:
         """Hook: flags every start of this broker passes (beyond data dir and port)."""

@@ -17,3 +17,16 @@ def test_every_package_folder_is_installed_under_the_sluice_namespace():
             expected.add(".".join((name, *relative)))
     assert set(setup["packages"]) == expected
     assert all(package.startswith("sluice.") for package in setup["packages"])
+
+
+def test_the_console_s_files_are_package_data():
+    """The web console's files ship in wheels (checked by hand: ``pip wheel --no-deps .``
+    holds sluice/broker/web/static/*); the HTTP tests show an editable install serves them."""
+    from fnmatch import fnmatch
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["sluice.broker.web"]
+    static = ROOT / "broker" / "web" / "static"
+    files = [str(path.relative_to(static.parent)) for path in static.iterdir()]
+    assert "static/index.html" in files
+    assert all(any(fnmatch(name, pattern) for pattern in patterns) for name in files)

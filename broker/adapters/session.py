@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable
+from time import perf_counter
 from typing import Any, Protocol
 
 import trio
@@ -59,7 +60,10 @@ class Dialect(Protocol):
     its outcome: a response, a ``Deferred`` or ``Pending`` one, an ``ApiError`` to answer
     with, or None for no answer (it may also raise ``ApiError``). ``encode(request, outcome)``
     turns a ready outcome into the pieces to send; ``release(outcome)`` drops what an outcome
-    holds (file references), once sent or dropped."""
+    holds (file references), once sent or dropped. ``answered(request, seconds)`` is told,
+    once a request's answer is sent (or it needed none), how long that took from the moment
+    it was read: the request latency a client sees, its wait behind earlier answers on the
+    same connection included (metrics)."""
 
     def receive_buffer(self, size_hint: int) -> memoryview: ...
     def received(self, n: int) -> None: ...
@@ -68,6 +72,7 @@ class Dialect(Protocol):
     def encode(self, request: Any, outcome: Any) -> list[Piece]: ...
     def closing_frame(self, error: RemoteProtocolError) -> list[Piece]: ...
     def release(self, outcome: Any) -> None: ...
+    def answered(self, request: Any, seconds: float) -> None: ...
 
 
 class _Broken:
@@ -126,8 +131,8 @@ class Session:
             except RemoteProtocolError as exc:
                 log.warning("protocol error from %s: %s", self.peer, exc)
                 idle.deadline = math.inf
-                await self._enqueue(_Broken(exc), None)
-                await self._outbox_send.send((None, _CLOSE))
+                await self._enqueue(_Broken(exc), None, 0.0)
+                await self._outbox_send.send((None, _CLOSE, 0.0))
                 return
             if request is CLOSED:
                 return
@@ -137,6 +142,7 @@ class Session:
                 dialect.received(n)
                 await self._fair_share(requests=0, received=n)
                 continue
+            started = perf_counter()
             outcome = self._serve(request)
             if isinstance(outcome, Pending):
                 # In flight from now until answered, so a drain waits for it (the count never
@@ -146,14 +152,15 @@ class Session:
                 try:
                     outcome = await self._finish(outcome.run(), request)
                     self._unyielded = self._unyielded_bytes = 0  # it waited: others ran
-                    await self._answer(request, outcome, idle)
+                    await self._answer(request, outcome, idle, started)
                 finally:
                     self.inflight.finished()
             else:
-                await self._answer(request, outcome, idle)
+                await self._answer(request, outcome, idle, started)
 
-    async def _answer(self, request, outcome, idle: trio.CancelScope) -> None:
+    async def _answer(self, request, outcome, idle: trio.CancelScope, started: float) -> None:
         if outcome is None:
+            self.dialect.answered(request, perf_counter() - started)
             await self._fair_share()
         elif self._queued == 0 and not isinstance(outcome, Deferred):
             # Nothing is queued or being sent ahead of it: answer from here, saving the hop
@@ -161,12 +168,12 @@ class Session:
             # while the deadline is armed for the send.
             self.inflight.started()
             try:
-                await self._send(request, outcome, idle)
+                await self._send(request, outcome, idle, started)
             finally:
                 self.inflight.finished()
             await self._fair_share()
         else:
-            await self._enqueue(request, outcome, idle)
+            await self._enqueue(request, outcome, started, idle)
 
     async def _receive_into(self, view: memoryview, idle: trio.CancelScope) -> int:
         """Receive straight into the dialect's buffer (for a large frame: the frame itself).
@@ -194,13 +201,15 @@ class Session:
             self._unyielded = self._unyielded_bytes = 0
             await trio.lowlevel.checkpoint()
 
-    async def _enqueue(self, request, outcome, idle: trio.CancelScope | None = None) -> None:
+    async def _enqueue(
+        self, request, outcome, started: float, idle: trio.CancelScope | None = None
+    ) -> None:
         """Queue an answer for the writer; it counts as in flight until sent or dropped.
 
         Waiting for room in the outbox is backpressure, not idleness: ``idle`` is lifted."""
         self.inflight.started()
         self._queued += 1
-        item = (request, outcome)
+        item = (request, outcome, started)
         try:
             try:
                 self._outbox_send.send_nowait(item)
@@ -241,11 +250,11 @@ class Session:
             # One scope for the connection's life; its deadline is armed only while a response
             # is being sent, so a client that stops reading is dropped after the send timeout.
             with trio.CancelScope() as sending:
-                async for request, outcome in self._outbox_receive:
+                async for request, outcome, started in self._outbox_receive:
                     if outcome is _CLOSE:
                         break
                     try:
-                        await self._deliver(request, outcome, sending)
+                        await self._deliver(request, outcome, sending, started)
                     finally:
                         self._queued -= 1
                         self.inflight.finished()
@@ -256,7 +265,7 @@ class Session:
             # Responses still queued will never be sent: they are no longer in flight.
             while True:
                 try:
-                    _, outcome = self._outbox_receive.receive_nowait()
+                    _, outcome, _ = self._outbox_receive.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
                 if outcome is not _CLOSE:
@@ -264,19 +273,20 @@ class Session:
                     self._queued -= 1
                     self.inflight.finished()
 
-    async def _deliver(self, request, outcome, sending: trio.CancelScope) -> None:
+    async def _deliver(self, request, outcome, sending: trio.CancelScope, started: float) -> None:
         if isinstance(request, _Broken):
             await self.channel.send(self.dialect.closing_frame(request.error), sending)
             return
         if isinstance(outcome, Deferred):
             outcome = await self._finish(outcome.complete(), request)
-        await self._send(request, outcome, sending)
+        await self._send(request, outcome, sending, started)
 
-    async def _send(self, request, outcome, sending: trio.CancelScope) -> None:
+    async def _send(self, request, outcome, sending: trio.CancelScope, started: float) -> None:
         try:
             await self.channel.send(self.dialect.encode(request, outcome), sending)
         finally:
             self.dialect.release(outcome)
+        self.dialect.answered(request, perf_counter() - started)
 
 
 def _unexpected(exc: Exception, request) -> ApiError:

@@ -170,6 +170,11 @@ class Partition:
         stats.batches_in += batches.batch_count
         stats.records_in += batches.record_count
         stats.bytes_in += batches.size
+        if batches.batch_count == 1:
+            stats.batch_bytes.observe(batches.size)
+        else:
+            for header in batches.headers:
+                stats.batch_bytes.observe(header.size)
         self.wake_watchers()
 
     # -- reads -------------------------------------------------------------------------------
@@ -261,7 +266,7 @@ class Partition:
                 self._flush_error = exc
                 self.stats.flush_failures += 1
             self.stats.flushes += 1
-            self.stats.flush_seconds += time.perf_counter() - began
+            self.stats.flush_durations.observe(time.perf_counter() - began)
             self._wake_committed()
 
     def _wake_committed(self) -> None:

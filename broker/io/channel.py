@@ -9,6 +9,7 @@ sends file slices by copying them. Protocol adapters drive a channel and never s
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -42,16 +43,25 @@ class Channel(Protocol):
     async def aclose(self) -> None: ...
 
 
-class SendStats:
-    """What the channels of one listener sent, by how: plain counters bumped once per system
-    call (metrics and tests read them; ``sendfile_bytes`` is what zero-copy carried)."""
+@dataclass(slots=True)
+class ChannelStats:
+    """What the channels of one listener sent and read, by how: plain counters bumped once per
+    system call or file slice, never per record or page (metrics and tests read them).
 
-    __slots__ = ("bytes_sent", "sendfile_bytes", "copied_file_bytes")
+    ``sendfile_bytes`` is what zero-copy carried; ``copied_file_bytes`` the file slices read
+    into memory and sent as bytes (small slices, the stream path). ``cold_reads``: file
+    slices whose pages were not all in the page cache, so a worker thread read them from disk
+    first (never the event loop: Kafka's KAFKA-7504); ``cold_read_bytes``: their bytes."""
 
-    def __init__(self) -> None:
-        self.bytes_sent = 0  # every byte written to the connections, however it went
-        self.sendfile_bytes = 0  # bytes of file slices sent by sendfile (never in user space)
-        self.copied_file_bytes = 0  # bytes of file slices read into memory and sent as bytes
+    bytes_sent: int = 0  # every byte written to the connections, however it went
+    sendfile_bytes: int = 0
+    copied_file_bytes: int = 0
+    cold_reads: int = 0
+    cold_read_bytes: int = 0
+
+    def cold(self, length: int) -> None:
+        self.cold_reads += 1
+        self.cold_read_bytes += length
 
 
 class OneSender:

@@ -26,7 +26,7 @@ Invariants:
   sendfile) to two. The RWF_NOWAIT read doubles as the page-cache probe: if it would block, the
   slice takes the cold path (warm in a thread, then sendfile).
 * ``OSError`` from the socket becomes ``trio.BrokenResourceError`` here, at the edge.
-* ``stats`` (a ``SendStats``, shared by a listener's channels) counts the bytes sent, and how
+* ``stats`` (a ``ChannelStats``, shared by a listener's channels) counts the bytes sent, and how
   many of them ``sendfile`` carried.
 """
 
@@ -36,7 +36,7 @@ import os
 from collections.abc import Iterable
 
 import trio
-from sluice.broker.io.channel import OneSender, Piece, SendStats
+from sluice.broker.io.channel import ChannelStats, OneSender, Piece
 from sluice.broker.io.pagecache import is_cached, read_cached, warm
 from sluice.protocol.slices import FileSlice
 
@@ -50,13 +50,15 @@ COPY_BELOW = 64 * 1024
 class SocketChannel:
     """A TCP connection accepted by trio, driven with raw system calls (see the module doc)."""
 
-    def __init__(self, stream: trio.SocketStream, *, send_timeout_s: float, peer: str = "?",
-                 stats: SendStats | None = None) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, *, send_timeout_s: float, peer: str = "?",
+        stats: ChannelStats | None = None,
+    ) -> None:
         self._stream = stream
         self._sock = stream.socket
         self.peer = peer
         self._sender = OneSender(send_timeout_s)
-        self.stats = stats if stats is not None else SendStats()
+        self.stats = stats if stats is not None else ChannelStats()
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -117,6 +119,7 @@ class SocketChannel:
     async def _send_slice(self, piece: FileSlice) -> None:
         fd = piece.file.fileno()
         if not is_cached(fd, piece.position, piece.length):
+            self.stats.cold(piece.length)
             await trio.to_thread.run_sync(warm, fd, piece.position, piece.length)
         sock_fd = self._sock.fileno()
         position, end = piece.position, piece.position + piece.length

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Iterator
 
 import trio
-from sluice.broker.io.channel import OneSender, Piece, SendStats
+from sluice.broker.io.channel import ChannelStats, OneSender, Piece
 from sluice.broker.io.pagecache import read_cached
 from sluice.protocol.slices import FileSlice
 
@@ -26,12 +26,14 @@ COALESCE_BYTES = 256 * 1024  # bytes handed to one send_all, at most (a slice's 
 class StreamChannel:
     """A ``trio.abc.Stream`` as a ``Channel``."""
 
-    def __init__(self, stream: trio.abc.Stream, *, send_timeout_s: float, peer: str = "?",
-                 stats: SendStats | None = None) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, *, send_timeout_s: float, peer: str = "?",
+        stats: ChannelStats | None = None,
+    ) -> None:
         self._stream = stream
         self.peer = peer
         self._sender = OneSender(send_timeout_s)
-        self.stats = stats if stats is not None else SendStats()
+        self.stats = stats if stats is not None else ChannelStats()
         self._received = memoryview(b"")  # received from the stream, not yet taken
         self._eof = False
 
@@ -83,9 +85,21 @@ class StreamChannel:
                 yield piece
                 continue
             for position, length in _spans(piece):
-                data = await _read(piece.file.fileno(), position, length)
-                self.stats.copied_file_bytes += length
-                yield data
+                yield await self._read(piece.file.fileno(), position, length)
+
+    async def _read(self, fd: int, position: int, length: int) -> bytes:
+        """``length`` bytes of the file at ``position``: from the page cache on the event loop
+        if they are all there, else (a cold read) in a worker thread.
+        ``trio.BrokenResourceError`` if the file ends first (the slice promised whole batches)."""
+        data = read_cached(fd, position, length)
+        if data is None:
+            self.stats.cold(length)
+            data = await trio.to_thread.run_sync(os.pread, fd, length, position)
+        if len(data) != length:
+            raise trio.BrokenResourceError(
+                f"file ended {length - len(data)} bytes before the slice did")
+        self.stats.copied_file_bytes += length
+        return data
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self._stream)
@@ -95,15 +109,3 @@ def _spans(piece: FileSlice) -> Iterator[tuple[int, int]]:
     end = piece.position + piece.length
     for position in range(piece.position, end, COALESCE_BYTES):
         yield position, min(COALESCE_BYTES, end - position)
-
-
-async def _read(fd: int, position: int, length: int) -> bytes:
-    """``length`` bytes of the file at ``position``: from the page cache on the event loop if
-    they are all there, else in a worker thread. ``trio.BrokenResourceError`` if the file ends
-    first (the slice promised whole batches)."""
-    data = read_cached(fd, position, length)
-    if data is None:
-        data = await trio.to_thread.run_sync(os.pread, fd, length, position)
-    if len(data) != length:
-        raise trio.BrokenResourceError(f"file ended {length - len(data)} bytes before the slice did")
-    return data

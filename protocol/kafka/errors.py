@@ -195,6 +195,7 @@ SLUICE_TO_KAFKA: dict[int, ErrorCode] = {
     # retriable, as Sluice's is: "disconnected, try again").
     sluice.FrameTooLargeError.code: _E.MESSAGE_TOO_LARGE,
     sluice.TooManyConnectionsError.code: _E.NETWORK_EXCEPTION,
+    sluice.NotLeaderError.code: _E.NOT_LEADER_OR_FOLLOWER,
     # A request naming a deleted incarnation of a topic (KIP-516's error, retriable).
     sluice.UnknownTopicIdError.code: _E.UNKNOWN_TOPIC_ID,
     sluice.UnknownMemberIdError.code: _E.UNKNOWN_MEMBER_ID,

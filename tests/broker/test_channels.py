@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 from sluice.broker.io import pagecache, streams
+from sluice.broker.io.channel import ChannelStats
 from sluice.broker.io.sockets import SocketChannel
 from sluice.broker.io.streams import StreamChannel
 from sluice.broker.storage.files import SegmentFile
@@ -175,3 +176,37 @@ async def test_the_stream_channel_refuses_a_slice_the_file_cannot_fill(tmp_path)
                 [FileSlice(file, 50, 100)], trio.CancelScope())
     finally:
         file.release()
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv RWF_NOWAIT (Linux)")
+@pytest.mark.parametrize("kind", ["socket", "stream"])
+async def test_cold_slices_are_counted_once_each(tmp_path, kind):
+    """A slice whose pages are not cached counts as one cold read of its length; sending it
+    again (now warm) counts nothing."""
+    size = 2 * MIB
+    fd = _cold_file(tmp_path, size)
+    file = SegmentFile(fd, tmp_path / "segment.log")
+    stats = ChannelStats()
+    ours, theirs = trio.socket.socketpair()
+    stream = trio.SocketStream(ours)
+    channel = (SocketChannel(stream, send_timeout_s=30, stats=stats) if kind == "socket"
+               else StreamChannel(stream, send_timeout_s=30, stats=stats))
+    try:
+        seen = []
+        for _ in range(2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(channel.send, [FileSlice(file, 0, size)], trio.CancelScope())
+                received = 0
+                while received < size:
+                    received += len(await theirs.recv(MIB))
+            seen.append((stats.cold_reads, stats.cold_read_bytes))
+        if kind == "socket":  # the whole slice is warmed at once
+            assert seen == [(1, size), (1, size)]
+        else:  # read in COALESCE_BYTES pieces: the first is cold, readahead may warm others
+            reads, read_bytes = seen[0]
+            assert reads >= 1 and read_bytes == reads * streams.COALESCE_BYTES
+            assert seen[1] == seen[0]
+    finally:
+        file.release()
+        ours.close()
+        theirs.close()

@@ -13,7 +13,7 @@ import pytest
 from sluice.broker.config import RULES, BrokerConfig
 from sluice.protocol.errors import InvalidConfigError
 
-from tests.processes import parse_ready_line, subprocess_env
+from tests.processes import parse_announcement, subprocess_env
 
 
 def load_toml(tmp_path, text: str, **flags) -> BrokerConfig:
@@ -61,7 +61,7 @@ def problems_of(tmp_path, text: str, **flags) -> list[str]:
         # the Kafka listener: a port, on or off, never the Sluice port
         ("kafka_port = 70000", "kafka_port: must be an integer in 0..65535, got 70000"),
         ('kafka = "no"', "kafka: must be true or false, got 'no' (a string)"),
-        ("port = 9100\nkafka_port = 9100", "kafka_port: must differ from port (9100)"),
+        ("port = 9100\nkafka_port = 9100", "kafka_port: must differ from the Sluice port (9100)"),
         ("port = 65535", "port: the Kafka listener's default port (port + 1) would be 65536"),
         # an unknown key, with the likely meant one
         ("prot = 9092", "prot: unknown setting (did you mean port?)"),
@@ -122,7 +122,17 @@ def test_the_kafka_port_follows_the_sluice_port_unless_set(tmp_path):
     assert BrokerConfig(port=65535, kafka=False).kafka_listen_port is None
     assert load_toml(tmp_path, "kafka_port = 19093\n", kafka=False).kafka_listen_port is None
     assert problems_of(tmp_path, "port = 9100\n", kafka_port=9100) == [
-        "--kafka-port: must differ from port (9100): both listeners cannot share it"]
+        "--kafka-port: must differ from the Sluice port (9100): two listeners cannot share a port"]
+
+
+def test_no_two_listeners_share_a_port(tmp_path):
+    assert problems_of(tmp_path, "port = 9100\n", http_port=9101) == [
+        "--http-port: must differ from the Kafka port (9101): two listeners cannot share a port"]
+    assert problems_of(tmp_path, "port = 9100\nkafka = false\n", http_port=9100) == [
+        "--http-port: must differ from the Sluice port (9100): two listeners cannot share a port"]
+    load_toml(tmp_path, "port = 9100\nkafka = false\n", http_port=9101)
+    load_toml(tmp_path, 'port = 9100\nhttp_host = "0.0.0.0"\n', http_port=9101)  # other host
+    load_toml(tmp_path, "port = 0\n", http_port=0)  # any free ports
 
 
 def test_unreadable_and_invalid_files_are_one_line(tmp_path):
@@ -225,9 +235,11 @@ def test_startup_log_says_where_the_data_lives_and_listening_once(tmp_path):
             cwd=tmp_path,
         )
         try:
-            ready = proc.stdout.readline()
-            assert parse_ready_line(ready)[1] not in (None, 0), ready
-            assert ready.startswith("listening on 127.0.0.1:")
+            lines = [proc.stdout.readline(), proc.stdout.readline()]
+            announced = parse_announcement(lines)
+            assert announced is not None and announced.kafka_port not in (None, 0), lines
+            assert lines[0] == f"kafka listener on 127.0.0.1:{announced.kafka_port}\n"
+            assert lines[1] == f"listening on 127.0.0.1:{announced.port}\n"
         finally:
             proc.terminate()
             out, err = proc.communicate(timeout=30)
@@ -252,16 +264,17 @@ def test_the_broker_s_parser_is_built_without_the_broker():
                       "sluice.broker.storage.config"], loaded
 
 
-def test_no_kafka_says_so_in_the_ready_line(tmp_path):
+def test_no_kafka_means_no_kafka_line(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "sluice.broker", "--port", "0", "--in-memory", "--no-kafka"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
         cwd=tmp_path,
     )
     try:
-        ready = proc.stdout.readline()
+        ready = proc.stdout.readline()  # the first line is the ready line: no Kafka line
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
-    port, kafka_port = parse_ready_line(ready)
-    assert ready == f"listening on 127.0.0.1:{port} (sluice)\n" and kafka_port is None
+    announced = parse_announcement([ready])
+    assert ready == f"listening on 127.0.0.1:{announced.port}\n"
+    assert announced.kafka_port is None and announced.http is None

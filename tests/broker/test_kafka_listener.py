@@ -251,12 +251,12 @@ async def test_fetch_bytes_go_out_with_sendfile(broker, kafka):
     batch = kafka_batch([bytes([i]) * 1000 for i in range(200)])  # ~200 KiB: not copied
     assert len(batch) > 128 * 1024
     await kafka.request(produce_request("t", batch))
-    sent = broker.sent["kafka"]
+    sent = broker.channels["kafka"]
     before = sent.sendfile_bytes
     part = fetched(await kafka.request(fetch_request("t", 0, max_bytes=1 << 20)))
     assert len(part.records) == len(batch)
     assert sent.sendfile_bytes - before == len(batch)
-    assert broker.sent["sluice"].sendfile_bytes == 0
+    assert broker.channels["sluice"].sendfile_bytes == 0
 
 
 async def test_acks_zero_gets_no_answer_and_a_failure_closes_the_connection(broker, kafka):

@@ -14,8 +14,8 @@ BROKER = Path(__file__).resolve().parents[2] / "broker"
 # The wire: Sluice's messages and connections, the frame layer, the Kafka protocol.
 WIRE = ("sluice.protocol.messages", "sluice.protocol.connection", "sluice.protocol.framing",
         "sluice.protocol.kafka")
-ABOVE_DOMAIN = ("sluice.broker.adapters", "sluice.broker.io", "sluice.broker.server",
-                "sluice.broker.__main__", "sluice.broker.descriptors")
+ABOVE_DOMAIN = ("sluice.broker.adapters", "sluice.broker.io", "sluice.broker.web",
+                "sluice.broker.server", "sluice.broker.__main__", "sluice.broker.descriptors")
 
 FORBIDDEN = {
     # Synchronous files and bytes; knows nothing of trio, the broker above it or the wire.
@@ -23,12 +23,19 @@ FORBIDDEN = {
     # Topics, partitions, producers, groups: no wire types, no sockets, no connections.
     "domain": (*WIRE, *ABOVE_DOMAIN, "socket"),
     # Protocols on the domain: channels through their interface only, never storage directly.
-    "adapters": ("sluice.broker.storage", "sluice.broker.io.sockets", "sluice.broker.io.streams",
+    "adapters": ("sluice.broker.storage", "sluice.broker.web", "sluice.broker.io.sockets",
+                 "sluice.broker.io.streams",
                  "sluice.broker.io.listener", "sluice.broker.io.pagecache",
                  "sluice.broker.server", "sluice.broker.__main__", "socket"),
     # Connections: bytes and file slices, no domain, no adapters, no storage.
     "io": ("sluice.broker.domain", "sluice.broker.adapters", "sluice.broker.storage",
-           "sluice.broker.server"),
+           "sluice.broker.server", "sluice.broker.web"),
+    # The HTTP port (metrics, health, console): reads the domain and the channels' counters;
+    # its connections are channels; no storage, no wire protocol, no other adapter.
+    "web": (*WIRE, "sluice.broker.storage", "sluice.broker.adapters", "sluice.broker.io.sockets",
+            "sluice.broker.io.streams", "sluice.broker.io.listener", "sluice.broker.io.pagecache",
+            "sluice.broker.server", "sluice.broker.__main__", "sluice.broker.descriptors",
+            "socket"),
     # The composition root (server, config, the entry point, descriptors): no wire types.
     "root": WIRE,
 }

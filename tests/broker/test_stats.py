@@ -45,3 +45,34 @@ async def test_request_counters_per_api(broker, client):
               if protocol == "sluice" and s.requests}
     assert counts == {"create_topics": (1, 0), "fetch": (2, 0), "describe_groups": (1, 0),
                       "commit_offsets": (1, 1)}
+
+
+async def test_batch_sizes_and_flush_times_are_histograms(broker, client):
+    await create_topic(client, "t")
+    stats = broker.broker.topics.partition("t", 0).stats
+    small, large = make_batch([b"a"]), make_batch([b"x" * 5000] * 3)
+    assert (await produce(client, "t", bytes(small) + bytes(large), acks=-1)).partitions[0].error == 0
+    assert (await produce(client, "t", bytes(small))).partitions[0].error == 0
+    sizes = stats.batch_bytes
+    assert sizes.count == 3 and sizes.sum == 2 * len(small) + len(large)
+    # small <= 256 B, 4 KiB < large <= 16 KiB: buckets 0 and 3
+    assert len(small) <= 256 and 4096 < len(large) <= 16384
+    assert sizes.counts[0] == 2 and sizes.counts[3] == 1
+    flushes = stats.flush_durations
+    assert flushes.count == stats.flushes >= 1 and flushes.sum == stats.flush_seconds > 0
+
+
+async def test_request_latency_is_observed_once_per_request_answered_or_not(broker, client):
+    requests = broker.broker.requests
+    await create_topic(client, "t")
+    for _ in range(3):
+        await fetch(client, "t", 0)
+    await client.send(m.ProduceRequest(acks=0, timeout_ms=1000, partitions=[
+        m.ProducePartition(topic="t", partition=0, records=make_batch([b"quiet"]))]))
+    await fetch(client, "t", 0)  # answered after the acks=0 produce was served
+    fetches = requests.api("sluice", "fetch").latency
+    produces = requests.api("sluice", "produce").latency
+    assert fetches.count == 4 and fetches.sum > 0
+    assert produces.count == 1  # no answer: observed when it was served
+    for histogram in (fetches, produces):
+        assert sum(histogram.counts) == histogram.count

@@ -1,19 +1,23 @@
 """``send_batch``'s bulk path: partition choice, grouping, ordering, byte accounting, and the
-bulk delivery result (one wait per batch, metadata in input order), for both producers.
+bulk delivery result (one wait per batch, metadata in input order).
 
-No broker: batches are completed by hand (async) or by a fake connection (blocking)."""
+The bulk planning is the engine's (no I/O): checked on a producer that was never opened, its
+batches completed by hand. Deliveries and backpressure are checked with both drivers against
+stub brokers (``tests.stub_broker``), whose offsets count from 0 in each partition."""
 
 import pytest
 import trio
+import trio.testing
 from sluice.client import producer_base
 from sluice.client.accumulator import Accumulator
-from sluice.client.admin_ops import TopicMeta
 from sluice.client.partitioner import partition_for_key
 from sluice.client.producer import Producer
 from sluice.client.records import RecordMetadata, decode_batches
-from sluice.client.sync import Producer as SyncProducer
 from sluice.protocol import messages as m
 from sluice.protocol.errors import UnknownTopicOrPartitionError
+
+from tests.drivers import DRIVERS, open_client
+from tests.stub_broker import StubCluster
 
 
 def keyed(n, prefix=b"key-"):
@@ -27,7 +31,8 @@ def producer(partitions=4, **options):
 
 
 def complete_all(p, error=None):
-    """Seal and finish every batch; offsets start at 1000 * partition."""
+    """Seal and finish every batch, offsets from 1000 * partition, and wake what waits for
+    them as the driver would."""
     p._acc.seal_all()
     next_offset = {}
     for (_, part), queue in p._acc.ready.items():
@@ -37,6 +42,9 @@ def complete_all(p, error=None):
             next_offset[part] = base + len(batch)
             p._state._finish(batch, base, error if part == 1 else None)
     p._completed()
+    for done in p.net.completed:
+        done.waiter.set()
+    p.net.completed.clear()
 
 
 def contents(p):
@@ -52,11 +60,9 @@ def contents(p):
 
 
 def per_record_partitions(items, partitions):
-    """Where ``send`` puts each keyed record."""
-    p = SyncProducer()
-    p._partitions["t"] = partitions
-    p._pump = lambda block: None
-    return [p.send("t", v, key=k).batch.partition for k, v in items]
+    """Where ``send`` puts each keyed record (the engine's ``_append``, which both use)."""
+    p = producer(partitions)
+    return [p._append("t", v, k, None, 0, None)[0].partition for k, v in items]
 
 
 async def test_keyed_records_go_where_send_puts_them_in_input_order():
@@ -203,101 +209,118 @@ async def test_a_failed_batch_fails_the_bulk_result():
         await delivery
 
 
-async def test_backpressure_waits_for_space_between_steps(monkeypatch):
-    monkeypatch.setattr(producer_base, "BULK_STEP", 10)
-    p = producer(2, buffer_bytes=2000)
-    done = []
-
-    async def send():
-        done.append(await p.send_batch("t", keyed(200)))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(send)
-        await trio.testing.wait_all_tasks_blocked()
-        assert not done
-        assert 2000 <= p._acc.pending_bytes < 2000 + 10 * 40  # at most one step over budget
-        while not done:
-            complete_all(p)
-            await trio.testing.wait_all_tasks_blocked()
-    complete_all(p)
-    metadata = await done[0]
-    assert [md.partition for md in metadata] == per_record_partitions(keyed(200), 2)
+@pytest.fixture
+async def stubs(nursery):
+    """One stub broker; topic ``t`` has four partitions."""
+    cluster = StubCluster()
+    await cluster.start(nursery, 1)
+    cluster.create("t", [0, 0, 0, 0])
+    return cluster
 
 
-# -- blocking producer ------------------------------------------------------------------------
-
-
-class FakeConnection:
-    """Answers produce requests in order; offsets count per partition from 1000 * partition."""
-
-    sock = "connected"
-
-    def __init__(self, partitions):
-        self.count = partitions
-        self.answers = []
-        self.next = {}
-        self.requests = 0
-
-    def topic(self, topic):
-        return TopicMeta(self.count, "")
-
-    def send(self, request):
-        if isinstance(request, m.InitProducerIdRequest):
-            self.answers.append(m.InitProducerIdResponse(producer_id=1, producer_epoch=0))
-            return
-        self.requests += 1
-        results = []
-        for part in request.partitions:
-            records = decode_batches(part.topic, part.partition, part.records, 0)
-            base = self.next.get(part.partition, 1000 * part.partition)
-            self.next[part.partition] = base + len(records)
-            results.append(m.ProducePartitionResult(
-                topic=part.topic, partition=part.partition, base_offset=base))
-        self.answers.append(m.ProduceResponse(partitions=results))
-
-    def receive(self, until=None):
-        return self.answers.pop(0)
-
-    def has_data(self):
-        return bool(self.answers)
-
-    def close(self):
-        pass
-
-
-def test_sync_keyed_bulk_metadata_in_input_order():
-    p = SyncProducer(batch_bytes=2000)
-    p._conn = FakeConnection(4)
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_keyed_bulk_metadata_comes_in_input_order(stubs, driver):
     items = keyed(1000)
-    delivery = p.send_batch("t", items)
-    assert len(delivery) == 1000
-    metadata = delivery.result()
-    expected = per_record_partitions(items, 4)
-    assert [md.partition for md in metadata] == expected
+    with trio.fail_after(10):
+        async with open_client(driver, "producer", stubs.brokers[0].address,
+                               batch_bytes=2000) as producer:
+            delivery = await producer.send_batch("t", items)
+            assert len(delivery) == 1000
+            metadata = await producer.result(delivery)
+            if producer.blocking:  # also a sequence of per-record handles, in input order
+                handles = list(delivery)
+                assert [h.result() for h in handles] == metadata
+                assert delivery[7].result() == metadata[7]
+    assert [md.partition for md in metadata] == per_record_partitions(items, 4)
     seen = {}
-    for md in metadata:
-        assert md.offset == seen.get(md.partition, 1000 * md.partition)
+    for md in metadata:  # offsets in input order within each partition
+        assert md.offset == seen.get(md.partition, 0)
         seen[md.partition] = md.offset + 1
-    handles = list(delivery)  # also a sequence of per-record handles, in input order
-    assert [h.result() for h in handles] == metadata
-    assert delivery[7].result() == metadata[7]
-    p.flush()
+    for part in range(4):
+        assert stubs.values("t", part) == [v for (k, v), md in zip(items, metadata, strict=True)
+                                           if md.partition == part]
 
 
-def test_sync_bulk_respects_the_buffer_budget(monkeypatch):
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_bulk_respects_the_buffer_budget(stubs, driver, monkeypatch, nursery):
+    """Backpressure between steps: with the broker's answers held back, ``send_batch`` stops
+    appending at most one step over ``buffer_bytes``, and goes on as answers come."""
     monkeypatch.setattr(producer_base, "BULK_STEP", 10)
-    p = SyncProducer(batch_bytes=500, buffer_bytes=1500)
-    p._conn = FakeConnection(1)
     peak = 0
-    append = p._acc.append_values
+    full, done = trio.Event(), trio.Event()
+    sent = []
+    with trio.fail_after(10):
+        async with open_client(driver, "producer", stubs.brokers[0].address, batch_bytes=500,
+                               buffer_bytes=1500) as producer:
+            acc = producer.client._acc
+            append = acc.append_values
 
-    def watch(*args, **kwargs):
-        nonlocal peak
-        segments = append(*args, **kwargs)
-        peak = max(peak, p._acc.pending_bytes)
-        return segments
+            def watch(*args, **kwargs):
+                nonlocal peak
+                segments = append(*args, **kwargs)
+                peak = max(peak, acc.pending_bytes)
+                if peak >= 1500 and not full.is_set():
+                    if producer.blocking:  # (in the producer's worker thread)
+                        trio.from_thread.run_sync(full.set)
+                    else:
+                        full.set()
+                return segments
 
-    p._acc.append_values = watch
-    delivery = p.send_batch("t", keyed(300))
-    assert peak < 1500 + 10 * 40
-    assert [md.offset for md in delivery.result()] == list(range(300))
+            acc.append_values = watch
+            stubs.hold(m.ProduceRequest)
+
+            async def send():
+                sent.append(await producer.send_batch("t", keyed(300)))
+                done.set()
+
+            nursery.start_soon(send)
+            await full.wait()
+            assert not sent  # it cannot have appended everything: no answer has come
+            stubs.release(m.ProduceRequest)
+            await done.wait()
+            metadata = await producer.result(sent[0])
+    assert 1500 <= peak < 1500 + 10 * 40
+    assert [md.partition for md in metadata] == per_record_partitions(keyed(300), 4)
+
+
+async def test_a_loop_of_trio_sends_lets_the_driver_send_and_a_cancelled_send_sends_nothing(
+    stubs,
+):
+    """``await send`` checkpoints once per batch it opens, before queueing the next record: a
+    loop that awaits nothing but ``send`` still lets the driver send as it goes (it waited
+    for the 32 MiB buffer to fill), and the send that sees the cancellation queued nothing:
+    the records delivered are exactly those whose ``send`` returned."""
+    sent = []
+    with trio.fail_after(10):
+        async with Producer(stubs.brokers[0].address, linger_ms=0, batch_bytes=2000) as p:
+            await p.partitions_for("t")
+            with trio.CancelScope() as scope:
+                for i in range(1000):
+                    value = b"value-%d" % i
+                    await p.send("t", value, partition=0)
+                    sent.append(value)
+                    if stubs.values("t", 0):  # the broker has some: stop the loop
+                        scope.cancel()
+            assert scope.cancelled_caught
+            await p.flush()
+    assert len(sent) < 1000
+    assert stubs.values("t", 0) == sent
+
+
+async def test_the_trio_producer_s_calls_checkpoint_even_when_nothing_waits(stubs):
+    """trio's rule for an async call: ``flush``, ``partitions_for`` and ``send_batch`` are
+    checkpoints with nothing to wait for, and a cancelled ``send_batch`` queues nothing."""
+    with trio.fail_after(10):
+        async with Producer(stubs.brokers[0].address) as p:
+            await p.partitions_for("t")
+            for call in (p.flush, lambda: p.partitions_for("t"),
+                         lambda: p.send_batch("t", [b"x"])):
+                with trio.testing.assert_checkpoints():
+                    await call()
+            await p.flush()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await p.send_batch("t", [b"y"])
+            assert scope.cancelled_caught
+            await p.flush()
+    assert sorted(v for part in range(4) for v in stubs.values("t", part)) == [b"x"]

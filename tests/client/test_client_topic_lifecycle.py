@@ -1,5 +1,5 @@
-"""Clients across a topic delete and recreate (issue 13.7): producers and consumers, trio and
-blocking, learn the new topic's id, partition count and positions and carry on."""
+"""Clients across a topic delete and recreate (issue 13.7): producers and consumers of both
+drivers learn the new topic's id, partition count and positions and carry on."""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ from sluice.client.consumer import Consumer
 from sluice.client.errors import NoOffsetError, UnknownTopicIdError, UnknownTopicOrPartitionError
 from sluice.client.fetcher import FetchState
 from sluice.client.producer import Producer
-from sluice.client.sync import Consumer as SyncConsumer
-from sluice.client.sync import Producer as SyncProducer
 from sluice.protocol import messages as m
 
-from tests.processes import BrokerProcess
+from tests.drivers import DRIVERS, open_client
 
 TOPIC = "events"
 WAIT_S = 15  # bound on anything that could hang; never reached when the clients work
@@ -58,22 +56,23 @@ async def stored(bootstrap: str) -> list[bytes]:
 # -- producers ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("after", [2, 1, 3], ids=["same", "fewer", "more"])
-async def test_a_long_lived_producer_recovers_after_its_topic_is_recreated(bootstrap, after):
+async def test_a_long_lived_producer_recovers_after_its_topic_is_recreated(bootstrap, after, driver):
     """Before: every record after the recreate failed (OutOfOrderSequenceError: the producer
     kept numbering from the old topic), or with fewer partitions UnknownTopicOrPartitionError
     (the partition count was cached for good)."""
     await recreate(bootstrap, 2, first=True)
     with trio.fail_after(WAIT_S):
-        async with Producer(bootstrap, acks="all", linger_ms=0) as producer:
+        async with open_client(driver, "producer", bootstrap, acks="all", linger_ms=0) as producer:
             for i in range(10):
-                await (await producer.send(TOPIC, b"old-%d" % i, key=b"%d" % i))
+                await producer.result(await producer.send(TOPIC, b"old-%d" % i, key=b"%d" % i))
             await recreate(bootstrap, after)
             outcomes = []
             for i in range(16):
                 handle = await producer.send(TOPIC, b"new-%d" % i, key=b"%d" % i)
                 try:
-                    outcomes.append(await handle)
+                    outcomes.append(await producer.result(handle))
                 except (UnknownTopicIdError, UnknownTopicOrPartitionError) as exc:
                     outcomes.append(exc)
     failed = [o for o in outcomes if isinstance(o, Exception)]
@@ -86,38 +85,24 @@ async def test_a_long_lived_producer_recovers_after_its_topic_is_recreated(boots
         assert offsets == list(range(len(offsets)))
 
 
-async def test_a_producer_sending_to_a_deleted_topic_gets_a_clear_error_until_it_is_back(bootstrap):
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_a_producer_sending_to_a_deleted_topic_gets_a_clear_error_until_it_is_back(
+    bootstrap, driver
+):
     await recreate(bootstrap, 1, first=True)
     with trio.fail_after(WAIT_S):
-        async with Producer(bootstrap, acks=1, linger_ms=0) as producer:
-            await (await producer.send(TOPIC, b"a"))
+        async with open_client(driver, "producer", bootstrap, acks=1, linger_ms=0) as producer:
+            await producer.result(await producer.send(TOPIC, b"a"))
             async with Admin(bootstrap) as admin:
                 await admin.delete_topic(TOPIC)
             with pytest.raises(UnknownTopicOrPartitionError):
-                await (await producer.send(TOPIC, b"lost"))
+                await producer.result(await producer.send(TOPIC, b"lost"))
             with pytest.raises(UnknownTopicOrPartitionError):  # the lookup says so at once
                 await producer.send(TOPIC, b"refused")
             async with Admin(bootstrap) as admin:
                 await admin.create_topic(TOPIC, 1)
-            assert (await (await producer.send(TOPIC, b"b"))).offset == 0
+            assert (await producer.result(await producer.send(TOPIC, b"b"))).offset == 0
     assert await stored(bootstrap) == [b"b"]
-
-
-def test_the_blocking_producer_recovers_after_its_topic_is_recreated(process_bootstrap):
-    bootstrap, call = process_bootstrap, trio.run
-    call(recreate, bootstrap, 2, True)
-    with SyncProducer(bootstrap, acks="all", linger_ms=0) as producer:
-        for i in range(10):
-            producer.send(TOPIC, b"old-%d" % i, key=b"%d" % i).result()
-        call(recreate, bootstrap, 1, False)
-        outcomes = []
-        for i in range(16):
-            try:
-                outcomes.append(producer.send(TOPIC, b"new-%d" % i, key=b"%d" % i).result())
-            except (UnknownTopicIdError, UnknownTopicOrPartitionError) as exc:
-                outcomes.append(exc)
-    assert [isinstance(o, Exception) for o in outcomes] == [True] + [False] * 15
-    assert [md.offset for md in outcomes[1:]] == list(range(15))
 
 
 # -- consumers ---------------------------------------------------------------------------------
@@ -139,39 +124,45 @@ async def take(consumer, count: int) -> list[bytes]:
     return got
 
 
-@pytest.mark.parametrize("after", [1, 3], ids=["same", "more"])
-async def test_a_consumer_follows_its_topic_across_a_recreate(bootstrap, after):
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(("after", "group"), [(1, None), (3, None), (1, "g")],
+                         ids=["same", "more", "same-in-a-group"])
+async def test_a_consumer_follows_its_topic_across_a_recreate(bootstrap, after, group, driver):
     """Before: UnknownTopicOrPartitionError on every read once the topic was deleted, and a
     consumer that did not notice would have read the new topic from the old positions."""
     await recreate(bootstrap, 1, first=True)
     await produce(bootstrap, [b"old-%d" % i for i in range(30)])
     with trio.fail_after(WAIT_S):
-        async with Consumer(bootstrap, topics=[TOPIC], auto_offset_reset="earliest") as consumer:
+        async with open_client(driver, "consumer", bootstrap, topics=[TOPIC], group_id=group,
+                               auto_offset_reset="earliest") as consumer:
             assert len(await take(consumer, 30)) == 30
             await recreate(bootstrap, after)
             await produce(bootstrap, [b"new-%d" % i for i in range(12)])
             assert sorted(await take(consumer, 12)) == sorted(b"new-%d" % i for i in range(12))
-            assert sorted(consumer.assignment()) == [(TOPIC, p) for p in range(after)]
+            if group is None:
+                assert sorted(await consumer.assignment()) == [(TOPIC, p) for p in range(after)]
 
 
-async def test_an_assigned_consumer_is_told_its_partition_is_gone(bootstrap):
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_an_assigned_consumer_is_told_its_partition_is_gone(bootstrap, driver):
     await recreate(bootstrap, 2, first=True)
     with trio.fail_after(WAIT_S):
-        async with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
-            consumer.assign([(TOPIC, 1)])
+        async with open_client(driver, "consumer", bootstrap, auto_offset_reset="earliest") as consumer:
+            await consumer.assign([(TOPIC, 1)])
             await recreate(bootstrap, 1)
             with pytest.raises(UnknownTopicOrPartitionError, match=r"events\[1\] does not exist"):
                 await consumer.getmany()
 
 
-async def test_a_group_consumer_starts_a_recreated_topic_from_the_beginning(bootstrap):
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_a_group_consumer_starts_a_recreated_topic_from_the_beginning(bootstrap, driver):
     """Issue 13.2 seen from the client: the group must not resume the new topic at the old
     topic's committed offset (100 of 300 records were skipped)."""
     await recreate(bootstrap, 1, first=True)
     await produce(bootstrap, [b"old-%d" % i for i in range(100)])
     options = dict(group_id="g", topics=[TOPIC], auto_offset_reset="earliest", auto_commit=False)
     with trio.fail_after(WAIT_S * 2):
-        async with Consumer(bootstrap, **options) as consumer:
+        async with open_client(driver, "consumer", bootstrap, **options) as consumer:
             assert len(await take(consumer, 100)) == 100
             await consumer.commit()
             assert await consumer.committed() == {(TOPIC, 0): 100}
@@ -183,38 +174,26 @@ async def test_a_group_consumer_starts_a_recreated_topic_from_the_beginning(boot
             assert await consumer.committed() == {(TOPIC, 0): 150}
         await recreate(bootstrap, 1)  # and with no member at all
         await produce(bootstrap, [b"third-%d" % i for i in range(300)])
-        async with Consumer(bootstrap, **options) as consumer:
+        async with open_client(driver, "consumer", bootstrap, **options) as consumer:
             assert await take(consumer, 300) == [b"third-%d" % i for i in range(300)]
 
 
-def test_the_blocking_consumer_follows_its_topic_across_a_recreate(process_bootstrap):
-    bootstrap, call = process_bootstrap, trio.run
-    call(recreate, bootstrap, 1, True)
-    call(produce, bootstrap, [b"old-%d" % i for i in range(30)])
-
-    def poll_until(consumer, count):
-        got = []
-        while len(got) < count:
-            got += [r.value for r in consumer.poll(timeout=WAIT_S)]
-        return got
-
-    for group in (None, "g"):
-        with SyncConsumer(bootstrap, topics=[TOPIC], group_id=group,
-                          auto_offset_reset="earliest") as consumer:
-            assert len(poll_until(consumer, 30)) == 30
-            call(recreate, bootstrap, 1, False)
-            call(produce, bootstrap, [b"new-%d" % i for i in range(12)])
-            assert poll_until(consumer, 12) == [b"new-%d" % i for i in range(12)]
-        call(produce, bootstrap, [b"old-%d" % i for i in range(18)])  # 30 in all again
-
-
-@pytest.fixture
-def process_bootstrap(tmp_path):
-    """For the blocking clients (which would block an in-process broker): a broker process."""
-    process = BrokerProcess(tmp_path / "data", tmp_path / "broker.log")
-    process.start()
-    yield process.bootstrap
-    process.stop()
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_partition_counts_are_asked_afresh_and_never_read_from_a_fetch_answer(
+    bootstrap, driver
+):
+    """The blocking consumer sends its next fetch before ``poll`` returns: ``partitions_for``
+    once read that fetch's answer as its metadata answer. And the count is not cached: it
+    follows a recreate."""
+    await recreate(bootstrap, 2, first=True)
+    await produce(bootstrap, [b"x"] * 3)
+    with trio.fail_after(WAIT_S):
+        async with open_client(driver, "consumer", bootstrap, topics=[TOPIC],
+                               auto_offset_reset="earliest") as consumer:
+            await consumer.getmany()  # the next fetch is on its way
+            assert await consumer.partitions_for(TOPIC) == 2
+            await recreate(bootstrap, 3)
+            assert await consumer.partitions_for(TOPIC) == 3
 
 
 # -- the sans-IO bookkeeping -----------------------------------------------------------------------
@@ -259,27 +238,3 @@ def test_with_reset_policy_error_a_recreated_topic_needs_a_seek():
     state.bind(TOPIC, NEW_ID, 1)
     with pytest.raises(NoOffsetError):
         state.check_positions()
-
-
-def test_partition_counts_are_asked_afresh_and_never_read_from_a_fetch_answer(process_bootstrap):
-    """The blocking consumer sends its next fetch before ``poll`` returns: ``partitions_for``
-    used to read that fetch's answer as its metadata answer. And the count is not cached: it
-    follows a recreate."""
-    bootstrap = process_bootstrap
-    trio.run(recreate, bootstrap, 2, True)
-    trio.run(produce, bootstrap, [b"x"] * 3)
-    with SyncConsumer(bootstrap, topics=[TOPIC], auto_offset_reset="earliest") as consumer:
-        got = []
-        while not got:
-            got = consumer.poll(timeout=WAIT_S)
-        assert consumer.partitions_for(TOPIC) == 2
-        trio.run(recreate, bootstrap, 3)
-        assert consumer.partitions_for(TOPIC) == 3
-
-
-async def test_the_trio_consumer_asks_for_partition_counts_afresh(bootstrap):
-    await recreate(bootstrap, 2, first=True)
-    async with Consumer(bootstrap, topics=[TOPIC]) as consumer:
-        assert await consumer.partitions_for(TOPIC) == 2
-        await recreate(bootstrap, 3)
-        assert await consumer.partitions_for(TOPIC) == 3

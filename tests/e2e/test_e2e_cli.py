@@ -122,6 +122,19 @@ async def test_user_errors_are_one_line(cli_env, args):
     assert "Traceback" not in lines[0]
 
 
+async def test_a_bootstrap_list_is_tried_in_turn(cli_env, broker):
+    """``--bootstrap`` takes a comma-separated list: an address nothing listens on first,
+    then the broker's."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    dead = listeners[0].socket.getsockname()[1]
+    for listener in listeners:
+        await listener.aclose()
+    bootstrap = f"127.0.0.1:{dead},{broker.bootstrap}"
+    await sluice("topics", "create", "listed", "--bootstrap", bootstrap, env=cli_env)
+    result = await sluice("topics", "list", "--bootstrap", bootstrap, env=cli_env)
+    assert b"listed" in result.stdout
+
+
 async def test_help_has_examples(cli_env):
     for command in (["topics"], ["produce"], ["tail"], ["perf"], ["broker"]):
         result = await sluice(*command, "--help", env=subprocess_env())

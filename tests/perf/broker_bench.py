@@ -88,9 +88,11 @@ def start_broker(data_dir: Path) -> tuple[subprocess.Popen, int]:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
     )
     line = proc.stdout.readline().decode()
+    while line.startswith("kafka listener on "):  # the other listener's line comes first
+        line = proc.stdout.readline().decode()
     if not line.startswith("listening on"):
         raise RuntimeError(f"broker did not start: {line!r}")
-    return proc, int(line.split()[2].rsplit(":", 1)[1])  # the Sluice address
+    return proc, int(line.rsplit(":", 1)[1])
 
 
 def rss_mib(pid: int) -> float:

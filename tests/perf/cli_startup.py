@@ -45,10 +45,12 @@ def start_broker() -> tuple[subprocess.Popen, str]:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     line = proc.stdout.readline()
+    while line.startswith("kafka listener on "):  # the other listener's line comes first
+        line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
         raise SystemExit(f"the broker did not start: {line!r}")
-    return proc, line.split()[2]  # the Sluice address
+    return proc, line.split()[-1]
 
 
 def measure(commands: dict[str, list[str]], runs: int, env: dict, stdin: bytes) -> dict:

@@ -61,7 +61,10 @@ def start_broker(tree: Path, data: str) -> tuple[subprocess.Popen, str]:
         [str(tree / ".venv" / "bin" / "python"), "-m", "sluice.broker", "--data-dir", data,
          "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tree,
     )
-    return broker, broker.stdout.readline().split()[2]  # the Sluice address
+    line = broker.stdout.readline()
+    while line.startswith("kafka listener on "):  # the other listener's line comes first
+        line = broker.stdout.readline()
+    return broker, line.split()[-1]
 
 
 def main() -> None:

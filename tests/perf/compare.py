@@ -16,7 +16,11 @@ Workload per system and repetition (one partition / stream, N records of --value
   consume   the same N records from the beginning; records/s, MB/s; records lost
   e2e       --e2e-rate records/s for --e2e-seconds (after a warm-up) from a producer process
             to a consumer process; latency p50/p99/max from the timestamp in the value
-Sluice runs as two variants, acks=1 and acks=all (fsync before the ack). Sluice's "raw fetch"
+Sluice runs as four variants: its trio client and its blocking client (``sluice.client.sync``),
+each at acks=1 and acks=all (fsync before the ack). For both clients it also measures one
+``send`` per record then ``flush`` (per-record send), ``for record in consumer`` (per-record
+consume), and the e2e test at every ``--e2e-lingers`` value (the first gives the plain "e2e"
+rows, comparable with the peers'); the blocking client only that. Sluice's "raw fetch"
 reads the produced partition again and again (as many bytes as the sendfile test) without
 decoding records, once with a plain socket reader (recv_into, like the sendfile baseline) and
 once through the client library's connection layer.
@@ -48,6 +52,10 @@ from peers.common import READY_LINE, RESULT_PREFIX  # noqa: E402
 from peers.servers import SERVERS, Skipped  # noqa: E402
 
 FETCH_SOCKET = "raw fetch MB/s (socket reader, no decode)"
+PER_RECORD_SEND = "produce per-record send records/s"
+PER_RECORD_CONSUME = "consume per-record records/s"
+BLOCKING_E2E_FACTOR = 1.5  # target: the blocking client's e2e p99 at most this x the trio one's
+PER_RECORD_SEND_TARGET = 500_000
 FETCH_CLIENT = "raw fetch MB/s (client connection, no decode)"
 PYTHON_CLIENTS = {"redis": ("redis", "hiredis"), "nats": ("nats",)}
 
@@ -65,9 +73,20 @@ class Variant:
 
 def variants_for(system: str) -> list[Variant]:
     if system == "sluice":
-        return [Variant("sluice acks=1", "sluice", {"acks": 1}),
-                Variant("sluice acks=all", "sluice", {"acks": "all"})]
+        return [Variant(f"sluice{client} acks={acks}", "sluice", {"acks": acks, **params})
+                for client, params in (("", {}), (" blocking", {"client": "blocking"}))
+                for acks in (1, "all")]
     return [Variant(system, system)]
+
+
+def e2e_suffix(linger: float | None, first: float | None) -> str:
+    """The e2e rows' name suffix for a Sluice linger: none for the first (the peers' rows)."""
+    return "" if linger == first else f", linger {linger:g} ms"
+
+
+def trio_column(col: str) -> str:
+    """The trio client's column of the same acks as a blocking client's column."""
+    return col.replace(" blocking", "")
 
 
 # -- running workers ---------------------------------------------------------------------------
@@ -228,58 +247,83 @@ class Run:
         base = {"address": server.address, "server_pid": server.pid, "topic": topic,
                 "records": a.records, "value_size": a.value_size, **variant.params}
         budget = 60 + a.records / 2000  # generous: a worker that takes this long is stuck
+        sluice = variant.system == "sluice"
         lost = 0
         try:
-            p = run_worker(variant.system, "produce", base, budget)
-            self.add(col, "produce records/s", p["records_per_s"], rep=rep)
-            self.add(col, "produce MB/s", p["mb_per_s"], rep=rep)
-            self.add(col, "produce client CPU s", p["client_cpu_s"], rep=rep)
-            self.add(col, "produce server CPU s", p["server_cpu_s"], rep=rep)
-            self.add(col, "produce CPU µs/record (client+server)",
-                     (p["client_cpu_s"] + p["server_cpu_s"]) / a.records * 1e6, rep=rep)
-            self.add(col, "produce failed sends", a.records - p["acked"], rep=rep)
-            if variant.system == "sluice" and variant.params.get("acks") == 1:
-                self.measure_sendfile()  # the baseline, measured right before the fetch
-                passes = {**base, "min_bytes": a.sendfile_mib << 20}
-                f = run_worker("sluice", "raw-fetch", {**passes, "reader": "socket"}, budget)
-                self.add(col, FETCH_SOCKET, f["mb_per_s"], rep=rep)
-                f = run_worker("sluice", "raw-fetch", {**passes, "reader": "client"}, budget)
-                self.add(col, FETCH_CLIENT, f["mb_per_s"], rep=rep)
-            c = run_worker(variant.system, "consume", {**base, "delete": True}, budget)
-            self.add(col, "consume records/s", c["records_per_s"], rep=rep)
-            self.add(col, "consume MB/s", c["mb_per_s"], rep=rep)
-            self.add(col, "consume client CPU s", c["client_cpu_s"], rep=rep)
-            self.add(col, "consume server CPU s", c["server_cpu_s"], rep=rep)
-            self.add(col, "consume CPU µs/record (client+server)",
-                     (c["client_cpu_s"] + c["server_cpu_s"]) / a.records * 1e6, rep=rep)
-            lost += c["lost"] + c["duplicates"]
-            log(f"  {col}: produce {p['records_per_s']:,.0f} rec/s, consume "
-                f"{c['records_per_s']:,.0f} rec/s, lost {c['lost']}")
+            if variant.params.get("client") != "blocking":
+                lost += self.measure_batches(variant, base, rep, budget)
+            if sluice:
+                lost += self.measure_records(variant, base, rep, budget)
         except (WorkerError, subprocess.TimeoutExpired) as exc:
             self.note_error(f"{col} rep {rep + 1}: {exc}")
             lost = None
         expected = int(a.e2e_rate * (a.e2e_warmup + a.e2e_seconds))
-        e2e_params = {**base, "topic": topic + "-e2e", "rate": a.e2e_rate, "expected": expected,
-                      "warmup_records": int(a.e2e_rate * a.e2e_warmup),
-                      "timeout_s": a.e2e_warmup + a.e2e_seconds + 20, "delete": True,
-                      "e2e_linger_ms": a.e2e_linger_ms}
-        try:
-            e = run_e2e(variant.system, e2e_params, a.e2e_warmup + a.e2e_seconds + 60)
-            pe, ce = e["produce"], e["consume"]
-            self.add(col, "e2e p50 ms", ce["p50_ms"], rep=rep)
-            self.add(col, "e2e p99 ms", ce["p99_ms"], rep=rep)
-            self.add(col, "e2e max ms", ce["max_ms"], rep=rep)
-            self.add(col, "e2e client CPU s (both processes)",
-                     pe["client_cpu_s"] + ce["client_cpu_s"], rep=rep)
-            self.add(col, "e2e server CPU s", ce["server_cpu_s"], rep=rep)
-            if lost is not None:
-                lost += ce["lost"] + ce["duplicates"]
-            log(f"  {col}: e2e p50 {ce['p50_ms']:.2f} ms, p99 {ce['p99_ms']:.2f} ms, "
-                f"max {ce['max_ms']:.2f} ms, lost {ce['lost']}")
-        except (WorkerError, subprocess.TimeoutExpired) as exc:
-            self.note_error(f"{col} e2e rep {rep + 1}: {exc}")
-            lost = None
+        lingers = a.e2e_lingers if sluice else [None]
+        for linger in lingers:
+            suffix = e2e_suffix(linger, lingers[0])
+            e2e_params = {**base, "topic": f"{topic}-e2e{linger}", "rate": a.e2e_rate,
+                          "expected": expected, "warmup_records": int(a.e2e_rate * a.e2e_warmup),
+                          "timeout_s": a.e2e_warmup + a.e2e_seconds + 20, "delete": True,
+                          "e2e_linger_ms": linger}
+            try:
+                e = run_e2e(variant.system, e2e_params, a.e2e_warmup + a.e2e_seconds + 60)
+                pe, ce = e["produce"], e["consume"]
+                self.add(col, "e2e p50 ms" + suffix, ce["p50_ms"], rep=rep)
+                self.add(col, "e2e p99 ms" + suffix, ce["p99_ms"], rep=rep)
+                self.add(col, "e2e max ms" + suffix, ce["max_ms"], rep=rep)
+                self.add(col, "e2e client CPU s (both processes)" + suffix,
+                         pe["client_cpu_s"] + ce["client_cpu_s"], rep=rep)
+                self.add(col, "e2e server CPU s" + suffix, ce["server_cpu_s"], rep=rep)
+                if lost is not None:
+                    lost += ce["lost"] + ce["duplicates"]
+                log(f"  {col}{suffix}: e2e p50 {ce['p50_ms']:.2f} ms, p99 {ce['p99_ms']:.2f} ms, "
+                    f"max {ce['max_ms']:.2f} ms, lost {ce['lost']}")
+            except (WorkerError, subprocess.TimeoutExpired) as exc:
+                self.note_error(f"{col}{suffix} e2e rep {rep + 1}: {exc}")
+                lost = None
         self.add(col, "records lost or duplicated", lost, rep=rep)
+
+    def measure_batches(self, variant: Variant, base: dict, rep: int, budget: float) -> int:
+        """Produce with the batch API, raw fetch (Sluice acks=1), consume; records lost."""
+        a, col = self.args, variant.label
+        p = run_worker(variant.system, "produce", base, budget)
+        self.add(col, "produce records/s", p["records_per_s"], rep=rep)
+        self.add(col, "produce MB/s", p["mb_per_s"], rep=rep)
+        self.add(col, "produce client CPU s", p["client_cpu_s"], rep=rep)
+        self.add(col, "produce server CPU s", p["server_cpu_s"], rep=rep)
+        self.add(col, "produce CPU µs/record (client+server)",
+                 (p["client_cpu_s"] + p["server_cpu_s"]) / a.records * 1e6, rep=rep)
+        self.add(col, "produce failed sends", a.records - p["acked"], rep=rep)
+        if variant.system == "sluice" and variant.params.get("acks") == 1:
+            self.measure_sendfile()  # the baseline, measured right before the fetch
+            passes = {**base, "min_bytes": a.sendfile_mib << 20}
+            f = run_worker("sluice", "raw-fetch", {**passes, "reader": "socket"}, budget)
+            self.add(col, FETCH_SOCKET, f["mb_per_s"], rep=rep)
+            f = run_worker("sluice", "raw-fetch", {**passes, "reader": "client"}, budget)
+            self.add(col, FETCH_CLIENT, f["mb_per_s"], rep=rep)
+        c = run_worker(variant.system, "consume", {**base, "delete": True}, budget)
+        self.add(col, "consume records/s", c["records_per_s"], rep=rep)
+        self.add(col, "consume MB/s", c["mb_per_s"], rep=rep)
+        self.add(col, "consume client CPU s", c["client_cpu_s"], rep=rep)
+        self.add(col, "consume server CPU s", c["server_cpu_s"], rep=rep)
+        self.add(col, "consume CPU µs/record (client+server)",
+                 (c["client_cpu_s"] + c["server_cpu_s"]) / a.records * 1e6, rep=rep)
+        log(f"  {col}: produce {p['records_per_s']:,.0f} rec/s, consume "
+            f"{c['records_per_s']:,.0f} rec/s, lost {c['lost']}")
+        return c["lost"] + c["duplicates"]
+
+    def measure_records(self, variant: Variant, base: dict, rep: int, budget: float) -> int:
+        """One ``send`` per record then ``flush``, then ``for record in consumer``."""
+        a, col = self.args, variant.label
+        params = {**base, "topic": base["topic"] + "-records", "api": "record"}
+        p = run_worker(variant.system, "produce", params, budget)
+        self.add(col, PER_RECORD_SEND, p["records_per_s"], rep=rep)
+        self.add(col, "produce per-record failed sends", a.records - p["acked"], rep=rep)
+        c = run_worker(variant.system, "consume", {**params, "delete": True}, budget)
+        self.add(col, PER_RECORD_CONSUME, c["records_per_s"], rep=rep)
+        log(f"  {col}: per-record send {p['records_per_s']:,.0f} rec/s, consume "
+            f"{c['records_per_s']:,.0f} rec/s, lost {c['lost']}")
+        return c["lost"] + c["duplicates"]
 
     # -- reporting ------------------------------------------------------------------------------
 
@@ -310,7 +354,16 @@ class Run:
             ratio = self.paired("sluice acks=1", fig, None, "loopback sendfile MB/s")
             if ratio is not None:
                 rows.append((f"{fig.replace(' MB/s', '')} / loopback sendfile", ratio))
+        for col, fig in self.blocking_e2e():
+            ratio = self.paired(col, fig, trio_column(col), fig)
+            if ratio is not None:
+                rows.append((f"{col} / {trio_column(col)}: {fig}", ratio))
         return rows
+
+    def blocking_e2e(self) -> list[tuple[str, str]]:
+        """The blocking client's e2e p99 figures: ``(column, figure)``."""
+        return [(col, fig) for col, figs in self.figures.items() if " blocking" in col
+                for fig in figs if fig.startswith("e2e p99 ms")]
 
     def targets(self) -> list[dict]:
         med = self.medians()
@@ -360,6 +413,19 @@ class Run:
             target("raw fetch vs loopback sendfile", ">= 70%", None, None, "not measured")
         else:
             target("raw fetch vs loopback sendfile", ">= 70%", f"{share:.1%}", share >= 0.70)
+        for col, fig in self.blocking_e2e():
+            ratio = self.paired(col, fig, trio_column(col), fig)
+            name = f"{col} {fig} / the trio client's"
+            if ratio is None:
+                target(name, f"<= {BLOCKING_E2E_FACTOR}x", None, None, "not measured")
+            else:
+                target(name, f"<= {BLOCKING_E2E_FACTOR}x", f"{ratio:.2f}x",
+                       ratio <= BLOCKING_E2E_FACTOR)
+        for col, figs in med.items():
+            rate = figs.get(PER_RECORD_SEND)
+            if rate is not None:
+                target(f"{col} per-record send", f">= {PER_RECORD_SEND_TARGET:,} records/s",
+                       f"{rate:,.0f} records/s", rate >= PER_RECORD_SEND_TARGET)
         lost = [v for col in self.figures.values()
                 for v in col.get("records lost or duplicated", [])]
         target("records lost (every system, every rep)", "0",
@@ -374,7 +440,8 @@ class Run:
             f"## Sluice vs peers: {a.records:,} records of {a.value_size} B, {a.reps} rep(s)",
             "",
             f"{self.machine}; e2e at {a.e2e_rate:,} records/s for {a.e2e_seconds:g} s "
-            f"(after {a.e2e_warmup:g} s warm-up). Cells: median (every repetition). Ratios "
+            f"(after {a.e2e_warmup:g} s warm-up; Sluice's plain e2e rows at linger "
+            f"{a.e2e_lingers[0]:g} ms). Cells: median (every repetition). Ratios "
             "and targets: median of the per-repetition ratios (pairs measured side by side).",
             "",
         ]
@@ -416,6 +483,7 @@ class Run:
                 "versions": self.versions,
                 "records": a.records, "value_size": a.value_size, "reps": a.reps,
                 "e2e_rate": a.e2e_rate, "e2e_seconds": a.e2e_seconds,
+                "e2e_lingers": a.e2e_lingers,
                 "systems": a.systems,
             },
             "figures": self.figures,
@@ -497,8 +565,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--e2e-rate", type=int, default=5000, help="records/s of the e2e test")
     parser.add_argument("--e2e-seconds", type=float, default=None, help="measured e2e seconds (4)")
     parser.add_argument("--e2e-warmup", type=float, default=0.5, help="e2e warm-up seconds")
-    parser.add_argument("--e2e-linger-ms", type=float, default=0,
-                        help="Sluice producer linger_ms in the e2e test")
+    parser.add_argument("--e2e-lingers", default="0,5",
+                        help="Sluice producer linger_ms values of the e2e test (comma-separated)")
     parser.add_argument("--sendfile-mib", type=int, default=None, help="sendfile file size (256)")
     parser.add_argument("--append-mib", type=int, default=None, help="disk append size (512)")
     parser.add_argument("--append-sync-mib", type=int, default=None,
@@ -522,6 +590,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    args.e2e_lingers = [float(v) for v in args.e2e_lingers.split(",") if v.strip()]
+    if not args.e2e_lingers:
+        parser.error("--e2e-lingers needs at least one value")
     unknown = [s for s in args.systems if s not in SERVERS]
     if unknown:
         parser.error(f"unknown system(s): {', '.join(unknown)} (choose from sluice, redis, nats)")
@@ -539,6 +610,7 @@ def render(path: Path) -> int:
         "--records", str(meta["records"]), "--value-size", str(meta["value_size"]),
         "--reps", str(meta["reps"]), "--e2e-rate", str(meta["e2e_rate"]),
         "--e2e-seconds", str(meta["e2e_seconds"]), "--systems", ",".join(meta["systems"]),
+        "--e2e-lingers", ",".join(f"{v:g}" for v in meta.get("e2e_lingers", [0])),
     ])
     run = Run(args)
     run.figures, run.raw = data["figures"], data["raw"]

@@ -88,10 +88,12 @@ class Build:
             cwd=self.import_root or REPO,
         )
         line = proc.stdout.readline().decode()
+        while line.startswith("kafka listener on "):  # the other listener's line comes first
+            line = proc.stdout.readline().decode()
         if not line.startswith("listening on"):
             proc.kill()
             raise RuntimeError(f"{self.label}: broker did not start: {line!r}")
-        return proc, int(line.split()[2].rsplit(":", 1)[1])  # the Sluice address
+        return proc, int(line.rsplit(":", 1)[1])
 
 
 def revision_build(role: str, rev: str, into: Path) -> Build:

@@ -208,7 +208,7 @@ class Broker:
                 self.stop()
                 raise RuntimeError(f"broker did not start: {tail_of(self.log_path)}")
             if line.startswith("listening on "):
-                self.address = line.split()[2]  # the Sluice address
+                self.address = line.split()[-1]
                 self.port = int(self.address.rsplit(":", 1)[1])
                 return
 

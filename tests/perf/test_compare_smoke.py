@@ -20,19 +20,27 @@ def test_quick_comparison_produces_table_and_json(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = proc.stdout
-    assert "| figure | sluice acks=1 | sluice acks=all |" in table
+    assert ("| figure | sluice acks=1 | sluice acks=all | sluice blocking acks=1 "
+            "| sluice blocking acks=all |") in table
     for figure in ("produce records/s", "consume records/s", "e2e p99 ms",
-                   "raw fetch MB/s", "records lost or duplicated", "loopback sendfile MB/s"):
+                   "raw fetch MB/s", "records lost or duplicated", "loopback sendfile MB/s",
+                   "produce per-record send records/s", "consume per-record records/s",
+                   "e2e p99 ms, linger 5 ms"):
         assert figure in table, figure
+    assert "sluice blocking acks=all / sluice acks=all: e2e p99 ms" in table
 
     data = json.loads(out.read_text())
     assert data["errors"] == []
     assert data["meta"]["records"] == 20_000
     for column in ("sluice acks=1", "sluice acks=all"):
         figures = data["figures"][column]
-        assert figures["records lost or duplicated"] == [0]
         assert figures["produce failed sends"] == [0]
         assert len(figures["produce records/s"]) == 1
+    for column in ("sluice acks=1", "sluice acks=all", "sluice blocking acks=1",
+                   "sluice blocking acks=all"):
+        figures = data["figures"][column]
+        assert figures["records lost or duplicated"] == [0]
+        assert figures["produce per-record failed sends"] == [0]
     lost = [t for t in data["targets"] if t["target"].startswith("records lost")]
     assert lost and lost[0]["status"] == "met"
     # nothing left behind in the temp dir but the JSON

@@ -17,6 +17,7 @@ import trio
 from sluice.protocol.errors import StorageError
 
 from tests.broker.conftest import RawClient, create_topic, make_batch, produce, read_records
+from tests.drivers import DRIVERS
 from tests.faults import check_outcomes, open_producer, read_log
 from tests.torture.harness import Broker, record
 
@@ -133,7 +134,7 @@ async def test_file_size_limit_partial_write_then_efbig(tmp_path):
     assert code == 0, broker.log_text()
 
 
-@pytest.mark.parametrize("api", ["trio", "sync"])
+@pytest.mark.parametrize("api", DRIVERS)
 async def test_a_full_disk_with_default_retry_settings_backs_off_and_recovers(tmp_path, api):
     """Issue 13 item 9: ``StorageError`` is retriable, and retries went out back to back -- a
     storm for the whole delivery timeout (~93% CPU across broker and client). Now each retry

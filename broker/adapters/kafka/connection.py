@@ -125,3 +125,7 @@ class KafkaConnection:
                 for part in topic.partitions:
                     if isinstance(part.records, list | tuple):
                         release_slices(part.records)
+
+    def answered(self, event: RequestReceived | UnsupportedApiVersionsRequest,
+                 seconds: float) -> None:
+        self._adapter.stats_for(event.header.api_key).latency.observe(seconds)

@@ -3,7 +3,8 @@ whose ``Dialect`` is a ``SluiceConnection`` -- the sans-IO ``ServerConnection`` 
 handlers, which see it as their ``RequestContext``.
 
 Every request counts in the broker's ``RequestStats`` under ``("sluice", api name)``: one
-more request when it is served, one more error when it is answered with an error response.
+more request when it is served, one more error when it is answered with an error response,
+and its latency once answered.
 """
 
 from __future__ import annotations
@@ -104,3 +105,6 @@ class SluiceConnection:
 
     def release(self, outcome) -> None:
         release_fetch(outcome)
+
+    def answered(self, event: RequestReceived | BadRequest, seconds: float) -> None:
+        self._adapter.stats_for(event.api).latency.observe(seconds)

@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import time
+from collections import deque
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULT_PREFIX = "RESULT "
@@ -149,6 +150,27 @@ def check_sequence(seqs, expected: int) -> dict:
     total = len(seqs) if hasattr(seqs, "__len__") else None
     lost = sum(1 for i in range(expected) if i not in seen)
     return {"consumed": total, "lost": lost, "duplicates": (total - len(seen)) if total else 0}
+
+
+class Acked:
+    """Delivery handles of a Sluice producer (trio or blocking), counted as they complete:
+    ``settle`` takes the completed ones from the front (without waiting), so a producer
+    checked every so often keeps a bounded number of handles alive, as the peers' harnesses
+    keep a bounded number of replies; after ``flush`` it counts them all."""
+
+    def __init__(self) -> None:
+        self.pending: deque = deque()
+        self.count = 0
+
+    def add(self, handle) -> None:
+        self.pending.append(handle)
+
+    def settle(self) -> int:
+        """Take the completed handles at the front; the number acknowledged so far."""
+        pending = self.pending
+        while pending and pending[0].done():
+            self.count += pending.popleft().batch.error is None
+        return self.count
 
 
 def emit_ready() -> None:

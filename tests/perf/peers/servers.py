@@ -93,10 +93,10 @@ class SluiceServer(Server):
             line = self.proc.stdout.readline()
             if not line:
                 break
+            if line.startswith(b"kafka listener on "):  # printed before the ready line
+                self.kafka_address = line.decode().split()[-1]
             if line.startswith(b"listening on "):
-                words = line.decode().split()  # listening on H:P (sluice) and H:K (kafka)
-                self.address = words[2]
-                self.kafka_address = words[5] if len(words) > 5 else ""
+                self.address = line.decode().split()[-1]
                 threading.Thread(target=_drain, args=(self.proc.stdout,), daemon=True).start()
                 self.version = "sluice (this checkout)"
                 return

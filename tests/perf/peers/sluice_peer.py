@@ -11,6 +11,7 @@ import trio
 from sluice import client
 
 from peers.common import (
+    Acked,
     Timer,
     check_sequence,
     emit_ready,
@@ -55,14 +56,27 @@ async def _delivered(result) -> int:
 
 
 async def produce(p: dict) -> dict:
+    """``api="batch"``: ``send_batch`` of ``CHUNK`` records at a time; ``api="record"``: one
+    ``send`` per record. Then ``flush``."""
     address, topic, n, size = p["address"], p["topic"], p["records"], p["value_size"]
     await _create(address, topic)
     values = make_values(n, size)
-    items = [(make_key(i), v) for i, v in enumerate(values)] if p.get("keys", True) else values
-    chunks = [items[i : i + CHUNK] for i in range(0, n, CHUNK)]
-    results = []
+    keys = [make_key(i) for i in range(n)]
     async with client.Producer(address, acks=p["acks"], linger_ms=p.get("linger_ms", 5)) as prod:
         await prod.partitions_for(topic)
+        if p.get("api", "batch") == "record":
+            send = prod.send
+            acked = Acked()
+            with Timer(p.get("server_pid")) as timer:
+                for i, (key, value) in enumerate(zip(keys, values, strict=True)):
+                    acked.add(await send(topic, value, key=key))
+                    if not i % CHUNK:
+                        acked.settle()
+                await prod.flush()
+            return throughput(timer, n, size, acked=acked.settle())
+        items = list(zip(keys, values, strict=True)) if p.get("keys", True) else values
+        chunks = [items[i : i + CHUNK] for i in range(0, n, CHUNK)]
+        results = []
         with Timer(p.get("server_pid")) as timer:
             if p.get("api", "batch") == "batch":
                 for chunk in chunks:
@@ -78,6 +92,7 @@ async def produce(p: dict) -> dict:
 
 
 async def consume(p: dict) -> dict:
+    """``api="batch"``: ``getmany``; ``api="record"``: ``async for record``."""
     address, topic, n, size = p["address"], p["topic"], p["records"], p["value_size"]
     batches = []  # checked after the clock stops (the same for every system)
     got = 0
@@ -86,10 +101,18 @@ async def consume(p: dict) -> dict:
         cons.assign([(topic, 0)])
         with Timer(p.get("server_pid")) as timer:
             with trio.move_on_at(deadline):
-                while got < n:
-                    records = await cons.getmany()
-                    got += len(records)
+                if p.get("api", "batch") == "record":
+                    records = []
                     batches.append(records)
+                    async for record in cons:
+                        records.append(record)
+                        if len(records) >= n:
+                            break
+                else:
+                    while got < n:
+                        records = await cons.getmany()
+                        got += len(records)
+                        batches.append(records)
     seqs = [seq_of(r.value) for records in batches for r in records]
     result = throughput(timer, len(seqs), size, **check_sequence(seqs, n))
     if p.get("delete"):
@@ -145,16 +168,10 @@ async def e2e_produce(p: dict) -> dict:
                     sent += 1
                 await ticker.tick()
             await prod.flush()
-    acked = sum(1 for h in handles if _ok(h))
-    return {**timer.figures(), "sent": total, "acked": acked}
-
-
-def _ok(handle) -> bool:
-    try:
-        handle.result()
-        return True
-    except Exception:
-        return False
+    acked = Acked()
+    for handle in handles:
+        acked.add(handle)
+    return {**timer.figures(), "sent": total, "acked": acked.settle()}
 
 
 async def raw_fetch(p: dict) -> dict:
@@ -164,20 +181,23 @@ async def raw_fetch(p: dict) -> dict:
     ``reader="socket"``: a blocking socket reading each response with ``recv_into`` into one
     reused buffer, like the loopback sendfile baseline (requests encoded by the sans-IO
     ``protocol.ClientConnection``): the broker's fetch path alone. ``reader="client"``: the
-    client library's connection layer (``Cluster`` + ``FetchState``), one fetch at a time.
+    client library's connection layer (``Network`` on the trio driver + ``FetchState``), one
+    fetch at a time.
     """
     if p.get("reader", "client") == "socket":
         return _raw_fetch_socket(p)
-    from sluice.client.connection import Cluster
     from sluice.client.fetcher import FetchState
+    from sluice.client.network import Call, Network
+    from sluice.client.trio_driver import TrioDriver
 
     address, topic, max_bytes = p["address"], p["topic"], p.get("max_bytes", 8 << 20)
     min_total = p.get("min_bytes", 0)
     total = requests = 0
     async with trio.open_nursery() as nursery:
-        cluster = Cluster(address, nursery)
-        await cluster.connection()
-        meta = await cluster.topic(topic)
+        net = Network(address, client_id="perf-raw-fetch", clock=trio.current_time)
+        driver = TrioDriver(net, nursery, [])
+        driver.start()
+        meta = await driver.run(net.look_up(topic))
         end = None
         for timed in (False, True):  # the untimed pass learns the end offset
             timer = Timer(p.get("server_pid"))
@@ -191,7 +211,7 @@ async def raw_fetch(p: dict) -> dict:
                     state.bind(topic, meta.topic_id, meta.partitions)
                     state.seek((topic, 0), 0)
                     while end is None or state.fetch_positions[(topic, 0)] < end:
-                        response = await cluster.request(state.fetch_request())
+                        response = await driver.call(Call(state.fetch_request()))
                         chunks = state.on_fetch(response, state.generation)
                         if timed:
                             requests += 1
@@ -202,7 +222,7 @@ async def raw_fetch(p: dict) -> dict:
                         end = state.fetch_positions[(topic, 0)]
                     elif total >= min_total:
                         break
-        await cluster.aclose()
+        driver.close()
         nursery.cancel_scope.cancel()
     out = timer.figures()
     out.update(bytes=total, requests=requests, mb_per_s=total / timer.elapsed / 1e6)

@@ -11,11 +11,13 @@ import sys
 from peers.common import emit_result
 
 MODULES = {"sluice": "peers.sluice_peer", "redis": "peers.redis_peer", "nats": "peers.nats_peer",
-           "kafka": "peers.kafka_peer"}
+           "sluice-blocking": "peers.sluice_blocking_peer", "kafka": "peers.kafka_peer"}
 
 
 def main(argv: list[str]) -> int:
     system, role, params = argv[0], argv[1], json.loads(argv[2])
+    if params.get("client") == "blocking":  # Sluice's blocking client
+        system += "-blocking"
     module = importlib.import_module(MODULES[system])
     emit_result(module.run(role, params))
     return 0
