@@ -324,3 +324,26 @@ async def test_the_trio_producer_s_calls_checkpoint_even_when_nothing_waits(stub
             assert scope.cancelled_caught
             await p.flush()
     assert sorted(v for part in range(4) for v in stubs.values("t", part)) == [b"x"]
+
+
+async def test_a_send_checks_the_topic_after_its_checkpoint(stubs, monkeypatch):
+    """The send after one that opened a batch checkpoints; an answer handled meanwhile may
+    make the topic's partition count stale (it was recreated). The send must look it up
+    again, not append by a count that is gone (it raised ``KeyError`` in scenario 7's long
+    run: a trio producer died in the middle of topic churn)."""
+    real_checkpoint = trio.lowlevel.checkpoint
+    with trio.fail_after(10):
+        async with Producer(stubs.brokers[0].address, linger_ms=60_000) as p:
+            await p.partitions_for("t")
+            await p.send("t", b"first", partition=0)  # opens a batch
+
+            async def checkpoint_as_the_topic_goes_stale():
+                monkeypatch.setattr(trio.lowlevel, "checkpoint", real_checkpoint)
+                p._partitions.pop("t")  # as _forget_stale_counts does
+                await real_checkpoint()
+
+            monkeypatch.setattr(trio.lowlevel, "checkpoint", checkpoint_as_the_topic_goes_stale)
+            await p.send("t", b"second", partition=0)
+            assert "t" in p._partitions
+            await p.flush()
+    assert stubs.values("t", 0) == [b"first", b"second"]

@@ -150,6 +150,46 @@ async def final_contents(port: int) -> tuple[str, dict[int, list[tuple[int, byte
     return meta.topic_id, logs, committed
 
 
+async def churn(bootstrap: str, broker: Broker, ledger: Ledger, ids: list, scale: dict,
+                rng: random.Random, reader_thread_stop: threading.Event,
+                producer_thread_stop: threading.Event) -> None:
+    """The clients run while the topic is deleted and recreated ``scale["recreates"]`` times;
+    returns once every reader has read the last incarnation whole."""
+    with trio.fail_after(scale["seconds"] + 120):
+        stop_readers = trio.Event()
+        async with trio.open_nursery() as readers:
+            readers.start_soon(trio_reader, stop_readers, bootstrap, "reader", ledger)
+            for name in ("member-1", "member-2"):
+                readers.start_soon(partial(trio_reader, stop_readers, bootstrap, name, ledger,
+                                           group_id=GROUP))
+            readers.start_soon(partial(trio.to_thread.run_sync, sync_reader, reader_thread_stop,
+                                       bootstrap, ledger, abandon_on_cancel=True))
+            stop_producers = trio.Event()
+            async with trio.open_nursery() as producers:
+                for name in ("a", "b"):
+                    producers.start_soon(trio_producer, stop_producers, bootstrap, name, ledger)
+                producers.start_soon(partial(trio.to_thread.run_sync, sync_producer,
+                                             producer_thread_stop, bootstrap, ledger,
+                                             abandon_on_cancel=True))
+                async with Admin(bootstrap) as admin:
+                    for _ in range(scale["recreates"]):
+                        await trio.sleep(rng.uniform(*scale["gap"]))
+                        await admin.delete_topic(TOPIC)
+                        await trio.sleep(rng.uniform(*scale["absent"]))  # deleted a while
+                        await admin.create_topic(TOPIC, rng.randint(1, 4))
+                        ids.append((await admin.describe_topic(TOPIC)).topic_id)
+                await trio.sleep(1.0)  # the last incarnation gets written for a while
+                stop_producers.set()
+                producer_thread_stop.set()
+            _, logs, _ = await final_contents(broker.port)
+            final = {v for records in logs.values() for _, v in records}
+            while not (final <= ledger.read["reader"] and final <= ledger.read["sync"]
+                       and final <= ledger.read["member-1"] | ledger.read["member-2"]):
+                await trio.sleep(0.1)  # the readers catch up (or the deadline fails the test)
+            stop_readers.set()
+            reader_thread_stop.set()
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_delete_and_recreate_under_live_clients(tmp_path, mode):
     scale = SCALE[mode]
@@ -164,38 +204,15 @@ async def test_delete_and_recreate_under_live_clients(tmp_path, mode):
         async with Admin(bootstrap) as admin:
             await admin.create_topic(TOPIC, 3)
             ids.append((await admin.describe_topic(TOPIC)).topic_id)
-        with trio.fail_after(scale["seconds"] + 120):
-            stop_readers, reader_thread_stop = trio.Event(), threading.Event()
-            async with trio.open_nursery() as readers:
-                readers.start_soon(trio_reader, stop_readers, bootstrap, "reader", ledger)
-                for name in ("member-1", "member-2"):
-                    readers.start_soon(partial(trio_reader, stop_readers, bootstrap, name, ledger,
-                                               group_id=GROUP))
-                readers.start_soon(trio.to_thread.run_sync, sync_reader, reader_thread_stop,
-                                   bootstrap, ledger)
-                stop_producers, producer_thread_stop = trio.Event(), threading.Event()
-                async with trio.open_nursery() as producers:
-                    for name in ("a", "b"):
-                        producers.start_soon(trio_producer, stop_producers, bootstrap, name, ledger)
-                    producers.start_soon(trio.to_thread.run_sync, sync_producer,
-                                         producer_thread_stop, bootstrap, ledger)
-                    async with Admin(bootstrap) as admin:
-                        for _ in range(scale["recreates"]):
-                            await trio.sleep(rng.uniform(*scale["gap"]))
-                            await admin.delete_topic(TOPIC)
-                            await trio.sleep(rng.uniform(*scale["absent"]))  # deleted a while
-                            await admin.create_topic(TOPIC, rng.randint(1, 4))
-                            ids.append((await admin.describe_topic(TOPIC)).topic_id)
-                    await trio.sleep(1.0)  # the last incarnation gets written for a while
-                    stop_producers.set()
-                    producer_thread_stop.set()
-                _, logs, _ = await final_contents(broker.port)
-                final = {v for records in logs.values() for _, v in records}
-                while not (final <= ledger.read["reader"] and final <= ledger.read["sync"]
-                           and final <= ledger.read["member-1"] | ledger.read["member-2"]):
-                    await trio.sleep(0.1)  # the readers catch up (or the deadline fails the test)
-                stop_readers.set()
-                reader_thread_stop.set()
+        # The blocking clients' threads stop when these are set; a failure (the deadline
+        # included) sets them too, or the nurseries would wait for the threads forever.
+        reader_thread_stop, producer_thread_stop = threading.Event(), threading.Event()
+        try:
+            await churn(bootstrap, broker, ledger, ids, scale, rng,
+                        reader_thread_stop, producer_thread_stop)
+        finally:
+            reader_thread_stop.set()
+            producer_thread_stop.set()
         final_id, logs, committed = await final_contents(broker.port)
         assert final_id == ids[-1] and len(set(ids)) == len(ids)
         stored = {(p, o): v for p, records in logs.items() for o, v in records}
