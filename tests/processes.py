@@ -58,6 +58,15 @@ def parse_announcement(lines: Iterable[str]) -> Announced | None:
     return None
 
 
+def read_announcement(stream) -> Announced | None:
+    """``parse_announcement`` of a child broker's stdout (text or bytes), read up to its ready
+    line and no further (the rest stays for whoever drains the pipe)."""
+    def lines() -> Iterator[str]:
+        while line := stream.readline():
+            yield line.decode(errors="replace") if isinstance(line, bytes) else line
+    return parse_announcement(lines())
+
+
 class BrokerProcess:
     """A ``python -m sluice.broker`` child on 127.0.0.1; ``start`` returns once it is listening.
 

@@ -34,6 +34,8 @@ from sluice.protocol import messages as m  # noqa: E402
 from sluice.protocol.batch import build_batch  # noqa: E402
 from sluice.protocol.connection import ClientConnection, ResponseReceived  # noqa: E402
 
+from tests.processes import read_announcement  # noqa: E402
+
 MIB = 1024 * 1024
 IN_FLIGHT = 8
 
@@ -87,12 +89,10 @@ def start_broker(data_dir: Path) -> tuple[subprocess.Popen, int]:
          "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
     )
-    line = proc.stdout.readline().decode()
-    while line.startswith("kafka listener on "):  # the other listener's line comes first
-        line = proc.stdout.readline().decode()
-    if not line.startswith("listening on"):
-        raise RuntimeError(f"broker did not start: {line!r}")
-    return proc, int(line.rsplit(":", 1)[1])
+    announced = read_announcement(proc.stdout)
+    if announced is None:
+        raise RuntimeError("broker did not start")
+    return proc, announced.port
 
 
 def rss_mib(pid: int) -> float:

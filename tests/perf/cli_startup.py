@@ -29,6 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests.processes
+
+from tests.processes import read_announcement  # noqa: E402
+
 TARGET_RATIO = 4.0
 BASELINE = [sys.executable, "-c", "import argparse, socket, msgpack"]
 
@@ -44,13 +48,11 @@ def start_broker() -> tuple[subprocess.Popen, str]:
         [sys.executable, "-m", "sluice.broker", "--in-memory", "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
-    line = proc.stdout.readline()
-    while line.startswith("kafka listener on "):  # the other listener's line comes first
-        line = proc.stdout.readline()
-    if not line.startswith("listening on "):
+    announced = read_announcement(proc.stdout)
+    if announced is None:
         proc.kill()
-        raise SystemExit(f"the broker did not start: {line!r}")
-    return proc, line.split()[-1]
+        raise SystemExit("the broker did not start")
+    return proc, f"127.0.0.1:{announced.port}"
 
 
 def measure(commands: dict[str, list[str]], runs: int, env: dict, stdin: bytes) -> dict:

@@ -29,6 +29,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests.processes
+
+from tests.processes import read_announcement  # noqa: E402
+
 RATE = re.compile(r"([\d,]+) records/s")
 RUNS = [
     ("produce", "batch", "send_batch"),
@@ -61,10 +65,11 @@ def start_broker(tree: Path, data: str) -> tuple[subprocess.Popen, str]:
         [str(tree / ".venv" / "bin" / "python"), "-m", "sluice.broker", "--data-dir", data,
          "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tree,
     )
-    line = broker.stdout.readline()
-    while line.startswith("kafka listener on "):  # the other listener's line comes first
-        line = broker.stdout.readline()
-    return broker, line.split()[-1]
+    announced = read_announcement(broker.stdout)
+    if announced is None:
+        broker.kill()
+        raise RuntimeError(f"{tree}: the broker did not start")
+    return broker, f"127.0.0.1:{announced.port}"
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ from sluice.protocol import messages as m  # noqa: E402
 from sluice.protocol.batch import build_batch  # noqa: E402
 
 from tests.perf.broker_bench import Client, pipeline  # noqa: E402
+from tests.processes import read_announcement  # noqa: E402
 
 MIB = 1024 * 1024
 HEAVY_TOPIC = "heavy"
@@ -87,13 +88,11 @@ class Build:
             stdout=subprocess.PIPE, stderr=open(workdir / "broker.log", "ab"), env=self.env(),
             cwd=self.import_root or REPO,
         )
-        line = proc.stdout.readline().decode()
-        while line.startswith("kafka listener on "):  # the other listener's line comes first
-            line = proc.stdout.readline().decode()
-        if not line.startswith("listening on"):
+        announced = read_announcement(proc.stdout)
+        if announced is None:
             proc.kill()
-            raise RuntimeError(f"{self.label}: broker did not start: {line!r}")
-        return proc, int(line.rsplit(":", 1)[1])
+            raise RuntimeError(f"{self.label}: broker did not start")
+        return proc, announced.port
 
 
 def revision_build(role: str, rev: str, into: Path) -> Build:

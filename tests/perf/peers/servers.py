@@ -9,12 +9,15 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from peers.common import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[3]
+if str(REPO) not in sys.path:  # tests.processes reads the broker's start-up lines
+    sys.path.append(str(REPO))
+
+from tests.processes import read_announcement  # noqa: E402
 
 
 class Skipped(Exception):
@@ -87,19 +90,14 @@ class SluiceServer(Server):
              "--host", "127.0.0.1"],
             stdout=subprocess.PIPE, cwd=REPO, env=env,
         )
-        deadline = time.monotonic() + 30
-        line = b""
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith(b"kafka listener on "):  # printed before the ready line
-                self.kafka_address = line.decode().split()[-1]
-            if line.startswith(b"listening on "):
-                self.address = line.decode().split()[-1]
-                threading.Thread(target=_drain, args=(self.proc.stdout,), daemon=True).start()
-                self.version = "sluice (this checkout)"
-                return
+        announced = read_announcement(self.proc.stdout)
+        if announced is not None:
+            self.address = f"127.0.0.1:{announced.port}"
+            if announced.kafka_port is not None:
+                self.kafka_address = f"127.0.0.1:{announced.kafka_port}"
+            threading.Thread(target=_drain, args=(self.proc.stdout,), daemon=True).start()
+            self.version = "sluice (this checkout)"
+            return
         self.stop()
         raise RuntimeError(f"sluice broker did not start; see {self.log_path}")
 
