@@ -2,7 +2,8 @@
 
 The composition root: it builds the layers -- storage (``LogManager``), the domain
 (``Broker``), the protocol adapters (``SluiceAdapter``; ``KafkaAdapter`` on the Kafka port
-unless ``kafka = false``), the HTTP port if configured (``web.WebAdapter``) and the I/O
+unless ``kafka = false``), the HTTP port if configured (``web.WebAdapter``; until the data
+directory is open, ``web.StartingAdapter`` answers its health checks) and the I/O
 (listeners handing each accepted connection to its listener's adapter as a ``Channel``) -- and
 nothing below it knows about it.
 
@@ -24,6 +25,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+import outcome
 import trio
 from sluice.broker.adapters.inflight import InFlight
 from sluice.broker.adapters.kafka.connection import KafkaAdapter
@@ -39,6 +41,7 @@ from sluice.broker.storage.config import TopicConfig
 from sluice.broker.storage.files import HandleQuota
 from sluice.broker.storage.manager import LogManager
 from sluice.broker.web.app import WebAdapter
+from sluice.broker.web.starting import StartingAdapter, StartupAdmission
 from sluice.broker.web.view import BrokerView
 from sluice.protocol.errors import SluiceError, StorageError
 
@@ -125,7 +128,8 @@ async def serve(
                 config.host, config.kafka_listen_port, " for Kafka clients", KAFKA_HINT)
         if config.http_port is not None:
             http_listeners = await _listen(http_host, config.http_port, " for HTTP")
-        broker, descriptors = await trio.to_thread.run_sync(open_broker, config)
+        http_stats = ChannelStats()
+        broker, descriptors = await _open_answering_health(config, http_listeners, http_stats)
     except BaseException:
         _close(listeners + kafka_listeners + http_listeners)
         raise
@@ -145,7 +149,8 @@ async def serve(
         serving.append(("http", http_listeners, WebAdapter(BrokerView(
             broker, config, lambda: descriptors.connections, handle.channels, addresses,
             time.time()))))
-    handle.channels.update((name, ChannelStats()) for name, _, _ in serving)
+    handle.channels.update((name, http_stats if name == "http" else ChannelStats())
+                           for name, _, _ in serving)
     listeners = [listener for _, some, _ in serving for listener in some]
     refusals = trio.CapacityLimiter(REFUSALS_AT_ONCE)
     try:
@@ -188,6 +193,29 @@ async def serve(
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(broker.close)
             log.info("logs flushed and closed cleanly")
+
+
+async def _open_answering_health(
+    config: BrokerConfig, http_listeners: list, stats: ChannelStats
+) -> tuple[Broker, DescriptorBudget]:
+    """``open_broker`` in a worker thread; meanwhile the HTTP port, if any, answers health
+    checks as starting (``web.starting``), so a long recovery does not look like a dead
+    process. Its connections are closed once the broker is open."""
+    if not http_listeners:
+        return await trio.to_thread.run_sync(open_broker, config)
+    log.info("opening the data directory; http://%s:%d/health/live answers meanwhile",
+             config.http_host or config.host, _port_of(http_listeners))
+    make_channel = channel_factory(config, stats)
+    adapter, admission = StartingAdapter(config), StartupAdmission()
+    refusals = trio.CapacityLimiter(REFUSALS_AT_ONCE)
+    async with trio.open_nursery() as nursery:
+        for listener in http_listeners:
+            nursery.start_soon(accept_loop, listener, admission, make_channel, adapter, nursery,
+                               refusals)
+        # Captured, not raised in the nursery: its error must reach the caller unwrapped.
+        opened = await outcome.acapture(trio.to_thread.run_sync, open_broker, config)
+        nursery.cancel_scope.cancel()
+    return opened.unwrap()
 
 
 class ListenError(SluiceError):

@@ -28,10 +28,11 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 from urllib.parse import urlsplit
 
 import trio
+from sluice.broker.config import BrokerConfig
 from sluice.broker.io.channel import Channel
 from sluice.broker.web.assets import Assets
 from sluice.broker.web.console import ConsoleApi
@@ -108,30 +109,14 @@ def _hostname(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
-class WebAdapter:
-    """The HTTP port on one broker: an ``io.listener.Adapter`` (``serve``, ``refusal``)."""
+class HttpAdapter:
+    """An ``io.listener.Adapter`` speaking HTTP: each request goes to the first of ``routes``
+    whose path and method match, once ``guard`` allows it; connections beyond the budget are
+    told 503."""
 
-    def __init__(self, view: BrokerView) -> None:
-        config = view.config
-        self.view = view
-        self.guard = Guard(config.http_host or config.host, config.http_read_only)
-        health = Health(view)
-        assets = Assets()
-        console = ConsoleApi(view)
-        self.routes = [
-            route("GET", "/metrics", Metrics(view).scrape),
-            route("GET", "/health", health.ready),
-            route("GET", "/health/ready", health.ready),
-            route("GET", "/health/live", health.live),
-            route("GET", "/", assets.index),
-            route("GET", "/static/{name}", assets.file),
-            route("GET", "/api/broker", console.broker),
-            route("GET", "/api/topics", console.topics),
-            route("POST", "/api/topics", console.create_topic),
-            route("POST", "/api/topics/{name}/records", console.produce),
-            route("GET", "/api/topics/{name}/tail", Tail(view.broker).open),
-            route("GET", "/api/groups", console.groups),
-        ]
+    def __init__(self, guard: Guard, routes: list[Route]) -> None:
+        self.guard = guard
+        self.routes = routes
 
     async def serve(self, channel: Channel) -> None:
         """Serve one connection until it ends."""
@@ -157,7 +142,40 @@ class WebAdapter:
             self.guard.check(request, candidate.writes)
             answer = candidate.handler(request, **found.groupdict())
             return await answer if inspect.isawaitable(answer) else answer
+        self.unmatched(request, allowed)
+
+    def unmatched(self, request: HttpRequest, allowed: list[str]) -> NoReturn:
+        """No route answers ``request``: 405 if its path answers other methods (``allowed``),
+        else 404."""
         if allowed:
             raise HttpError(405, f"{request.path} answers {', '.join(allowed)} only",
                             (("Allow", ", ".join(allowed)),))
         raise HttpError(404, f"nothing at {request.path}")
+
+
+class WebAdapter(HttpAdapter):
+    """The HTTP port on one broker."""
+
+    def __init__(self, view: BrokerView) -> None:
+        health = Health(view)
+        assets = Assets()
+        console = ConsoleApi(view)
+        super().__init__(guard_of(view.config), [
+            route("GET", "/metrics", Metrics(view).scrape),
+            route("GET", "/health", health.ready),
+            route("GET", "/health/ready", health.ready),
+            route("GET", "/health/live", health.live),
+            route("GET", "/", assets.index),
+            route("GET", "/static/{name}", assets.file),
+            route("GET", "/api/broker", console.broker),
+            route("GET", "/api/topics", console.topics),
+            route("POST", "/api/topics", console.create_topic),
+            route("POST", "/api/topics/{name}/records", console.produce),
+            route("GET", "/api/topics/{name}/tail", Tail(view.broker).open),
+            route("GET", "/api/groups", console.groups),
+        ])
+
+
+def guard_of(config: BrokerConfig) -> Guard:
+    """The guard of ``config``'s HTTP port."""
+    return Guard(config.http_host or config.host, config.http_read_only)

@@ -2,12 +2,16 @@
 
 * live: the broker's event loop answers (200; nothing else is checked -- a process that can
   answer should not be restarted).
-* ready: it serves requests -- 200 while serving, 503 once it is shutting down (draining).
+* ready: it serves requests -- 200 while serving, 503 while it is still opening its data
+  directory (``starting``: recovery after a crash can take minutes) and once it is shutting
+  down (draining).
   Partitions refused at startup (offline) do not make it unready, since every other partition
   is served; they make its status ``degraded`` and are listed.
 
-Each answers JSON: ``status`` (``ok``, ``degraded`` or ``stopping``), ``live``, ``ready``,
-the broker id, uptime and the offline partitions with the reason each was refused.
+While starting, ``web.starting.StartingAdapter`` answers these three paths (and 503 to every
+other). Each answers JSON: ``status`` (``starting``, ``ok``, ``degraded`` or ``stopping``),
+``live``, ``ready``, the broker id, uptime and the offline partitions with the reason each
+was refused.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ def health(view: BrokerView) -> dict:
         "status": status, "live": True, "ready": not broker.stopping,
         "broker_id": broker.broker_id, "uptime_s": round(time.time() - view.started, 3),
         "offline_partitions": offline,
+    }
+
+
+def starting(broker_id: int, since: float) -> dict:
+    """The report while the data directory is being opened (``since``: when that began)."""
+    return {
+        "status": "starting", "live": True, "ready": False, "broker_id": broker_id,
+        "uptime_s": round(time.time() - since, 3), "offline_partitions": [],
     }
 
 

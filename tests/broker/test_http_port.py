@@ -3,15 +3,19 @@ ask, and that its connections share the broker's connection budget."""
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 from functools import partial
 
 import pytest
 import trio
+from sluice.broker import server
 from sluice.broker.config import BrokerConfig
 from sluice.broker.server import ListenError, serve
 from sluice.broker.storage import LogManager, ValidatedBatches
 from sluice.broker.web import http
+from sluice.broker.web.starting import STARTUP_CONNECTIONS
 from sluice.protocol import messages as m
 from sluice.protocol.errors import InvalidConfigError
 
@@ -120,6 +124,74 @@ async def test_offline_partitions_degrade_health_but_not_readiness(tmp_path, nur
         assert "--repair-truncate a-0" in offline["reason"]
     finally:
         handle.shutdown()
+
+
+async def test_health_answers_as_starting_while_the_data_directory_opens(
+        tmp_path, nursery, monkeypatch, caplog):
+    """A long recovery must not look like a dead process to a liveness probe: the HTTP port
+    answers from the start -- live, not ready, nothing else -- and its connections of that
+    time are closed once the broker is open."""
+    caplog.set_level(logging.INFO, logger="sluice.server")
+    real_open_broker = server.open_broker
+    seen: dict = {}
+
+    async def while_starting() -> None:
+        [line] = [r.getMessage() for r in caplog.records if "answers meanwhile" in r.getMessage()]
+        port = int(re.search(r":(\d+)/health/live", line)[1])
+        seen["early"] = early = await HttpClient.connect(port)
+        live = await early.get("/health/live")
+        seen["live"] = (live.status, live.json())
+        for path in ("/health", "/health/ready"):
+            ready = await early.get(path)
+            seen[path] = (ready.status, ready.json()["status"], ready.json()["ready"])
+        metrics = await early.get("/metrics")
+        seen["metrics"] = (metrics.status, metrics.headers.get("retry-after"), metrics.json())
+        seen["rebound"] = (await early.get("/health", headers={"Host": "evil.example"})).status
+        others = [await HttpClient.connect(port) for _ in range(STARTUP_CONNECTIONS - 1)]
+        async with await HttpClient.connect(port) as one_too_many:
+            seen["one too many"] = (await one_too_many.get("/health/live")).status
+        for other in others:
+            await other.stream.aclose()
+
+    def open_broker_slowly(config):  # in the worker thread: the event loop is free
+        trio.from_thread.run(while_starting)
+        return real_open_broker(config)
+
+    monkeypatch.setattr(server, "open_broker", open_broker_slowly)
+    config = BrokerConfig(port=0, http_port=0, data_dir=tmp_path / "data")
+    handle = await nursery.start(partial(serve, config))
+    try:
+        assert seen["live"][0] == 200
+        assert seen["live"][1]["status"] == "starting" and seen["live"][1]["live"] is True
+        assert seen["/health"] == seen["/health/ready"] == (503, "starting", False)
+        assert seen["metrics"] == (
+            503, "1", {"error": "the broker is starting: it is opening (recovering) its data "
+                                "directory"})
+        assert seen["rebound"] == 403  # the loopback guard holds from the start
+        assert seen["one too many"] == 503  # refused: the descriptor budget is not known yet
+        async with seen["early"] as early:
+            with trio.fail_after(5):
+                assert await early.stream.receive_some() == b""  # closed when the broker opened
+        async with await HttpClient.connect(http_port(handle)) as web:
+            ready = await web.get("/health/ready")
+            assert ready.status == 200 and ready.json()["status"] == "ok"
+            assert (await web.get("/metrics")).status == 200
+    finally:
+        handle.shutdown()
+
+
+async def test_a_failure_to_open_the_data_directory_is_raised_as_is_with_the_http_port_on(
+        tmp_path):
+    """The HTTP port answering during startup must not change what a failed start raises."""
+    (tmp_path / "file").write_text("not a directory")
+    failures = []
+    for http_port_setting in (None, 0):
+        config = BrokerConfig(port=0, http_port=http_port_setting, data_dir=tmp_path / "file")
+        with pytest.raises(Exception) as caught:
+            await serve(config)
+        failures.append((type(caught.value), str(caught.value)))
+    assert failures[0] == failures[1]
+    assert not issubclass(failures[1][0], BaseExceptionGroup)
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
