@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-import trio
 from sluice.protocol import messages as m
 from sluice.protocol.batch import HEADER_SIZE, LOG_OVERHEAD, iter_batches, parse_header
 from sluice.protocol.errors import StorageError
 
 from tests.broker.conftest import RawClient, create_topic, fetch, make_batch, produce, read_values
+from tests.e2e.group_helpers import wait_for
 from tests.torture.harness import Broker, record
 
 CHECKPOINT_S = 0.2
@@ -40,6 +40,15 @@ async def fill(client: RawClient, topic: str, start: int, batches: int, acks: in
         assert response.partitions[0].error == 0, response
 
 
+def recovery_points(broker: Broker) -> tuple[int, int] | None:
+    """The checkpointed recovery points of partitions a-0 and b-0 (None: none yet)."""
+    try:
+        points = json.loads((broker.data_dir / "meta" / "recovery-points.json").read_text())
+        return points["a"]["offsets"]["0"], points["b"]["offsets"]["0"]
+    except (FileNotFoundError, KeyError):
+        return None
+
+
 def logs(data: Path, name: str) -> list[Path]:
     return sorted((data / name).glob("*.log"))
 
@@ -53,9 +62,9 @@ async def prepare(tmp_path, *, flushed: int = 20, tail: int = 4):
         for topic in ("a", "b"):
             await create_topic(client, topic, **SEGMENT)
             await fill(client, topic, 0, flushed, acks=-1)
-        await trio.sleep(CHECKPOINT_S * 4)  # the recovery points now cover the acks=all data
-        points = json.loads((broker.data_dir / "meta" / "recovery-points.json").read_text())
-        assert points["a"]["offsets"]["0"] == points["b"]["offsets"]["0"] == flushed * 5
+        # Until a checkpoint's recovery points cover the acks=all data (a fixed sleep was
+        # enough only on a calm machine).
+        await wait_for(lambda: recovery_points(broker) == (flushed * 5, flushed * 5))
         for topic in ("a", "b"):
             await fill(client, topic, flushed * 5, tail, acks=1)
     for topic in ("a", "b"):
