@@ -75,6 +75,11 @@ class Guard:
         self.loopback_only = is_loopback(bound_host)
         self.read_only = read_only
 
+    @classmethod
+    def of(cls, config: BrokerConfig) -> Guard:
+        """The guard of ``config``'s HTTP port."""
+        return cls(config.http_host or config.host, config.http_read_only)
+
     def check(self, request: HttpRequest, writes: bool) -> None:
         """Raise ``HttpError`` unless ``request`` may be served."""
         host = request.headers.get("host", "")
@@ -160,7 +165,7 @@ class WebAdapter(HttpAdapter):
         health = Health(view)
         assets = Assets()
         console = ConsoleApi(view)
-        super().__init__(guard_of(view.config), [
+        super().__init__(Guard.of(view.config), [
             route("GET", "/metrics", Metrics(view).scrape),
             route("GET", "/health", health.ready),
             route("GET", "/health/ready", health.ready),
@@ -174,8 +179,3 @@ class WebAdapter(HttpAdapter):
             route("GET", "/api/topics/{name}/tail", Tail(view.broker).open),
             route("GET", "/api/groups", console.groups),
         ])
-
-
-def guard_of(config: BrokerConfig) -> Guard:
-    """The guard of ``config``'s HTTP port."""
-    return Guard(config.http_host or config.host, config.http_read_only)

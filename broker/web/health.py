@@ -29,18 +29,19 @@ def health(view: BrokerView) -> dict:
         for (topic, partition), (_, reason) in sorted(broker.store.offline.items())
     ]
     status = "stopping" if broker.stopping else "degraded" if offline else "ok"
-    return {
-        "status": status, "live": True, "ready": not broker.stopping,
-        "broker_id": broker.broker_id, "uptime_s": round(time.time() - view.started, 3),
-        "offline_partitions": offline,
-    }
+    return _report(status, not broker.stopping, broker.broker_id, view.started, offline)
 
 
 def starting(broker_id: int, since: float) -> dict:
     """The report while the data directory is being opened (``since``: when that began)."""
+    return _report("starting", False, broker_id, since, [])
+
+
+def _report(status: str, ready: bool, broker_id: int, since: float, offline: list) -> dict:
+    """The one shape every health answer has."""
     return {
-        "status": "starting", "live": True, "ready": False, "broker_id": broker_id,
-        "uptime_s": round(time.time() - since, 3), "offline_partitions": [],
+        "status": status, "live": True, "ready": ready, "broker_id": broker_id,
+        "uptime_s": round(time.time() - since, 3), "offline_partitions": offline,
     }
 
 

@@ -18,7 +18,7 @@ import time
 from typing import NoReturn
 
 from sluice.broker.config import BrokerConfig
-from sluice.broker.web.app import HttpAdapter, guard_of, route
+from sluice.broker.web.app import Guard, HttpAdapter, route
 from sluice.broker.web.health import starting
 from sluice.broker.web.http import HttpError, HttpRequest, HttpResponse
 from sluice.protocol.errors import ApiError, TooManyConnectionsError
@@ -33,7 +33,7 @@ class StartingAdapter(HttpAdapter):
     def __init__(self, config: BrokerConfig) -> None:
         self._broker_id = config.broker_id
         self._since = time.time()
-        super().__init__(guard_of(config), [
+        super().__init__(Guard.of(config), [
             route("GET", "/health", self.ready),
             route("GET", "/health/ready", self.ready),
             route("GET", "/health/live", self.live),
